@@ -1,0 +1,1 @@
+"""Experiment configs (ml_collections). Installed as `vcoach_jax.configs`."""

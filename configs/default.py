@@ -1,0 +1,35 @@
+"""The embedded default: tiny model, synthetic grounded-video data, CPU.
+
+Every hyper-parameter of the project lives here, each on its own line; other configs start from
+this one and change a few fields. It is also the schema: a config or a `--set` override naming a
+key that is not here, or giving a value of another type, is refused at start.
+
+  vcoach rewards vcoach_jax/assets/example_completions.jsonl
+  vcoach rewards IN.jsonl --config configs/default.py --set rewards.spatial_iou_mode=max
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+  """Returns the default config. `arg` is unused (kept for the `file.py:arg` convention)."""
+  del arg
+  config = ml_collections.ConfigDict()
+
+  # --- Rewards (REWARDS.md). Values of the paper's run; the released code's CLI defaults are
+  # max / none / all / True.
+  config.rewards = ml_collections.ConfigDict()
+  config.rewards.spatial_iou_mode = "avg"  # max | avg: how a claim scores several GT objects.
+  config.rewards.identity_match_mode = "soft"  # none | soft | strict: claim name vs GT object.
+  config.rewards.spatial_norm_mode = "matched"  # all | matched: thk_spatial denominator.
+  config.rewards.correct_tempgate = True  # |g - t| <= 1 s (True) or the one-sided g - t < 1 s.
+  # Fixed shapes of the reward kernels. A batch that needs more grows to the next power of two
+  # (a new compilation, counted); a result never changes because of these.
+  config.rewards.max_times = 16  # time tags per think block
+  config.rewards.max_claims = 8  # <obj>..<box>..at<t>..s claims per think block
+  config.rewards.max_boxes = 4  # boxes per claim, and predicted boxes in a VQA think block
+  config.rewards.max_key_frames = 4  # key frames per sample
+  config.rewards.max_objects = 4  # GT objects per key frame
+  config.rewards.max_gt_boxes = 2  # GT boxes per object
+
+  return config

@@ -1,0 +1,189 @@
+"""Loading, overriding and validating ml_collections configs.
+
+Configs are Python files with `get_config(arg=None)` (big_vision style). The embedded default,
+`configs/default.py` (installed as `vcoach_jax.configs.default`), is also the schema: every other
+config is checked against it at start, so an unknown key or a value of the wrong type stops the
+run with the key's dotted name instead of failing deep inside training.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import pathlib
+from typing import Any, Callable, Iterable, Mapping
+
+import ml_collections
+
+ConfigDict = ml_collections.ConfigDict
+
+# Fields whose value must be one of a fixed set. Validated after types.
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "rewards.spatial_iou_mode": ("max", "avg"),
+    "rewards.identity_match_mode": ("none", "soft", "strict"),
+    "rewards.spatial_norm_mode": ("all", "matched"),
+}
+
+# Fields that must be positive integers.
+POSITIVE_INTS: tuple[str, ...] = (
+    "rewards.max_times",
+    "rewards.max_claims",
+    "rewards.max_boxes",
+    "rewards.max_key_frames",
+    "rewards.max_objects",
+    "rewards.max_gt_boxes",
+)
+
+
+class ConfigError(ValueError):
+  """A config that cannot be used; the message names the key."""
+
+
+def default_config() -> ConfigDict:
+  """The embedded default config (also the schema)."""
+  from vcoach_jax.configs import default  # pylint: disable=g-import-not-at-top
+  return default.get_config()
+
+
+def _load_module(path: str):
+  """Imports a config given as a file path or a dotted module name."""
+  file = pathlib.Path(path)
+  if file.suffix == ".py" or file.exists():
+    if not file.exists():
+      raise ConfigError(f"config file {path!r} does not exist")
+    spec = importlib.util.spec_from_file_location(f"_vcoach_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+  try:
+    return importlib.import_module(path)
+  except ImportError as e:
+    raise ConfigError(f"config {path!r} is neither a file nor an importable module: {e}") from e
+
+
+def load(spec: str | None = None, overrides: Iterable[str] = ()) -> ConfigDict:
+  """Loads `path.py[:arg]` (default: the embedded default), applies `key=value` overrides,
+  validates against the default schema and returns a locked ConfigDict."""
+  if spec is None:
+    config = default_config()
+  else:
+    path, _, arg = spec.partition(":")
+    module = _load_module(path)
+    if not hasattr(module, "get_config"):
+      raise ConfigError(f"config {path!r} has no get_config()")
+    config = module.get_config(arg or None)
+  for override in overrides:
+    apply_override(config, override)
+  validate(config)
+  config.lock()
+  return config
+
+
+def apply_override(config: ConfigDict, override: str) -> None:
+  """Applies one `dotted.key=value` override; the value is a Python literal or a bare string."""
+  key, sep, raw = override.partition("=")
+  key = key.strip()
+  if not sep or not key:
+    raise ConfigError(f"override {override!r} is not of the form key=value")
+  *parents, leaf = key.split(".")
+  node = config
+  for i, name in enumerate(parents):
+    if name not in node or not isinstance(node[name], ConfigDict):
+      raise ConfigError(f"unknown config key {'.'.join(parents[:i + 1])!r} (in override {override!r})")
+    node = node[name]
+  if leaf not in node:
+    raise ConfigError(f"unknown config key {key!r} (in override {override!r})")
+  try:
+    value = ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    value = raw
+  current = node[leaf]
+  if isinstance(current, str) and not isinstance(value, str):
+    value = raw  # `--set name=123` on a string field means the string "123".
+  if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  _check_type(key, current, value)
+  with node.unlocked():
+    node[leaf] = value
+
+
+def _type_name(value: Any) -> str:
+  return type(value).__name__
+
+
+def _check_type(key: str, expected: Any, value: Any) -> None:
+  if expected is None or value is None:
+    return  # None marks an optional field (e.g. a path); any value may replace it.
+  if isinstance(expected, bool) or isinstance(value, bool):
+    ok = isinstance(expected, bool) and isinstance(value, bool)
+  elif isinstance(expected, float):
+    ok = isinstance(value, (int, float))
+  elif isinstance(expected, (list, tuple)):
+    ok = isinstance(value, (list, tuple))
+  else:
+    ok = isinstance(value, type(expected))
+  if not ok:
+    raise ConfigError(
+        f"config key {key!r} must be of type {_type_name(expected)}, got {value!r} "
+        f"({_type_name(value)})")
+
+
+def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
+  """Raises ConfigError naming the first unknown key, wrong type or out-of-range value."""
+  schema = default_config() if schema is None else schema
+  _validate_tree(config, schema, prefix="")
+  flat = flatten(config)
+  for key, allowed in CHOICES.items():
+    if key in flat and flat[key] not in allowed:
+      raise ConfigError(f"config key {key!r} must be one of {allowed}, got {flat[key]!r}")
+  for key in POSITIVE_INTS:
+    if key in flat and flat[key] <= 0:
+      raise ConfigError(f"config key {key!r} must be a positive integer, got {flat[key]!r}")
+
+
+def _validate_tree(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str) -> None:
+  for key in config.keys():
+    dotted = f"{prefix}{key}"
+    if key not in schema:
+      raise ConfigError(f"unknown config key {dotted!r}; known keys here: {sorted(schema.keys())}")
+    value, expected = config[key], schema[key]
+    if isinstance(expected, ConfigDict):
+      if not isinstance(value, (ConfigDict, dict)):
+        raise ConfigError(f"config key {dotted!r} must be a section (ConfigDict), got {value!r}")
+      _validate_tree(value, expected, prefix=dotted + ".")
+    else:
+      _check_type(dotted, expected, value)
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{'a.b': value} view of a nested config."""
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, (ConfigDict, dict)):
+      out.update(flatten(value, prefix=f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def reward_options(config: ConfigDict) -> dict[str, Any]:
+  """The four reward options of `vcoach_jax.rewards.compute` from a config."""
+  r = config.rewards
+  return {
+      "spatial_iou_mode": r.spatial_iou_mode,
+      "identity_match_mode": r.identity_match_mode,
+      "spatial_norm_mode": r.spatial_norm_mode,
+      "correct_tempgate": r.correct_tempgate,
+  }
+
+
+def add_config_flags(parser, *, help_default: str = "the embedded default") -> Callable:
+  """Adds --config / --set to an argparse parser; returns a loader for the parsed args."""
+  parser.add_argument(
+      "--config", default=None, metavar="FILE.py[:ARG]",
+      help=f"ml_collections config file with get_config() (default: {help_default}).")
+  parser.add_argument(
+      "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+      help="override one config field, e.g. --set rewards.spatial_iou_mode=max (repeatable).")
+  return lambda args: load(args.config, args.overrides)

@@ -1,0 +1,1 @@
+"""The seven VisionCoach rewards (work in progress)."""
