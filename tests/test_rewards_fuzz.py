@@ -1,8 +1,9 @@
 """Fuzzing: any completion string is scored without an exception, every value in its range.
 
-Two generators: hypothesis (tag soup with shrinking) and a seeded mutator over well-formed
-grounded completions (truncations, deletions, duplications, insertions), 10,000+ completions in
-all, with huge numbers, unicode, nested boxes and NaN/Infinity JSON mixed in. The samples are the
+Two hypothesis generators: tag soup (with shrinking), and a seeded mutator over well-formed
+grounded completions (truncations, deletions, duplications, insertions) driving 80 batches of
+128, i.e. 10,240 completions, with huge numbers, unicode, nested boxes and NaN/Infinity JSON
+mixed in. The samples are the
 public vectors' samples, so every task and option set is exercised.
 """
 
@@ -87,15 +88,19 @@ def _check(completions, samples, options):
     assert value <= rewards.MAX_TOTAL[sample["task"]] + 1e-5
 
 
-def test_seeded_mutation_fuzz_10000_completions():
-  rng = random.Random(1234)
-  scored = 0
-  for batch in range(40):
-    samples = [rng.choice(SAMPLES) for _ in range(256)]
-    completions = [_mutate(rng, _well_formed(rng, s)) for s in samples]
-    _check(completions, samples, OPTION_SETS[batch % len(OPTION_SETS)])
-    scored += len(completions)
-  assert scored >= 10_000
+BATCH = 128
+MUTATION_EXAMPLES = 80  # 80 x 128 = 10,240 generated-and-mutated completions
+
+
+@settings(max_examples=MUTATION_EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), options=st.sampled_from(OPTION_SETS))
+def test_hypothesis_mutated_grounded_completions(seed, options):
+  """Hypothesis drives a seeded mutator over well-formed grounded completions."""
+  rng = random.Random(seed)
+  samples = [rng.choice(SAMPLES) for _ in range(BATCH)]
+  completions = [_mutate(rng, _well_formed(rng, s)) for s in samples]
+  _check(completions, samples, options)
 
 
 @settings(max_examples=100, deadline=None, derandomize=True,
