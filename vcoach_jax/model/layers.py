@@ -36,7 +36,7 @@ class Linear(nnx.Module):
         logical_axes=axes)
     self.bias = (nnx.Param(jnp.zeros((dout,), param_dtype), logical_axes=(axes[1],))
                  if bias else None)
-    self.lora = None  # a lora.LoRAAdapter, when attached
+    self.lora = nnx.data(None)  # a lora.LoRAAdapter, when attached
     self.dtype = dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
