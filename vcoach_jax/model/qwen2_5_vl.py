@@ -21,7 +21,7 @@ from vcoach_jax.model import layers as lyr
 from vcoach_jax.model.config import ModelConfig
 from vcoach_jax.model.rope import mrope_cos_sin, mrope_positions
 from vcoach_jax.model.text import TextModel
-from vcoach_jax.model.vision import VisionTower, vision_aux
+from vcoach_jax.model.vision import Segments, VisionTower, vision_aux
 
 
 class ModelInputs(NamedTuple):
@@ -32,8 +32,8 @@ class ModelInputs(NamedTuple):
   rope_deltas: jax.Array  # [B] int32 (next position id - T)
   pixels: jax.Array | None = None  # [N, C*Tp*P*P] image patches then video patches
   rotary_ids: jax.Array | None = None  # [N, 2]
-  window_ids: jax.Array | None = None  # [N]
-  frame_ids: jax.Array | None = None  # [N]
+  windows: Segments | None = None  # window-attention segments of the patches
+  frames: Segments | None = None  # full-attention segments (temporal patches)
   vision_slots: jax.Array | None = None  # [N / merge_unit] flat index (b * T + t) of each token
 
 
@@ -74,7 +74,7 @@ class Qwen2_5_VL(nnx.Module):
     x = self.model.embed(inputs.input_ids)  # [B, T, D]
     if inputs.pixels is None:
       return x
-    feats = self.visual(inputs.pixels, inputs.rotary_ids, inputs.window_ids, inputs.frame_ids)
+    feats = self.visual(inputs.pixels, inputs.rotary_ids, inputs.windows, inputs.frames)
     b, t, d = x.shape
     x = x.reshape(b * t, d).at[inputs.vision_slots].set(feats.astype(x.dtype))
     return x.reshape(b, t, d)
@@ -161,7 +161,7 @@ def prepare_inputs(cfg: ModelConfig, inputs: Mapping[str, Any]) -> ModelInputs:
   if pixels:
     aux = vision_aux(cfg.vision, np.concatenate(grids))
     out.update(pixels=np.concatenate(pixels), rotary_ids=aux.rotary_ids,
-               window_ids=aux.window_ids, frame_ids=aux.frame_ids,
+               windows=aux.windows, frames=aux.frames,
                vision_slots=np.concatenate(slots))
   return ModelInputs(**out)
 

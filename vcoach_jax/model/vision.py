@@ -1,10 +1,12 @@
 """The Qwen2.5-VL vision tower: patch embedding, window/full-attention blocks, 2x2 patch merger.
 
-Window attention is expressed with segment ids instead of the reference's permute-by-window:
-every patch gets the id of its window (window blocks) or of its frame (full-attention blocks),
-and a patch attends exactly the patches with the same id. Attention, norms, MLPs and the merger
-(which only mixes the 4 patches of one merge unit, never split by a window) are all equivariant
-to the reference's reordering, so the outputs are the same without gathering twice.
+Attention is segmented: every patch belongs to a window (window blocks) or to a temporal patch
+of its image (full-attention blocks) and attends exactly the patches of that segment. Patches
+are gathered into a padded `[segments, max_len]` table, attention runs batched over segments
+(cost O(N * max_len), never an N x N mask), and results are gathered back by an inverse index.
+Norms, MLPs and the merger (which mixes only the 4 patches of one merge unit, never split by a
+window) work in the processor's patch order, so the reference's permute-by-window and its
+inverse are not needed.
 
 Host-side bookkeeping (`vision_aux`) depends only on `grid_thw` and is numpy.
 """
@@ -24,11 +26,35 @@ from vcoach_jax.model.rope import apply_rotary, vision_cos_sin, vision_rotary_id
 from vcoach_jax.model.text import MLP
 
 
+class Segments(NamedTuple):
+  """A partition of the N patches into attention segments, as gather tables."""
+  gather: np.ndarray  # [S, L] int32 patch index of each (segment, slot); padding slots hold 0
+  valid: np.ndarray  # [S, L] bool, False on padding slots
+  inverse: np.ndarray  # [N] int32 flat slot (segment * L + slot) of each patch
+
+
 class VisionAux(NamedTuple):
-  """Per-patch index arrays for one call of the vision tower (all [N] or [N, 2], int32)."""
+  """Index arrays for one call of the vision tower."""
   rotary_ids: np.ndarray  # [N, 2] (row, col) of each patch
-  window_ids: np.ndarray  # [N] window segment of each patch (window-attention blocks)
-  frame_ids: np.ndarray  # [N] temporal-patch segment of each patch (full-attention blocks)
+  windows: Segments  # window-attention blocks
+  frames: Segments  # full-attention blocks (one segment per temporal patch of each image)
+
+
+def segments_from_ids(ids: np.ndarray) -> Segments:
+  """Gather tables for segment ids 0..S-1 (every id present)."""
+  ids = np.asarray(ids)
+  counts = np.bincount(ids)
+  s, l = len(counts), int(counts.max())
+  order = np.argsort(ids, kind="stable")
+  starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  slot = np.arange(len(ids)) - np.repeat(starts, counts)  # rank within the segment, sorted order
+  gather = np.zeros((s, l), np.int32)
+  valid = np.zeros((s, l), bool)
+  gather[ids[order], slot] = order
+  valid[ids[order], slot] = True
+  inverse = np.empty(len(ids), np.int32)
+  inverse[order] = ids[order] * l + slot
+  return Segments(gather, valid, inverse)
 
 
 def vision_aux(cfg: VisionConfig, grid_thw: np.ndarray) -> VisionAux:
@@ -55,8 +81,8 @@ def vision_aux(cfg: VisionConfig, grid_thw: np.ndarray) -> VisionAux:
     frame_ids.append(np.repeat(np.arange(t) + next_frame, h * w))
     next_window += t * nwh * nww
     next_frame += t
-  return VisionAux(vision_rotary_ids(grid_thw, m), np.concatenate(window_ids).astype(np.int32),
-                   np.concatenate(frame_ids).astype(np.int32))
+  return VisionAux(vision_rotary_ids(grid_thw, m), segments_from_ids(np.concatenate(window_ids)),
+                   segments_from_ids(np.concatenate(frame_ids)))
 
 
 class VisionAttention(nnx.Module):
@@ -70,13 +96,16 @@ class VisionAttention(nnx.Module):
     self.num_heads, self.head_dim, self.impl = cfg.num_heads, cfg.head_dim, impl
 
   @jax.named_scope("vision_attention")
-  def __call__(self, x, cos, sin, mask):
-    """x [N, D]; cos/sin [N, H]; mask [N, N] bool."""
+  def __call__(self, x, cos, sin, seg: Segments):
+    """x [N, D]; cos/sin [N, H]; seg: the attention segments (arrays)."""
     n = x.shape[0]
     qkv = self.qkv(x).reshape(n, 3, self.num_heads, self.head_dim)
     q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
     q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-    out = lyr.attention(q[None], k[None], v[None], mask[None], self.impl)[0]
+    q, k, v = q[seg.gather], k[seg.gather], v[seg.gather]  # [S, L, heads, H]
+    mask = seg.valid[:, :, None] & seg.valid[:, None, :]  # [S, L, L]
+    out = lyr.attention(q, k, v, mask, self.impl)
+    out = out.reshape(-1, self.num_heads, self.head_dim)[seg.inverse]  # [N, heads, H]
     return self.proj(out.reshape(n, -1))
 
 
@@ -90,8 +119,8 @@ class VisionBlock(nnx.Module):
                    bias=True, rngs=rngs, **kw)
 
   @jax.named_scope("vision_block")
-  def __call__(self, x, cos, sin, mask):
-    x = x + self.attn(self.norm1(x), cos, sin, mask)
+  def __call__(self, x, cos, sin, seg: Segments):
+    x = x + self.attn(self.norm1(x), cos, sin, seg)
     return x + self.mlp(self.norm2(x))
 
 
@@ -127,19 +156,17 @@ class VisionTower(nnx.Module):
     self.remat = remat
 
   @jax.named_scope("vision_tower")
-  def __call__(self, pixels: jax.Array, rotary_ids: jax.Array, window_ids: jax.Array,
-               frame_ids: jax.Array) -> jax.Array:
+  def __call__(self, pixels: jax.Array, rotary_ids: jax.Array, windows: Segments,
+               frames: Segments) -> jax.Array:
     """pixels [N, patch_dim]; the index arrays come from `vision_aux`. Returns [N/4, out]."""
     x = self.patch_embed(pixels)
     cos, sin = vision_cos_sin(rotary_ids, self.head_dim)
-    window_mask = window_ids[:, None] == window_ids[None, :]  # [N, N]
-    full_mask = frame_ids[:, None] == frame_ids[None, :]
     do_remat, policy = lyr.remat_policy(self.remat)
 
-    def run(block, x, mask):
-      return block(x, cos, sin, mask)
+    def run(block, x, seg):
+      return block(x, cos, sin, seg)
     if do_remat:
       run = nnx.remat(run, policy=policy, prevent_cse=True)
     for i, block in enumerate(self.blocks):
-      x = run(block, x, full_mask if i in self.full_blocks else window_mask)
+      x = run(block, x, frames if i in self.full_blocks else windows)
     return self.merger(x)
