@@ -74,3 +74,27 @@ def test_attention_impls_agree():
   a = lyr.attention(q, k, v, mask, "xla")
   b = lyr.attention(q, k, v, mask, "dot_product_attention")
   np.testing.assert_allclose(np.asarray(a)[:, 1:], np.asarray(b)[:, 1:], atol=1e-5)
+
+
+def test_from_config_builds_the_default_tiny_model():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.model import build  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(__file__).parents[1] / "configs" / "default.py"
+  spec = importlib.util.spec_from_file_location("_default_cfg", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.model.lora_rank = 2
+  model, mesh = build.from_config(config)
+  assert mesh.shape["fsdp"] == jax.device_count()
+  assert model.config == vm.ModelConfig.tiny()
+  # text: 2 layers x (q, k, v, o, gate, up, down); vision: 2 blocks x (gate, up, down)
+  assert len(build.lora.lora_linears(model)) == 2 * 7 + 2 * 3
+  cfg = model.config
+  grid = (2, 4, 4)
+  row = ([1, 2] + [cfg.vision_start_token_id] + [cfg.video_token_id] * 8
+         + [cfg.vision_end_token_id, 3])
+  inputs = qt.make_inputs([row], videos=[grid])
+  out = np.asarray(vm.logits(model, inputs))
+  assert out.shape == (1, len(row), cfg.vocab_size) and np.isfinite(out).all()
