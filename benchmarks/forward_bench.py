@@ -5,6 +5,12 @@ fp32) on the same random weights and the same input: one 8-frame video plus a te
 
 Prints, per size, both median times, the speed-up (torch / jax; target >= 1.5x on CPU) and, on an
 accelerator, the forward throughput in tokens/s and the model-FLOPs utilisation.
+
+Measured 2026-11-24 on a shared 2-core CPU (torch 2 threads, median of 3; max|diff| <= 1e-5):
+  tiny  (19.6M params, 98 tokens, 256 patches):   torch   90.8 ms, jax   31.0 ms, 2.93x
+  0.5b  (563M params, 290 tokens, 1024 patches):  torch 2591.5 ms, jax 2277.5 ms, 1.14x
+  0.5b split: vision tower 1387 ms torch vs 886 ms jax (segmented window attention);
+  text + head 1256 ms torch vs 1314 ms jax (both at the matmul roofline of 2 cores).
 """
 
 from __future__ import annotations
