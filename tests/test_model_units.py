@@ -1,0 +1,100 @@
+"""Small units: mesh rules, vision segment tables, config round trip, attention implementations."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("USE_TF", "0")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+import qwen_testutil as qt  # noqa: E402
+from vcoach_jax import model as vm  # noqa: E402
+from vcoach_jax.model import layers as lyr  # noqa: E402
+from vcoach_jax.model.vision import segments_from_ids, vision_aux  # noqa: E402
+from vcoach_jax.parallel import mesh as mesh_lib  # noqa: E402
+
+
+def test_logical_to_spec_rules():
+  assert mesh_lib.logical_to_spec(("embed", "mlp")) == P("fsdp", "tensor")
+  assert mesh_lib.logical_to_spec(("norm",)) == P(None)
+  # A mesh axis is used once: the second vit_mlp dim stays replicated.
+  assert mesh_lib.logical_to_spec(("vit_mlp", "vit_mlp")) == P("tensor", None)
+  assert mesh_lib.logical_to_spec(("batch", None)) == P(("data", "fsdp"), None)
+
+
+def test_make_mesh_sizes_and_errors():
+  mesh = mesh_lib.make_mesh({"fsdp": -1})
+  assert mesh.shape == {"data": 1, "fsdp": jax.device_count(), "tensor": 1}
+  with pytest.raises(ValueError, match="unknown mesh axes"):
+    mesh_lib.make_mesh({"model": 1})
+  with pytest.raises(ValueError, match="needs"):
+    mesh_lib.make_mesh({"fsdp": jax.device_count() + 1})
+  with pytest.raises(ValueError, match="unknown mesh axes"):
+    mesh_lib.rules_from_config([("embed", ("fsdpp",))])
+
+
+def test_segments_gather_and_inverse():
+  ids = np.array([2, 0, 1, 0, 2, 2, 1])
+  seg = segments_from_ids(ids)
+  assert seg.gather.shape == (3, 3)
+  np.testing.assert_array_equal(seg.valid.sum(1), [2, 2, 3])
+  np.testing.assert_array_equal(ids[seg.gather][seg.valid], np.repeat([0, 1, 2], [2, 2, 3]))
+  np.testing.assert_array_equal(seg.gather.reshape(-1)[seg.inverse], np.arange(len(ids)))
+
+
+def test_window_segments_of_a_grid_the_window_does_not_divide():
+  cfg = vm.ModelConfig.tiny().vision  # window 56 px = 2x2 merged units
+  aux = vision_aux(cfg, np.array([[2, 6, 10]]))  # 3x5 merged units per frame, 2 frames
+  sizes = sorted(aux.windows.valid.sum(1).tolist())
+  # per frame: windows of 2x2, 2x2, 2x1, 1x2, 1x2, 1x1 merged units (x4 patches each)
+  assert sizes == sorted([16, 16, 8, 8, 8, 4] * 2)
+  assert aux.frames.valid.shape == (2, 60)
+
+
+def test_config_round_trip_through_hf_json():
+  hf_cfg = qt.hf_config().to_dict()
+  cfg = vm.ModelConfig.from_hf(hf_cfg)
+  assert cfg.mrope_section == (2, 3, 3) and cfg.vision.fullatt_block_indexes == (0, 2)
+  assert vm.ModelConfig.from_hf(cfg.to_hf()) == cfg
+  with pytest.raises(ValueError, match="mrope_section"):
+    vm.ModelConfig.from_hf(dict(hf_cfg, rope_scaling={"type": "mrope", "mrope_section": [1, 1, 1]}))
+
+
+def test_attention_impls_agree():
+  k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+  q = jax.random.normal(k1, (2, 5, 4, 8))
+  k = jax.random.normal(k2, (2, 5, 2, 8))
+  v = jax.random.normal(k3, (2, 5, 2, 8))
+  mask = np.tril(np.ones((5, 5), bool))[None].repeat(2, 0)
+  mask[1, :, 0] = False  # a padded key
+  a = lyr.attention(q, k, v, mask, "xla")
+  b = lyr.attention(q, k, v, mask, "dot_product_attention")
+  np.testing.assert_allclose(np.asarray(a)[:, 1:], np.asarray(b)[:, 1:], atol=1e-5)
+
+
+def test_from_config_builds_the_default_tiny_model():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.model import build  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(__file__).parents[1] / "configs" / "default.py"
+  spec = importlib.util.spec_from_file_location("_default_cfg", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.model.lora_rank = 2
+  model, mesh = build.from_config(config)
+  assert mesh.shape["fsdp"] == jax.device_count()
+  assert model.config == vm.ModelConfig.tiny()
+  # text: 2 layers x (q, k, v, o, gate, up, down); vision: 2 blocks x (gate, up, down)
+  assert len(build.lora.lora_linears(model)) == 2 * 7 + 2 * 3
+  cfg = model.config
+  grid = (2, 4, 4)
+  row = ([1, 2] + [cfg.vision_start_token_id] + [cfg.video_token_id] * 8
+         + [cfg.vision_end_token_id, 3])
+  inputs = qt.make_inputs([row], videos=[grid])
+  out = np.asarray(vm.logits(model, inputs))
+  assert out.shape == (1, len(row), cfg.vocab_size) and np.isfinite(out).all()

@@ -1,0 +1,45 @@
+"""The model a run config asks for: `config.model` (checkpoint or preset, dtype, attention,
+remat, LoRA) placed on the mesh of `config.parallel`."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from vcoach_jax.model import lora
+from vcoach_jax.model.config import ModelConfig
+from vcoach_jax.model.hf_checkpoint import load_hf
+from vcoach_jax.model.qwen2_5_vl import Qwen2_5_VL
+from vcoach_jax.parallel import mesh as mesh_lib
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+PRESETS = ("tiny", "qwen2_5_vl_3b", "qwen2_5_vl_7b")
+
+
+def from_config(config: ml_collections.ConfigDict, seed: int = 0):
+  """Returns (model, mesh) for a run config.
+
+  With `config.model.checkpoint` set, the weights are read with `load_hf`; otherwise a random
+  model of `config.model.preset` is built. LoRA adapters are attached when `lora_rank > 0`.
+  """
+  m = config.model
+  if m.dtype not in DTYPES:
+    raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
+  dtype = DTYPES[m.dtype]
+  mesh = mesh_lib.make_mesh(dict(config.parallel.mesh))
+  rules = mesh_lib.rules_from_config(config.parallel.rules)
+  runtime = dict(attention_impl=m.attention_impl, remat_policy=m.remat_policy)
+  if m.checkpoint:
+    model = load_hf(m.checkpoint, dtype=dtype, mesh=mesh, rules=rules, **runtime)
+  else:
+    if m.preset not in PRESETS:
+      raise ValueError(f"config.model.preset must be one of {PRESETS}, got {m.preset!r}")
+    cfg = getattr(ModelConfig, m.preset)().replace(**runtime)
+    model = Qwen2_5_VL(cfg, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(seed))
+    mesh_lib.shard_model(model, mesh, rules)
+  if m.lora_rank > 0:
+    lora.apply_lora(model, rank=m.lora_rank, alpha=m.lora_alpha, targets=tuple(m.lora_targets),
+                    rngs=nnx.Rngs(seed + 1))
+    mesh_lib.shard_model(model, mesh, rules)
+  return model, mesh

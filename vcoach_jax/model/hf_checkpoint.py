@@ -1,0 +1,281 @@
+"""Hugging Face Qwen2.5-VL checkpoints <-> the NNX model.
+
+`load_hf` builds the model abstractly (`nnx.eval_shape`), checks every tensor name and shape in
+the safetensors headers against it (one error listing all missing / unexpected names and shape
+mismatches), then reads the memory-mapped tensors one at a time and `device_put`s each straight
+to its sharding, so the whole model never sits in one host buffer. `save_hf` writes config.json
+and safetensors (sharded with an index above `max_shard_bytes`) that transformers loads.
+
+The name table `_RULES` maps HF names to NNX paths; linear weights are transposed to `[in, out]`
+and the Conv3d patch embedding is flattened to a `[C*Tp*P*P, D]` matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import pathlib
+import re
+import struct
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from flax import nnx
+
+from vcoach_jax.model.config import ModelConfig
+from vcoach_jax.model.qwen2_5_vl import Qwen2_5_VL
+from vcoach_jax.parallel import mesh as mesh_lib
+
+# (HF name regex, NNX dotted path template, transform). First match wins.
+_RULES: tuple[tuple[str, str, str | None], ...] = (
+    (r"visual\.patch_embed\.proj\.weight", "visual.patch_embed.kernel", "patch"),
+    (r"visual\.merger\.mlp\.(\d)\.weight", r"visual.merger.mlp_\1.kernel", "T"),
+    (r"visual\.merger\.mlp\.(\d)\.bias", r"visual.merger.mlp_\1.bias", None),
+    (r"(.*\.(?:norm1|norm2|ln_q|input_layernorm|post_attention_layernorm|norm))\.weight",
+     r"\1.weight", None),
+    (r"model\.embed_tokens\.weight", "model.embed_tokens", None),
+    (r"(.*)\.weight", r"\1.kernel", "T"),
+    (r"(.*)\.bias", r"\1.bias", None),
+)
+
+_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+           "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+           "BOOL": np.bool_}
+_DTYPE_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
+
+
+class CheckpointError(ValueError):
+  """A checkpoint folder that does not fit the model its config.json describes."""
+
+
+def hf_to_path(name: str) -> tuple[tuple[str | int, ...], str | None] | None:
+  """HF tensor name -> (NNX path, transform) or None when no rule matches."""
+  for pattern, template, transform in _RULES:
+    if re.fullmatch(pattern, name):
+      dotted = re.sub(pattern, template, name)
+      return tuple(int(p) if p.isdigit() else p for p in dotted.split(".")), transform
+  return None
+
+
+def path_to_hf(path: tuple[str | int, ...]) -> tuple[str, str | None]:
+  """NNX path -> (HF name, transform of the forward direction)."""
+  dotted = ".".join(str(p) for p in path)
+  if dotted == "visual.patch_embed.kernel":
+    return "visual.patch_embed.proj.weight", "patch"
+  if dotted == "model.embed_tokens":
+    return "model.embed_tokens.weight", None
+  dotted = re.sub(r"merger\.mlp_(\d)", r"merger.mlp.\1", dotted)
+  if dotted.endswith(".kernel"):
+    return dotted[:-len(".kernel")] + ".weight", "T"
+  return dotted, None
+
+
+def _to_model_layout(x: np.ndarray, transform: str | None) -> np.ndarray:
+  if transform == "T":
+    return x.T
+  if transform == "patch":
+    return x.reshape(x.shape[0], -1).T
+  return x
+
+
+def _model_shape(shape: tuple[int, ...], transform: str | None) -> tuple[int, ...]:
+  if transform == "T":
+    return tuple(reversed(shape))
+  if transform == "patch":
+    return (int(np.prod(shape[1:])), shape[0])
+  return tuple(shape)
+
+
+# ------------------------------------------------------------------------------------------------
+# safetensors, read through mmap (zero-copy) and written directly.
+
+class _SafetensorsFile:
+  def __init__(self, path: pathlib.Path):
+    self.path = path
+    with open(path, "rb") as f:
+      n = struct.unpack("<Q", f.read(8))[0]
+      header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    self.header, self.base = header, 8 + n
+    self._mm = None
+
+  def tensor(self, name: str) -> np.ndarray:
+    if self._mm is None:
+      with open(self.path, "rb") as f:
+        self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    info = self.header[name]
+    start, end = info["data_offsets"]
+    dtype = np.dtype(_DTYPES[info["dtype"]])
+    return np.frombuffer(self._mm, dtype=dtype, count=(end - start) // dtype.itemsize,
+                         offset=self.base + start).reshape(info["shape"])
+
+
+def _checkpoint_files(path: pathlib.Path) -> dict[str, _SafetensorsFile]:
+  """Tensor name -> file, from `model.safetensors.index.json` or all `*.safetensors`."""
+  index = path / "model.safetensors.index.json"
+  if index.exists():
+    weight_map = json.loads(index.read_text())["weight_map"]
+    names = sorted(set(weight_map.values()))
+    missing = [n for n in names if not (path / n).exists()]
+    if missing:
+      raise CheckpointError(f"{path}: the index names shard files that are missing: {missing}")
+    files = {n: _SafetensorsFile(path / n) for n in names}
+    out = {}
+    for tensor, fname in weight_map.items():
+      if tensor not in files[fname].header:
+        raise CheckpointError(f"{path}: index puts {tensor!r} in {fname}, which lacks it")
+      out[tensor] = files[fname]
+    return out
+  shards = sorted(path.glob("*.safetensors"))
+  if not shards:
+    raise CheckpointError(f"{path}: no *.safetensors files and no model.safetensors.index.json")
+  out = {}
+  for shard in shards:
+    f = _SafetensorsFile(shard)
+    out.update({name: f for name in f.header})
+  return out
+
+
+def _write_safetensors(path: pathlib.Path, tensors: dict[str, np.ndarray]) -> None:
+  header, offset = {}, 0
+  for name, x in tensors.items():
+    header[name] = {"dtype": _DTYPE_NAMES[x.dtype], "shape": list(x.shape),
+                    "data_offsets": [offset, offset + x.nbytes]}
+    offset += x.nbytes
+  header["__metadata__"] = {"format": "pt"}
+  blob = json.dumps(header, separators=(",", ":")).encode()
+  blob += b" " * (-len(blob) % 8)
+  with open(path, "wb") as f:
+    f.write(struct.pack("<Q", len(blob)))
+    f.write(blob)
+    for x in tensors.values():
+      f.write(np.ascontiguousarray(x).tobytes())
+
+
+# ------------------------------------------------------------------------------------------------
+
+def load_hf(path: str | pathlib.Path, dtype=jnp.float32, mesh: jax.sharding.Mesh | None = None,
+            rules: mesh_lib.Rules = mesh_lib.DEFAULT_RULES, **runtime: Any) -> Qwen2_5_VL:
+  """Loads a HF Qwen2.5-VL folder (config.json + safetensors) into a (sharded) NNX model.
+
+  Args:
+    path: the checkpoint folder.
+    dtype: parameter and compute dtype (softmax, norms and logits stay fp32).
+    mesh: place each tensor by its logical axes on this mesh; default the first local device.
+    rules: logical -> mesh axis rules.
+    **runtime: runtime config fields (`attention_impl`, `remat_policy`).
+
+  Raises:
+    CheckpointError: listing missing and unexpected tensor names and shape mismatches.
+  """
+  path = pathlib.Path(path)
+  if not (path / "config.json").exists():
+    raise CheckpointError(f"{path}: config.json is missing")
+  cfg = ModelConfig.from_file(path / "config.json", **runtime)
+  abstract = nnx.eval_shape(lambda: Qwen2_5_VL(cfg, dtype=dtype, param_dtype=dtype,
+                                               rngs=nnx.Rngs(0)))
+  graphdef, abs_state = nnx.split(abstract)
+  expected = {tuple(p): v for p, v in nnx.to_flat_state(abs_state)}
+  files = _checkpoint_files(path)
+
+  plan, unexpected, mismatched = {}, [], []
+  for name, f in files.items():
+    mapped = hf_to_path(name)
+    if mapped is None or mapped[0] not in expected:
+      if not (name == "lm_head.weight" and cfg.tie_word_embeddings):
+        unexpected.append(name)
+      continue
+    target, transform = mapped
+    got = _model_shape(tuple(f.header[name]["shape"]), transform)
+    want = tuple(expected[target].get_value().shape)
+    if got != want:
+      mismatched.append(f"{name}: checkpoint {tuple(f.header[name]['shape'])} -> {got}, "
+                        f"config.json implies {want}")
+    plan[target] = (name, transform)
+  missing = [path_to_hf(p)[0] for p in expected if p not in plan]
+  if missing or unexpected or mismatched:
+    parts = [f"checkpoint {path} does not match its config.json:"]
+    if missing:
+      parts.append(f"  missing ({len(missing)}): {sorted(missing)}")
+    if unexpected:
+      parts.append(f"  unexpected ({len(unexpected)}): {sorted(unexpected)}")
+    if mismatched:
+      parts.append(f"  shape mismatches ({len(mismatched)}):\n    " + "\n    ".join(mismatched))
+    raise CheckpointError("\n".join(parts))
+
+  device = jax.local_devices()[0]
+  values = {}
+  for target, (name, transform) in plan.items():
+    host = _to_model_layout(files[name].tensor(name), transform).astype(dtype)
+    if mesh is None:
+      values[target] = jax.device_put(host, device)
+    else:
+      values[target] = jax.device_put(
+          host, mesh_lib.variable_sharding(expected[target], mesh, rules))
+  state = nnx.from_flat_state({p: v.replace(values[p]) for p, v in expected.items()})
+  return nnx.merge(graphdef, state)
+
+
+def _host(x: jax.Array) -> np.ndarray:
+  if not x.is_fully_addressable:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    x = multihost_utils.process_allgather(x, tiled=True)
+  return np.asarray(x)
+
+
+def hf_tensors(model: Qwen2_5_VL, dtype=None) -> Iterator[tuple[str, np.ndarray]]:
+  """(HF name, host array in HF layout) for every parameter, LoRA deltas merged in."""
+  from vcoach_jax.model import lora  # pylint: disable=g-import-not-at-top
+  cfg = model.config
+  for path, value in lora.merged_params(model):
+    name, transform = path_to_hf(path)
+    x = _host(value)
+    if dtype is not None:
+      x = x.astype(dtype)
+    if transform == "T":
+      x = x.T
+    elif transform == "patch":
+      v = cfg.vision
+      x = x.T.reshape(v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size,
+                      v.patch_size)
+    yield name, np.ascontiguousarray(x)
+
+
+def save_hf(model: Qwen2_5_VL, path: str | pathlib.Path, dtype=None,
+            max_shard_bytes: int = 4 << 30) -> None:
+  """Writes `model` as a HF Qwen2.5-VL folder (config.json + safetensors [+ index]).
+
+  LoRA adapters are merged into the written weights. Only process 0 writes.
+  """
+  path = pathlib.Path(path)
+  tensors = dict(hf_tensors(model, dtype))
+  if jax.process_index() != 0:
+    return
+  path.mkdir(parents=True, exist_ok=True)
+  cfg_json = model.config.to_hf()
+  first = next(iter(tensors.values()))
+  cfg_json["torch_dtype"] = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
+                             np.dtype(ml_dtypes.bfloat16): "bfloat16"}.get(first.dtype, "float32")
+  (path / "config.json").write_text(json.dumps(cfg_json, indent=2))
+  shards, current, size = [], {}, 0
+  for name, x in tensors.items():
+    if current and size + x.nbytes > max_shard_bytes:
+      shards.append(current)
+      current, size = {}, 0
+    current[name] = x
+    size += x.nbytes
+  shards.append(current)
+  if len(shards) == 1:
+    _write_safetensors(path / "model.safetensors", shards[0])
+    return
+  weight_map = {}
+  for i, shard in enumerate(shards):
+    fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+    _write_safetensors(path / fname, shard)
+    weight_map.update({name: fname for name in shard})
+  total = sum(x.nbytes for x in tensors.values())
+  (path / "model.safetensors.index.json").write_text(json.dumps(
+      {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))

@@ -1,0 +1,105 @@
+"""Building blocks shared by the text decoder and the vision tower.
+
+Parameters carry logical axis names in their `logical_axes` metadata; `vcoach_jax.parallel.mesh`
+maps them to mesh axes. Linear kernels are stored `[in, out]` (the transpose of torch's layout).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# Logical axis names (weights).
+EMBED = "embed"  # text model width
+MLP = "mlp"  # text MLP width
+HEADS = "heads"  # query heads x head_dim (flattened)
+KV_HEADS = "kv_heads"  # kv heads x head_dim (flattened)
+VOCAB = "vocab"
+NORM = "norm"  # norm scales: replicated
+VIT_EMBED = "vit_embed"
+VIT_MLP = "vit_mlp"
+VIT_HEADS = "vit_heads"
+PATCH = "patch"  # flattened input patch
+LORA_RANK = "lora_rank"
+
+_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+class Linear(nnx.Module):
+  """y = x @ kernel (+ bias), with an optional LoRA delta attached by `vcoach_jax.model.lora`."""
+
+  def __init__(self, din: int, dout: int, *, axes: tuple[str, str], bias: bool, dtype,
+               param_dtype, rngs: nnx.Rngs):
+    self.kernel = nnx.Param(
+        (jax.random.normal(rngs.params(), (din, dout)) * 0.02).astype(param_dtype),
+        logical_axes=axes)
+    self.bias = (nnx.Param(jnp.zeros((dout,), param_dtype), logical_axes=(axes[1],))
+                 if bias else None)
+    self.lora = nnx.data(None)  # a lora.LoRAAdapter, when attached
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.astype(self.dtype)
+    y = jnp.einsum("...i,io->...o", x, self.kernel[...].astype(self.dtype))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    if self.lora is not None:
+      y = y + self.lora(x)
+    return y
+
+
+class RMSNorm(nnx.Module):
+  """x / rms(x) * scale, computed in fp32 and cast back to the compute dtype before scaling."""
+
+  def __init__(self, dim: int, *, eps: float, dtype, param_dtype):
+    self.weight = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=(NORM,))
+    self.eps = eps
+    self.dtype = dtype
+
+  @jax.named_scope("rms_norm")
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return self.weight[...].astype(self.dtype) * x32.astype(self.dtype)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: str = "xla"):
+  """Grouped-query attention.
+
+  Args:
+    q: [B, T, N, H] queries.
+    k: [B, S, K, H] keys (N a multiple of K).
+    v: [B, S, K, H] values.
+    mask: [B, T, S] bool, True where a query may attend a key. A row with no True key gives a
+      finite (meaningless) output, never NaN.
+    impl: "xla" (plain einsum + fp32 softmax), "dot_product_attention" or "cudnn"
+      (`jax.nn.dot_product_attention`).
+
+  Returns:
+    [B, T, N, H] in q's dtype.
+  """
+  b, t, n, h = q.shape
+  kv = k.shape[2]
+  if impl != "xla":
+    return jax.nn.dot_product_attention(
+        q, k, v, mask=mask[:, None], implementation=None if impl == "dot_product_attention"
+        else "cudnn")
+  q = q.reshape(b, t, kv, n // kv, h)
+  scores = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32)
+  scores = scores * (h ** -0.5)
+  scores = jnp.where(mask[:, None, None], scores, _MASK_VALUE)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgts,bskh->btkgh", probs, v)
+  return out.reshape(b, t, n, h)
+
+
+def remat_policy(name: str):
+  """Maps a config remat policy name to (do_remat, jax checkpoint policy)."""
+  policies = {
+      "none": (False, None),
+      "full": (True, None),
+      "dots": (True, jax.checkpoint_policies.checkpoint_dots),
+      "dots_no_batch": (True, jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims),
+  }
+  return policies[name]

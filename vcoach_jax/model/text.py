@@ -1,0 +1,126 @@
+"""The Qwen2.5 text decoder: GQA attention with q/k/v bias and M-RoPE, SwiGLU MLP, RMSNorm.
+
+Einsum letters: B batch, T query tokens, S key slots, D model width, N query heads, K kv heads,
+H head dim, F mlp width, L layers.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vcoach_jax.model import layers as lyr
+from vcoach_jax.model.config import ModelConfig
+from vcoach_jax.model.rope import apply_rotary
+
+
+class Attention(nnx.Module):
+  """Causal GQA self-attention; q/k/v with bias, o without."""
+
+  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    d, h = cfg.hidden_size, cfg.head_dim
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.q_proj = lyr.Linear(d, cfg.num_attention_heads * h, axes=(lyr.EMBED, lyr.HEADS), bias=True, **kw)
+    self.k_proj = lyr.Linear(d, cfg.num_key_value_heads * h, axes=(lyr.EMBED, lyr.KV_HEADS), bias=True, **kw)
+    self.v_proj = lyr.Linear(d, cfg.num_key_value_heads * h, axes=(lyr.EMBED, lyr.KV_HEADS), bias=True, **kw)
+    self.o_proj = lyr.Linear(cfg.num_attention_heads * h, d, axes=(lyr.HEADS, lyr.EMBED), bias=False, **kw)
+    self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, h
+    self.impl = cfg.attention_impl
+
+  @jax.named_scope("attention")
+  def __call__(self, x, cos, sin, mask, kv=None, write_index=None):
+    """x [B,T,D]; cos/sin [B,T,H]; mask [B,T,S]; kv: optional (k, v) caches [B,S,K,H] into which
+    this call's keys are written at slot `write_index`. Returns (out [B,T,D], (k, v))."""
+    b, t, _ = x.shape
+    q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
+    k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+    v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    if kv is not None:
+      k_cache, v_cache = kv
+      k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, write_index, 0, 0))
+      v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, write_index, 0, 0))
+    out = lyr.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, self.impl)
+    return self.o_proj(out.reshape(b, t, -1)), (k, v)
+
+
+class MLP(nnx.Module):
+  """down(silu(gate(x)) * up(x))."""
+
+  def __init__(self, din: int, dff: int, *, axes: tuple[str, str], bias: bool, dtype, param_dtype,
+               rngs: nnx.Rngs):
+    kw = dict(bias=bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.gate_proj = lyr.Linear(din, dff, axes=axes, **kw)
+    self.up_proj = lyr.Linear(din, dff, axes=axes, **kw)
+    self.down_proj = lyr.Linear(dff, din, axes=axes[::-1], **kw)
+
+  @jax.named_scope("feed_forward")
+  def __call__(self, x):
+    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+  """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    self.input_layernorm = lyr.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, **kw)
+    self.self_attn = Attention(cfg, rngs=rngs, **kw)
+    self.post_attention_layernorm = lyr.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, **kw)
+    self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, axes=(lyr.EMBED, lyr.MLP), bias=False,
+                   rngs=rngs, **kw)
+
+  @jax.named_scope("decoder_layer")
+  def __call__(self, x, cos, sin, mask, kv=None, write_index=None):
+    h, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv, write_index)
+    x = x + h
+    x = x + self.mlp(self.post_attention_layernorm(x))
+    return x, kv
+
+
+class TextModel(nnx.Module):
+  """Token embedding, decoder layers and final norm (HF `model.*`)."""
+
+  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    self.embed_tokens = nnx.Param(
+        (jax.random.normal(rngs.params(), (cfg.vocab_size, cfg.hidden_size)) * 0.02
+         ).astype(param_dtype), logical_axes=(lyr.VOCAB, lyr.EMBED))
+    self.layers = nnx.List([DecoderLayer(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                            for _ in range(cfg.num_hidden_layers)])
+    self.norm = lyr.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype,
+                            param_dtype=param_dtype)
+    self.dtype = dtype
+    self.remat = cfg.remat_policy
+
+  def embed(self, input_ids: jax.Array) -> jax.Array:
+    """[B, T] ids -> [B, T, D]."""
+    return jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(self.dtype)
+
+  @jax.named_scope("decoder")
+  def __call__(self, x, cos, sin, mask, cache_k=None, cache_v=None, write_index=None):
+    """Runs all layers.
+
+    Args:
+      x: [B, T, D] input embeddings.
+      cos, sin: [B, T, H] rotary tables.
+      mask: [B, T, S] attention mask (S = T without a cache, the cache length with one).
+      cache_k, cache_v: optional [L, B, S, K, H] caches; this call's keys go to slot
+        `write_index` (a scalar) of every layer.
+
+    Returns:
+      (hidden [B, T, D] after the final norm, cache_k, cache_v).
+    """
+    do_remat, policy = lyr.remat_policy(self.remat)
+
+    def run(layer, x, kv):
+      return layer(x, cos, sin, mask, kv, write_index)
+    if do_remat:
+      run = nnx.remat(run, policy=policy, prevent_cse=True)
+    for i, layer in enumerate(self.layers):
+      kv = None if cache_k is None else (cache_k[i], cache_v[i])
+      x, (k, v) = run(layer, x, kv)
+      if cache_k is not None:
+        cache_k = cache_k.at[i].set(k)
+        cache_v = cache_v.at[i].set(v)
+    return self.norm(x), cache_k, cache_v

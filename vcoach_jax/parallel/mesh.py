@@ -1,0 +1,133 @@
+"""Mesh construction and the logical-axis -> mesh-axis rules.
+
+Layers name their parameter dimensions with logical axes (`embed`, `mlp`, `heads`, ...; see
+`vcoach_jax.model.layers`), stored in each `nnx.Param`'s `logical_axes` metadata. A rule table
+(`config.parallel.rules`) maps each logical name to a tuple of mesh axes. A dimension whose size
+does not divide by its mesh axes, or whose mesh axis an earlier dimension already took, stays
+replicated, so tiny test models shard without special cases.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+Rules = Sequence[tuple[str, Sequence[str]]]
+
+# Weights: FSDP over the model width, tensor parallelism over heads / mlp / vocab.
+DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("embed", ("fsdp",)),
+    ("vocab", ("tensor",)),
+    ("heads", ("tensor",)),
+    ("kv_heads", ("tensor",)),
+    ("mlp", ("tensor",)),
+    ("vit_embed", ("fsdp",)),
+    ("vit_heads", ("tensor",)),
+    ("vit_mlp", ("tensor",)),
+    ("patch", ()),
+    ("norm", ()),
+    ("lora_rank", ()),
+    # Activations.
+    ("batch", ("data", "fsdp")),
+)
+
+
+def make_mesh(shape: Mapping[str, int] | Iterable[tuple[str, int]] | None = None,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A mesh over `devices` (default: all) with axes `data`, `fsdp`, `tensor`.
+
+  Args:
+    shape: sizes per axis name; one axis may be -1 (the remaining devices). Missing axes get 1.
+      Default: everything on `fsdp`.
+    devices: the devices to use.
+
+  Returns:
+    A `Mesh` with Auto axis types (plain jit sharding propagation).
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = dict(shape or {"fsdp": -1})
+  unknown = set(sizes) - set(MESH_AXES)
+  if unknown:
+    raise ValueError(f"unknown mesh axes {sorted(unknown)}; allowed: {MESH_AXES}")
+  dims = [int(sizes.get(a, 1)) for a in MESH_AXES]
+  if dims.count(-1) > 1:
+    raise ValueError(f"at most one mesh axis may be -1, got {sizes}")
+  known = int(np.prod([d for d in dims if d != -1]))
+  if -1 in dims:
+    dims[dims.index(-1)] = len(devices) // known
+  if int(np.prod(dims)) != len(devices):
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, dims))} needs {int(np.prod(dims))} devices, "
+                     f"have {len(devices)}")
+  return Mesh(np.asarray(devices).reshape(dims), MESH_AXES,
+              axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def logical_to_spec(axes: Sequence[str | None], rules: Rules = DEFAULT_RULES,
+                    shape: Sequence[int] | None = None, mesh: Mesh | None = None) -> PartitionSpec:
+  """PartitionSpec for a tensor whose dims have the logical names `axes`.
+
+  With `shape` and `mesh`, a dim is sharded only if its size divides by the product of its mesh
+  axes; a mesh axis is used by at most one dim.
+  """
+  table = {name: tuple(mesh_axes) for name, mesh_axes in rules}
+  used: set[str] = set()
+  spec: list[Any] = []
+  for i, name in enumerate(axes):
+    mesh_axes = tuple(a for a in table.get(name, ()) if a not in used)
+    if mesh is not None:
+      mesh_axes = tuple(a for a in mesh_axes if mesh.shape[a] > 1)
+      if shape is not None and mesh_axes:
+        if shape[i] % int(np.prod([mesh.shape[a] for a in mesh_axes])):
+          mesh_axes = ()
+    used.update(mesh_axes)
+    spec.append(None if not mesh_axes else mesh_axes[0] if len(mesh_axes) == 1 else mesh_axes)
+  return PartitionSpec(*spec)
+
+
+def named_sharding(axes: Sequence[str | None] | None, shape: Sequence[int], mesh: Mesh,
+                   rules: Rules = DEFAULT_RULES) -> NamedSharding:
+  if axes is None:
+    return NamedSharding(mesh, PartitionSpec())
+  return NamedSharding(mesh, logical_to_spec(axes, rules, shape, mesh))
+
+
+def variable_sharding(var: nnx.Variable, mesh: Mesh, rules: Rules = DEFAULT_RULES):
+  """The NamedSharding of one (possibly abstract) variable from its `logical_axes` metadata."""
+  axes = var.get_metadata().get("logical_axes")
+  return named_sharding(axes, var.get_value().shape, mesh, rules)
+
+
+def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> nnx.State:
+  """A state-shaped tree of NamedShardings (for jit in/out shardings and device_put)."""
+  return jax.tree.map(lambda v: variable_sharding(v, mesh, rules), state, is_leaf=_is_var)
+
+
+def shard_model(model: nnx.Module, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> nnx.Module:
+  """Moves every parameter of `model` to its sharding on `mesh` (in place); returns the model."""
+  state = nnx.state(model)
+  shardings = state_shardings(state, mesh, rules)
+  values = jax.tree.map(lambda v: v.get_value(), state, is_leaf=_is_var)
+  nnx.update(model, jax.device_put(values, shardings))
+  return model
+
+
+def _is_var(x) -> bool:
+  return isinstance(x, nnx.Variable)
+
+
+def rules_from_config(rules: Iterable[Sequence[Any]]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+  """Normalises `config.parallel.rules` ((logical, mesh_axes) pairs) to the rules tuple."""
+  out = []
+  for name, mesh_axes in rules:
+    mesh_axes = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes or ())
+    bad = set(mesh_axes) - set(MESH_AXES)
+    if bad:
+      raise ValueError(f"sharding rule for {name!r} names unknown mesh axes {sorted(bad)}")
+    out.append((str(name), mesh_axes))
+  return tuple(out)
