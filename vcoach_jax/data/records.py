@@ -14,6 +14,8 @@ A record is a JSON object:
   key_items          {str(idx): {object_name: [[x1,y1,x2,y2] in 0..1, ...]}}; null entries dropped
   image_size         [W, H] (original size for images; replaced by the frame size for videos)
   reasoning_process  str, the SFT target (optional)
+  sft_answer         str, the answer as the SFT target writes it when it differs from `answer`
+                     (e.g. "From <t>1.0</t>s to <t>3.0</t>s." for "[1.0, 3.0]"; optional)
 
 `validate_record` returns a normalised copy or raises `RecordError`, whose `reason` is a short
 code for counting (`missing_field`, `wrong_type`, `unknown_task`, `bad_answer`, `bad_box`,
@@ -193,7 +195,7 @@ def validate_record(raw: Any, *, where: str = "", index: int | None = None) -> d
   if task == TASK_ST and not frames:
     fail("bad_key_frame", "key_frames", raw.get("key_frames"),
          "at least one key frame for the temporal-spatial task")
-  for name in ("source", "reasoning_process"):
+  for name in ("source", "reasoning_process", "sft_answer"):
     if raw.get(name) is not None and not isinstance(raw[name], str):
       fail("wrong_type", name, raw[name], "a string")
   return {
@@ -202,6 +204,7 @@ def validate_record(raw: Any, *, where: str = "", index: int | None = None) -> d
       "question": raw["question"], "answer": raw["answer"], "key_frames": frames,
       "key_items": items, "image_size": list(size) if size else None,
       "reasoning_process": raw.get("reasoning_process") or "",
+      "sft_answer": raw.get("sft_answer") or "",
   }
 
 
