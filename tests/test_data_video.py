@@ -119,3 +119,11 @@ def test_load_image(tmp_path):
   Image.fromarray(np.full((596, 336, 3), 7, np.uint8)).save(tmp_path / "im.png")
   image, original = video.load_image(str(tmp_path / "im.png"))
   assert original == (336, 596) and image.shape == (588, 336, 3)
+
+
+def test_config_video_section_is_the_reference_spec():
+  from vcoach_jax import config as config_lib
+  cfg = config_lib.load(None, ["video.pixels_factor=4"])
+  assert video.VideoSpec.from_config(config_lib.default_config().video) == video.VideoSpec()
+  spec = video.VideoSpec.from_config(cfg.video)
+  assert video.frame_pixel_bounds(16, spec) == (3136, 3292)
