@@ -27,8 +27,8 @@ def get_config(arg=None):
   # (a new compilation, counted); a result never changes because of these.
   config.rewards.max_times = 16  # time tags per think block
   config.rewards.max_claims = 8  # <obj>..<box>..at<t>..s claims per think block
-  config.rewards.max_boxes = 4  # boxes per claim, and predicted boxes in a VQA think block
-  config.rewards.max_key_frames = 4  # key frames per sample
+  config.rewards.max_boxes = 8  # boxes per claim, and predicted boxes in a VQA think block
+  config.rewards.max_key_frames = 8  # key frames per sample
   config.rewards.max_objects = 4  # GT objects per key frame
   config.rewards.max_gt_boxes = 2  # GT boxes per object
 

@@ -72,7 +72,11 @@ def load(spec: str | None = None, overrides: Iterable[str] = ()) -> ConfigDict:
     module = _load_module(path)
     if not hasattr(module, "get_config"):
       raise ConfigError(f"config {path!r} has no get_config()")
-    config = module.get_config(arg or None)
+    try:
+      config = module.get_config(arg or None)
+    except (TypeError, AttributeError, KeyError) as e:
+      # ml_collections refuses a wrong type or a new key on a locked section inside the file.
+      raise ConfigError(f"config {path!r}: {e}") from e
   for override in overrides:
     apply_override(config, override)
   validate(config)

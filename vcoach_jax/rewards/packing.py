@@ -24,8 +24,8 @@ class Shapes:
   """Default slot counts of the reward kernels (config `rewards.max_*`)."""
   max_times: int = 16
   max_claims: int = 8
-  max_boxes: int = 4
-  max_key_frames: int = 4
+  max_boxes: int = 8
+  max_key_frames: int = 8
   max_objects: int = 4
   max_gt_boxes: int = 2
 
