@@ -112,3 +112,35 @@ def test_to_global(world):
   assert arrays["input_ids"].shape == batch.arrays["input_ids"].shape
   np.testing.assert_array_equal(np.asarray(arrays["pixel_values"]), batch.arrays["pixel_values"])
   assert arrays["pixel_values"].sharding.spec == jax.sharding.PartitionSpec(("data",))
+
+
+def test_prepare_synthetic_command_and_pipeline_from_config(tmp_path):
+  from vcoach_jax import cli
+  from vcoach_jax import config as config_lib
+  out = tmp_path / "syn"
+  sets = ["--set", "synthetic.num_train=6", "--set", "synthetic.num_eval=2"]
+  assert cli.main(["prepare", "--synthetic", "--out", str(out)] + sets) == 0
+  tokenizer_lib.build_tiny_tokenizer(synthetic.corpus(n=12), str(tmp_path / "tok"), 300)
+  tok = tokenizer_lib.load_tokenizer(str(tmp_path / "tok"))
+  config = config_lib.load(None, ["data.batch_size=2", "data.max_patches=256",
+                                  "data.max_images=12", "data.split=eval"])
+  pipe = pipeline.Pipeline.from_config(config, tok, str(out), process_index=0, process_count=1)
+  batch = pipe.next_host_batch()
+  assert batch.arrays["pixel_values"].shape == (2, 256, 1176)
+  assert all(i.startswith("syn-0-100000") for i in batch.ids)  # the eval split's records
+
+
+def test_cli_strict_exit_code(tmp_path, capsys):
+  from vcoach_jax import cli
+  src = tmp_path / "r.json"
+  src.write_text('[{"id": "x9", "task": "nope", "video_path": "a.mp4", "question": "q", '
+                 '"answer": "a"}]')
+  code = cli.main(["prepare", "--json", str(src), "--media-root", str(tmp_path), "--out",
+                   str(tmp_path / "o"), "--strict", "--no-progress"])
+  assert code == 2
+  assert "record id 'x9': field 'task' = \"nope\"" in capsys.readouterr().err
+
+
+def test_load_tokenizer_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
+    tokenizer_lib.load_tokenizer(str(tmp_path))

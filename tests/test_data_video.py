@@ -127,3 +127,23 @@ def test_config_video_section_is_the_reference_spec():
   assert video.VideoSpec.from_config(config_lib.default_config().video) == video.VideoSpec()
   spec = video.VideoSpec.from_config(cfg.video)
   assert video.frame_pixel_bounds(16, spec) == (3136, 3292)
+
+
+def test_smart_resize_equals_transformers():
+  hypothesis = pytest.importorskip("hypothesis")
+  st = hypothesis.strategies
+  from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_resize
+
+  @hypothesis.settings(max_examples=300, deadline=None)
+  @hypothesis.given(st.integers(28, 4000), st.integers(28, 4000),
+                    st.sampled_from([(100352, 105369), (3136, 200704), (3136, 1003520)]))
+  def check(h, w, bounds):
+    hypothesis.assume(max(h, w) / min(h, w) <= 200)
+    ours = video.smart_resize(h, w, 28, *bounds)
+    theirs = hf_resize(h, w, 28, *bounds)
+    # Where transformers' version floors a side to 0 (extreme aspect ratios), the reference
+    # (qwen-vl-utils) keeps at least one 28-pixel patch, as ours does.
+    assert ours == tuple(max(28, v) for v in theirs)
+    assert ours[0] % 28 == 0 and ours[1] % 28 == 0 and min(ours) >= 28
+
+  check()
