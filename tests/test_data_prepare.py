@@ -72,7 +72,7 @@ def prepared(tmp_path_factory):
   root = tmp_path_factory.mktemp("media")
   _media(root)
   recs = [GOOD[0], BAD["corrupt"][0], GOOD[1], BAD["missing"][0], BAD["arity"][0], GOOD[2],
-          BAD["range"][0], BAD["task"][0], GOOD[3], BAD["late"][0]]
+          BAD["range"][0], BAD["task"][0], GOOD[3], BAD["late"][0], dict(GOOD[3], question="dup")]
   src = root / "stgr.jsonl"
   _write(src, recs, ['{"id": "cut", "task": '])
   out = tmp_path_factory.mktemp("out")
@@ -89,9 +89,10 @@ def test_bad_records_counted_by_reason(prepared):
   assert result.written == 4
   assert result.resumed == 3
   assert dict(result.skipped) == {"corrupt_media": 1, "missing_media": 1, "bad_box": 2,
-                                  "unknown_task": 1, "key_frame_past_end": 1, "bad_json": 1}
+                                  "unknown_task": 1, "key_frame_past_end": 1, "bad_json": 1,
+                                  "duplicate_id": 1}
   table = result.table()
-  assert "bad_box" in table and "total" in table and " 11" in table
+  assert re.search(r"^bad_box\s+2$", table, re.M) and re.search(r"^total\s+12$", table, re.M)
 
 
 def test_good_records_all_present(prepared):

@@ -86,3 +86,13 @@ def test_tiny_tokenizer_over_the_corpus(tmp_path):
   ids = tok(s.completion, add_special_tokens=False)["input_ids"]
   assert tok.decode(ids) == s.completion
   assert len(ids) < len(s.completion) / 2  # the BPE learnt the world's words
+
+
+def test_tokenizer_from_config(tmp_path):
+  from vcoach_jax import config as config_lib
+  config = config_lib.load(None, ["synthetic.num_train=20", "data.tiny_vocab_size=300"])
+  tok = tokenizer_lib.from_config(config, str(tmp_path / "tok"))
+  assert len(tok) <= 300 + len(tokenizer_lib.GROUNDING_TAGS)
+  assert tokenizer_lib.special_ids(tok)["<|video_pad|>"] == 13
+  again = tokenizer_lib.from_config(config, str(tmp_path / "tok"))  # reused, not rebuilt
+  assert again.get_vocab() == tok.get_vocab()

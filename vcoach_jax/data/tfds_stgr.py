@@ -274,6 +274,10 @@ def prepare(json_path: str, roots: Mapping[str, str], out_dir: str,
         status[entry["key"]] = entry
   resumed = sum(1 for i, r in enumerate(raws) if _key(i, r) in status)
   where = f"file {json_path}, "
+  first_index = {}  # id -> index of its first record
+  for index, raw in enumerate(raws):
+    if isinstance(raw, dict) and isinstance(raw.get("id"), (str, int)):
+      first_index.setdefault(str(raw["id"]), index)
   done_now = 0
   with open(status_path, "a", encoding="utf-8") as log_file:
     for index, raw in enumerate(tqdm(raws, desc="prepare", unit="rec", disable=not progress)):
@@ -287,6 +291,11 @@ def prepare(json_path: str, roots: Mapping[str, str], out_dir: str,
         if isinstance(raw, Exception):
           raise records_lib.RecordError("bad_json", str(raw))
         record = records_lib.validate_record(raw, where=where, index=index)
+        if first_index.setdefault(record["id"], index) != index:
+          first = first_index[record["id"]]
+          raise records_lib.RecordError(
+              "duplicate_id", f"{where}record id {record['id']!r}: field 'id' = "
+              f"{record['id']!r}: expected a unique id (record #{first} has it too)", record["id"])
         ex = decode_record(record, roots, spec, where=where)
         tmp = os.path.join(work, key + ".tmp.npz")
         np.savez(tmp, record=json.dumps(record), **{k: v for k, v in ex.items()

@@ -87,6 +87,19 @@ def load_tokenizer(path: str):
   return AutoTokenizer.from_pretrained(path, use_fast=True)
 
 
+def from_config(config, cache_dir: str):
+  """`config.data.tokenizer_dir` if set, else the tiny tokenizer of the config's synthetic world
+  (built once into `cache_dir`, reused when it is already there)."""
+  if config.data.tokenizer_dir:
+    return load_tokenizer(config.data.tokenizer_dir)
+  if not os.path.isfile(os.path.join(cache_dir, "tokenizer.json")):
+    from vcoach_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+    spec = synthetic.WorldSpec.from_config(config.synthetic)
+    build_tiny_tokenizer(synthetic.corpus(spec, n=min(config.synthetic.num_train, 600)), cache_dir,
+                         config.data.tiny_vocab_size)
+  return load_tokenizer(cache_dir)
+
+
 def special_ids(tokenizer) -> dict[str, int]:
   """{'<|image_pad|>': id, ...} for the Qwen special tokens of `tokenizer`; raises if one is missing."""
   out = {}
