@@ -148,3 +148,15 @@ def test_tiny_tokenizer_round_trip(tokenizer):
   assert tokenizer.decode(enc) == text
   assert tokenizer.convert_tokens_to_ids("<think>") in enc
   assert tokenizer.eos_token == "<|im_end|>"
+
+
+@pytest.mark.parametrize("n", [4, 5])
+def test_video_mode_patchify_parity(n):
+  transformers = pytest.importorskip("transformers")
+  frames = np.stack(_frames(n, 56, 84, seed=n))
+  ours, grid = chat.Processor().patchify_video(frames)
+  ref = transformers.Qwen2VLImageProcessor()(images=None, videos=[list(frames)],
+                                             return_tensors="np")
+  np.testing.assert_array_equal(grid, ref["video_grid_thw"])
+  np.testing.assert_array_equal(grid, [[(n + 1) // 2, 4, 6]])
+  np.testing.assert_allclose(ours, ref["pixel_values_videos"], atol=1e-5, rtol=0)

@@ -233,6 +233,27 @@ class Processor:
     pixel_values = np.concatenate(out, 0) if out else np.zeros((0, 3 * tp * p * p), np.float32)
     return pixel_values, np.asarray(grids, np.int64).reshape(-1, 3)
 
+  def patchify_video(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Video mode (one `<|video_pad|>` for the whole clip, frames paired over the temporal patch):
+    uint8 frames [n, h, w, 3] -> (pixel_values_videos [t*h*w, 3*T*P*P], video_grid_thw [1, 3]).
+
+    The prompts of DESIGN.md §8.2 feed frames as separate images (`patchify`); this is for inputs
+    built the standard Qwen2.5-VL way. A clip of odd length repeats its last frame.
+    """
+    p, m, tp = self.patch_size, self.merge_size, self.temporal_patch_size
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+      raise ValueError(f"expected frames [n, h, w, 3], got shape {frames.shape}")
+    _, gh, gw = self.grid(*frames.shape[1:3])
+    if len(frames) % tp:
+      frames = np.concatenate([frames, np.repeat(frames[-1:], tp - len(frames) % tp, 0)])
+    gt = len(frames) // tp
+    x = (frames.astype(np.float64) * (1 / 255)).astype(np.float32)
+    x = ((x - np.asarray(self.image_mean, np.float32)) / np.asarray(self.image_std, np.float32))
+    x = x.transpose(0, 3, 1, 2).reshape(gt, tp, 3, gh // m, m, p, gw // m, m, p)
+    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)  # [gt, gh/m, gw/m, m, m, C, T, P, P]
+    return x.reshape(gt * gh * gw, 3 * tp * p * p), np.asarray([[gt, gh, gw]], np.int64)
+
   def expand(self, text: str, grid_thw: np.ndarray) -> str:
     """Replaces the k-th `<|image_pad|>` with t*h*w / merge**2 copies of it."""
     parts = text.split(IMAGE_PAD)
