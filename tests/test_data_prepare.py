@@ -76,9 +76,20 @@ def prepared(tmp_path_factory):
   src = root / "stgr.jsonl"
   _write(src, recs, ['{"id": "cut", "task": '])
   out = tmp_path_factory.mktemp("out")
-  # Interrupted after 3 records; the first video then disappears: a resumed run must not need it.
-  partial = tfds_stgr.prepare(str(src), {"": str(root)}, str(out), progress=False, stop_after=3)
-  assert partial.written == 0
+  # Interrupted (Ctrl-C) while decoding the third record; the first video then disappears: the
+  # resumed run must take it from the first run's work files.
+  real_decode, calls = tfds_stgr.decode_record, []
+
+  def interrupted(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+      raise KeyboardInterrupt
+    return real_decode(*args, **kwargs)
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(tfds_stgr, "decode_record", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+      tfds_stgr.prepare(str(src), {"": str(root)}, str(out), progress=False)
   os.remove(root / "v" / "first.mp4")
   result = tfds_stgr.prepare(str(src), {"": str(root)}, str(out), progress=False)
   return root, src, out, result
@@ -87,7 +98,7 @@ def prepared(tmp_path_factory):
 def test_bad_records_counted_by_reason(prepared):
   _, _, _, result = prepared
   assert result.written == 4
-  assert result.resumed == 3
+  assert result.resumed == 2  # "first" and "corrupt" had verdicts before the interruption
   assert dict(result.skipped) == {"corrupt_media": 1, "missing_media": 1, "bad_box": 2,
                                   "unknown_task": 1, "key_frame_past_end": 1, "bad_json": 1,
                                   "duplicate_id": 1}

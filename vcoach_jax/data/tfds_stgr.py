@@ -241,8 +241,7 @@ def _key(index: int, raw: Any) -> str:
 
 def prepare(json_path: str, roots: Mapping[str, str], out_dir: str,
             spec: video_lib.VideoSpec = video_lib.VideoSpec(), strict: bool = False,
-            progress: bool = True, split: str = "train",
-            stop_after: int | None = None) -> PrepareResult:
+            progress: bool = True, split: str = "train") -> PrepareResult:
   """Validates and decodes every record, then writes the TFDS dataset; resumable.
 
   Args:
@@ -253,7 +252,6 @@ def prepare(json_path: str, roots: Mapping[str, str], out_dir: str,
     strict: stop at the first bad record with its message instead of skipping it.
     progress: show a progress bar.
     split: the split name to write.
-    stop_after: process at most this many new records then stop (for testing resumption).
 
   Returns:
     Counts written / skipped by reason.
@@ -278,15 +276,12 @@ def prepare(json_path: str, roots: Mapping[str, str], out_dir: str,
   for index, raw in enumerate(raws):
     if isinstance(raw, dict) and isinstance(raw.get("id"), (str, int)):
       first_index.setdefault(str(raw["id"]), index)
-  done_now = 0
   with open(status_path, "a", encoding="utf-8") as log_file:
     for index, raw in enumerate(tqdm(raws, desc="prepare", unit="rec", disable=not progress)):
       key = _key(index, raw)
       entry = status.get(key)
       if entry and (entry["status"] != "ok" or os.path.exists(os.path.join(work, key + ".npz"))):
         continue
-      if stop_after is not None and done_now >= stop_after:
-        return PrepareResult(0, collections.Counter(), resumed, out_dir)
       try:
         if isinstance(raw, Exception):
           raise records_lib.RecordError("bad_json", str(raw))
@@ -311,7 +306,6 @@ def prepare(json_path: str, roots: Mapping[str, str], out_dir: str,
       status[key] = entry
       log_file.write(json.dumps(entry) + "\n")
       log_file.flush()
-      done_now += 1
 
   ok_keys = [(_key(i, r)) for i, r in enumerate(raws) if status[_key(i, r)]["status"] == "ok"]
   skipped = collections.Counter(status[_key(i, r)]["reason"] for i, r in enumerate(raws)
