@@ -9,15 +9,17 @@
 
   PYTHONPATH=. USE_TF=0 python benchmarks/data_bench.py
 
-Measured once (2 CPU cores shared with other jobs, so noisy):
-  decode+resize+patchify   ours 25.7 frames/s, naive per-frame PIL 31.3 frames/s (0.82x).
-                           Decode is ~60% of ours (0.36 s per 16-frame clip, the same per-frame
-                           or batched); the float (torch-exact) resize costs 0.15 s against
-                           ~0.06 s for PIL's 8-bit path, which differs from the reference.
-  tf.data pipeline         real clips (16 x 224x420 frames): 9.6 samples/s to host batches,
-                           bare read 60.7 samples/s; synthetic world: 313 samples/s, bare read
-                           2392 samples/s.
-  prepare                  0.83 records/s on the real clips, TF start-up included.
+Measured (2 CPU cores shared with other jobs, so noisy; 16:47 UTC):
+  decode+resize+patchify   ours 28.8 frames/s, naive per-frame PIL 31.6 frames/s (0.91x).
+                           Both are bound by decord (~0.36 s per 16-frame clip, the same per
+                           frame or batched). Ours resizes in float (torch-exact, threaded: 0.065
+                           s per clip against 0.08 s for PIL's 8-bit path, which differs from the
+                           reference by up to a few grey levels) and normalises by table lookup
+                           (bit-identical to transformers).
+  tf.data pipeline         real clips (16 x 224x420 frames): 11.9 samples/s to host batches,
+                           bare read 56.9 samples/s; synthetic world: 392 samples/s, bare read
+                           2393 samples/s.
+  prepare                  0.92 records/s on the real clips, TF start-up included.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ merge windows (`pixel_values` [sum of t*h*w, 3*2*14*14], `image_grid_thw` [n, 3]
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 from typing import Any, Mapping, Sequence
@@ -186,6 +187,13 @@ def build_image_prompt(question: str, image: np.ndarray, texts: PromptTexts,
 # Processor.
 
 
+@functools.lru_cache(maxsize=8)
+def _normalise_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+  values = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)
+  mean32, std32 = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+  return (values[None, :] - mean32[:, None]) / std32[:, None]  # [3, 256] float32
+
+
 @dataclasses.dataclass(frozen=True)
 class Processor:
   """Images -> `pixel_values` / `image_grid_thw`, text -> expanded, tokenised `input_ids`.
@@ -212,19 +220,23 @@ class Processor:
     t, h, w = self.grid(height, width)
     return t * h * w // self.merge_size ** 2
 
+  def _normalise(self, pixels: np.ndarray) -> np.ndarray:
+    """uint8 [..., 3] -> float32 normalised: the transformers arithmetic (x * (1/255) in float64,
+    cast to float32, then (x - mean) / std in float32) precomputed for the 256 values per
+    channel, so the result is bit-identical and one table lookup."""
+    lut = _normalise_table(tuple(self.image_mean), tuple(self.image_std))
+    return lut[np.arange(3), pixels]
+
   def patchify(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images [h, w, 3] -> (pixel_values float32 [N, 3*T*P*P], grid_thw int64 [n, 3])."""
     p, m, tp = self.patch_size, self.merge_size, self.temporal_patch_size
-    mean = np.asarray(self.image_mean, np.float32)
-    std = np.asarray(self.image_std, np.float32)
     out, grids = [], []
     for image in images:
       image = np.asarray(image)
       if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"expected an RGB image [h, w, 3], got shape {image.shape}")
       _, gh, gw = self.grid(*image.shape[:2])
-      x = (image.astype(np.float64) * (1 / 255)).astype(np.float32)
-      x = ((x - mean) / std).transpose(2, 0, 1)  # [C, H, W]
+      x = self._normalise(image.astype(np.uint8, copy=False)).transpose(2, 0, 1)  # [C, H, W]
       x = np.broadcast_to(x[None], (tp,) + x.shape)  # the image repeated over the temporal patch
       x = x.reshape(tp, 3, gh // m, m, p, gw // m, m, p)
       x = x.transpose(2, 5, 3, 6, 1, 0, 4, 7)  # [gh/m, gw/m, m, m, C, T, P, P]
@@ -248,9 +260,8 @@ class Processor:
     if len(frames) % tp:
       frames = np.concatenate([frames, np.repeat(frames[-1:], tp - len(frames) % tp, 0)])
     gt = len(frames) // tp
-    x = (frames.astype(np.float64) * (1 / 255)).astype(np.float32)
-    x = ((x - np.asarray(self.image_mean, np.float32)) / np.asarray(self.image_std, np.float32))
-    x = x.transpose(0, 3, 1, 2).reshape(gt, tp, 3, gh // m, m, p, gw // m, m, p)
+    x = self._normalise(frames.astype(np.uint8, copy=False)).transpose(0, 3, 1, 2)
+    x = x.reshape(gt, tp, 3, gh // m, m, p, gw // m, m, p)
     x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)  # [gt, gh/m, gw/m, m, m, C, T, P, P]
     return x.reshape(gt * gh * gw, 3 * tp * p * p), np.asarray([[gt, gh, gw]], np.int64)
 

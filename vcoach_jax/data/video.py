@@ -23,7 +23,9 @@ torchvision resize calls (torch is not a dependency here; PIL's float mode runs 
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
 import math
 import os
 from typing import Any, Mapping
@@ -141,11 +143,25 @@ def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
   if frames.shape[1:3] == (height, width):
     return frames.astype(np.uint8, copy=False)
   out = np.empty((frames.shape[0], height, width, frames.shape[3]), np.float32)
-  for t in range(frames.shape[0]):
-    for c in range(frames.shape[3]):
-      plane = Image.fromarray(frames[t, :, :, c].astype(np.float32), mode="F")
-      out[t, :, :, c] = np.asarray(plane.resize((width, height), Image.BICUBIC))
+
+  def plane(tc):
+    t, c = tc
+    image = Image.fromarray(frames[t, :, :, c].astype(np.float32), mode="F")
+    out[t, :, :, c] = np.asarray(image.resize((width, height), Image.BICUBIC))
+
+  planes = [(t, c) for t in range(frames.shape[0]) for c in range(frames.shape[3])]
+  if len(planes) > 3:
+    list(_pool().map(plane, planes))  # PIL releases the GIL while resampling
+  else:
+    for tc in planes:
+      plane(tc)
   return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=1)
+def _pool():
+  return concurrent.futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
+                                               thread_name_prefix="resize")
 
 
 # ---------------------------------------------------------------------------------------------
