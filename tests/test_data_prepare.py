@@ -151,3 +151,9 @@ def test_cli_summary(prepared, tmp_path, capsys):
   out = capsys.readouterr().out
   assert re.search(r"^written\s+1$", out, re.M) and re.search(r"^missing_media\s+1$", out, re.M)
   assert re.search(r"^total\s+2$", out, re.M)
+
+
+def test_strict_after_a_lenient_run_still_stops(prepared):
+  root, src, out, _ = prepared
+  with pytest.raises(records.RecordError, match=r"record id 'corrupt': field 'video_path'"):
+    tfds_stgr.prepare(str(src), {"": str(root)}, str(out), progress=False, strict=True)

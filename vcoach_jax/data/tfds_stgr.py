@@ -280,6 +280,8 @@ def prepare(json_path: str, roots: Mapping[str, str], out_dir: str,
     for index, raw in enumerate(tqdm(raws, desc="prepare", unit="rec", disable=not progress)):
       key = _key(index, raw)
       entry = status.get(key)
+      if entry and entry["status"] != "ok" and strict:
+        raise records_lib.RecordError(entry["reason"], entry["message"])
       if entry and (entry["status"] != "ok" or os.path.exists(os.path.join(work, key + ".npz"))):
         continue
       try:
