@@ -123,7 +123,7 @@ def test_prepare_synthetic_command_and_pipeline_from_config(tmp_path):
   tokenizer_lib.build_tiny_tokenizer(synthetic.corpus(n=12), str(tmp_path / "tok"), 300)
   tok = tokenizer_lib.load_tokenizer(str(tmp_path / "tok"))
   config = config_lib.load(None, ["data.batch_size=2", "data.max_patches=256",
-                                  "data.max_images=12", "data.split=eval"])
+                                  "data.max_images=12", "data.split=eval", "data.source=tfds"])
   pipe = pipeline.Pipeline.from_config(config, tok, str(out), process_index=0, process_count=1)
   batch = pipe.next_host_batch()
   assert batch.arrays["pixel_values"].shape == (2, 256, 1176)
@@ -144,3 +144,13 @@ def test_cli_strict_exit_code(tmp_path, capsys):
 def test_load_tokenizer_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
     tokenizer_lib.load_tokenizer(str(tmp_path))
+
+
+def test_synthetic_source_builds_the_world_on_first_use(tmp_path):
+  from vcoach_jax import config as config_lib
+  config = config_lib.load(None, ["synthetic.num_train=4", "synthetic.num_eval=1",
+                                  "data.batch_size=2", "data.max_patches=256",
+                                  "data.max_images=12", f"data.tfds_dir={tmp_path / 'w'}"])
+  tok = tokenizer_lib.from_config(config, str(tmp_path / "tok"))
+  pipe = pipeline.Pipeline.from_config(config, tok, process_index=0, process_count=1)
+  assert len(set(pipe.next_host_batch().ids + pipe.next_host_batch().ids)) == 4

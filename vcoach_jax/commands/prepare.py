@@ -61,11 +61,8 @@ def run(args: argparse.Namespace) -> int:
   logging.basicConfig(level=logging.WARNING, format="%(message)s")
   config = config_lib.load(args.config, args.overrides)
   if args.synthetic:
-    from vcoach_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-    spec = synthetic.WorldSpec.from_config(config.synthetic)
+    tfds_stgr.synthetic_from_config(config, args.out)
     s = config.synthetic
-    tfds_stgr.build_synthetic(args.out, spec, {"train": (0, s.num_train),
-                                               "eval": (10 ** 6, s.num_eval)})
     print(f"wrote the synthetic world ({s.num_train} train, {s.num_eval} eval) to {args.out}")
     return 0
   if not args.json or not args.media_root:

@@ -196,14 +196,27 @@ class Pipeline:
   @classmethod
   def from_config(cls, config, tokenizer, data_dir: str | None = None, *,
                   process_index: int | None = None, process_count: int | None = None):
-    """A pipeline over `data_dir` (default `config.data.tfds_dir`) as the config says."""
+    """A pipeline over `data_dir` (default `config.data.tfds_dir`) as the config says.
+
+    With `data.source = "synthetic"` the world of `config.synthetic` is written there first if
+    the folder has no dataset yet.
+    """
     from vcoach_jax.data import tfds_stgr  # pylint: disable=g-import-not-at-top
     if process_index is None or process_count is None:
       import jax  # pylint: disable=g-import-not-at-top
       process_index, process_count = jax.process_index(), jax.process_count()
     d = config.data
+    data_dir = data_dir or d.tfds_dir
+    if not data_dir:
+      raise ValueError("no dataset folder: set data.tfds_dir (or pass data_dir)")
+    if d.source == "synthetic":
+      builder = tfds_stgr.synthetic_from_config(config, data_dir)
+    elif d.source == "tfds":
+      builder = tfds_stgr.load(data_dir)
+    else:
+      raise ValueError(f"config key 'data.source' must be 'synthetic' or 'tfds', got {d.source!r}")
     texts = chat.PromptTexts.load(config.prompts_file or None)
-    return cls(tfds_stgr.load(data_dir or d.tfds_dir), chat.Processor(tokenizer), texts,
+    return cls(builder, chat.Processor(tokenizer), texts,
                BatchShapes.from_config(d, process_count), split=d.split, seed=d.seed,
                shuffle_buffer=d.shuffle_buffer, process_index=process_index,
                process_count=process_count, reshuffle_each_epoch=d.reshuffle_each_epoch)

@@ -33,6 +33,7 @@ from vcoach_jax.data import records as records_lib
 from vcoach_jax.data import video as video_lib
 
 VERSION = "1.0.0"
+EVAL_OFFSET = 10 ** 6  # synthetic eval records are world samples from this index on
 log = logging.getLogger(__name__)
 
 
@@ -351,3 +352,14 @@ def build_synthetic(out_dir: str, world_spec, splits: Mapping[str, tuple[int, in
   b = builder(out_dir, {name: make(*rng) for name, rng in splits.items()})
   b.download_and_prepare()
   return b
+
+
+def synthetic_from_config(config, out_dir: str):
+  """The synthetic world of `config.synthetic` as a TFDS dataset in `out_dir`, written there
+  first if it is not yet (splits `train` and `eval`, seeded apart); returns a reading builder."""
+  from vcoach_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(os.path.join(out_dir, "stgr", VERSION, "dataset_info.json")):
+    s = config.synthetic
+    build_synthetic(out_dir, synthetic.WorldSpec.from_config(s),
+                    {"train": (0, s.num_train), "eval": (EVAL_OFFSET, s.num_eval)})
+  return load(out_dir)
