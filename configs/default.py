@@ -64,4 +64,53 @@ def get_config(arg=None):
       ("batch", ("data", "fsdp")),  # activations
   )
 
+  # --- Video (DESIGN.md §6; reference constants). Frame count n = duration * fps clamped to
+  # [min_frames, min(max_frames, total)] and floored to even; each frame is smart-resized to
+  # multiples of 28 between pixels_factor*28*28 and max(min(that, total_pixels/n*2), 1.05*that).
+  config.video = ml_collections.ConfigDict()
+  config.video.fps = 2.0  # frames sampled per second of video
+  config.video.min_frames = 4
+  config.video.max_frames = 16
+  config.video.frame_factor = 2  # frame counts are multiples of the temporal patch
+  config.video.pixels_factor = 128  # the reference's VIDEO_PIXELS_FACTOR
+  config.video.total_pixels = 90316800  # 128000*28*28*0.9: pixel budget over a video's frames
+  config.video.image_min_pixels = 3136  # 4*28*28, still images (visual QA)
+  config.video.image_max_pixels = 200704  # 256*28*28
+
+  # --- Data: prompts, tokenizer, TFDS input pipeline (DESIGN.md §6, §8.2).
+  config.prompts_file = ""  # JSON of system/frame/hint texts; "" = vcoach_jax/assets/prompts.json
+  config.data = ml_collections.ConfigDict()
+  config.data.source = "synthetic"  # synthetic (the world below) | tfds (a `vcoach prepare` output)
+  config.data.tfds_dir = ""  # folder written by `vcoach prepare --out` (source = tfds)
+  config.data.split = "train"
+  config.data.tokenizer_dir = ""  # tokenizer folder; "" = build the tiny tokenizer (synthetic)
+  config.data.tiny_vocab_size = 1024  # size of the tiny tokenizer trained on the world's text
+  config.data.batch_size = 8  # prompts per step, global (split over hosts)
+  config.data.prompt_buckets = (256, 512, 1024, 2048, 4096, 8192, 16384)  # padded prompt lengths
+  config.data.max_prompt_length = 16384  # prompts are left-truncated to their last N tokens
+  config.data.max_target_length = 256  # SFT target tokens (right-padded / truncated)
+  config.data.max_images = 20  # images per prompt: sampled frames + inserted key frames
+  config.data.max_patches = 2048  # 14x14 patches per prompt (pixel_values rows), padded
+  config.data.shuffle_buffer = 256
+  config.data.seed = 0
+  config.data.reshuffle_each_epoch = True
+
+  # --- Synthetic world (DESIGN.md §10): seeded clips of moving coloured objects.
+  config.synthetic = ml_collections.ConfigDict()
+  config.synthetic.seed = 0
+  config.synthetic.num_train = 512  # records in the train split
+  config.synthetic.num_eval = 64  # records in the eval split (seeded apart from train)
+  config.synthetic.height = 56  # frame size (multiples of 28); clips are rendered at this size
+  config.synthetic.width = 84
+  config.synthetic.fps = 2.0
+  config.synthetic.min_frames = 4
+  config.synthetic.max_frames = 8
+  config.synthetic.min_objects = 1
+  config.synthetic.max_objects = 2
+  config.synthetic.distractors = 1  # difficulty: extra objects that are not asked about
+  config.synthetic.occlusion = 0.0  # difficulty: probability of a grey bar over a frame
+  config.synthetic.min_size = 10  # object side in pixels
+  config.synthetic.max_size = 18
+  config.synthetic.max_speed = 6.0  # pixels per frame
+
   return config

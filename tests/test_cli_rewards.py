@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import DATA_DIR
+from conftest import DATA_DIR
 from vcoach_jax import cli
 from vcoach_jax import rewards
 

@@ -15,6 +15,7 @@ from typing import Sequence
 # Subcommand name -> module. Add a line here when a command lands.
 COMMANDS: dict[str, str] = {
     "rewards": "vcoach_jax.commands.rewards",
+    "prepare": "vcoach_jax.commands.prepare",
 }
 
 _EPILOG = """\

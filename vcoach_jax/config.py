@@ -23,6 +23,11 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "rewards.spatial_iou_mode": ("max", "avg"),
     "rewards.identity_match_mode": ("none", "soft", "strict"),
     "rewards.spatial_norm_mode": ("all", "matched"),
+    "model.preset": ("tiny", "qwen2_5_vl_3b", "qwen2_5_vl_7b"),
+    "model.dtype": ("float32", "bfloat16"),
+    "model.attention_impl": ("xla", "dot_product_attention", "cudnn"),
+    "model.remat_policy": ("none", "full", "dots", "dots_no_batch"),
+    "data.source": ("synthetic", "tfds"),
 }
 
 # Fields that must be positive integers.
@@ -33,6 +38,17 @@ POSITIVE_INTS: tuple[str, ...] = (
     "rewards.max_key_frames",
     "rewards.max_objects",
     "rewards.max_gt_boxes",
+    "video.min_frames",
+    "video.max_frames",
+    "video.frame_factor",
+    "video.pixels_factor",
+    "data.batch_size",
+    "data.max_prompt_length",
+    "data.max_target_length",
+    "data.max_images",
+    "data.max_patches",
+    "synthetic.height",
+    "synthetic.width",
 )
 
 
@@ -144,6 +160,8 @@ def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
   for key in POSITIVE_INTS:
     if key in flat and flat[key] <= 0:
       raise ConfigError(f"config key {key!r} must be a positive integer, got {flat[key]!r}")
+  if flat.get("model.lora_rank", 0) < 0:
+    raise ConfigError(f"config key 'model.lora_rank' must be >= 0, got {flat['model.lora_rank']}")
 
 
 def _validate_tree(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str) -> None:

@@ -1,0 +1,117 @@
+"""STGR record validation: every error names the record id, the field, the value, the expectation."""
+
+import copy
+
+import pytest
+
+from vcoach_jax.data import records
+
+GOOD_ST = {
+    "id": "st-1", "task": "temporal-spatial free-form QA", "source": "stgr",
+    "video_path": "v/a.mp4", "question": "What does the man hold?", "answer": "a red cup",
+    "key_frames": [{"idx": 3, "time": 2.5, "path": "kf/a_3.jpg"}],
+    "key_items": {"3": {"man": [[0.1, 0.2, 0.5, 0.9]], "cup": None}, "7": None},
+    "image_size": [640, 360], "reasoning_process": "<obj>man</obj>...",
+}
+
+
+def test_good_record_is_normalised():
+  r = records.validate_record(GOOD_ST)
+  assert r["id"] == "st-1" and r["key_items"] == {"3": {"man": [[0.1, 0.2, 0.5, 0.9]]}}
+  assert r["key_frames"] == [{"idx": 3, "time": 2.5, "path": "kf/a_3.jpg"}]
+
+
+def test_task_strings_match_the_rewards():
+  rewards = pytest.importorskip("vcoach_jax.rewards.targets")
+  assert set(records.TASKS) == set(rewards.TASKS)
+
+
+def _bad(change, reason, *fragments):
+  rec = copy.deepcopy(GOOD_ST)
+  change(rec)
+  with pytest.raises(records.RecordError) as e:
+    records.validate_record(rec, where="file x.json, ")
+  assert e.value.reason == reason
+  msg = str(e.value)
+  assert msg.startswith("file x.json, record id 'st-1': field ")
+  for fragment in fragments:
+    assert fragment in msg, msg
+
+
+def test_missing_field():
+  _bad(lambda r: r.pop("question"), "missing_field", "'question'")
+
+
+def test_unknown_task():
+  _bad(lambda r: r.update(task="temporal qa"), "unknown_task", "'task' = \"temporal qa\"",
+       "one of")
+
+
+def test_box_wrong_arity():
+  _bad(lambda r: r["key_items"]["3"].update(man=[[0.1, 0.2, 0.5]]), "bad_box",
+       "key_items['3']['man'][0]", "[0.1, 0.2, 0.5]", "4 numbers")
+
+
+def test_box_out_of_range():
+  _bad(lambda r: r["key_items"]["3"].update(man=[[0.1, 0.2, 1.5, 0.9]]), "bad_box",
+       "normalised to 0..1")
+
+
+def test_key_frame_without_items():
+  _bad(lambda r: r["key_frames"][0].update(idx=4), "bad_key_frame", "key_frames[0].idx")
+
+
+def test_st_needs_key_frames():
+  _bad(lambda r: r.update(key_frames=[]), "bad_key_frame", "at least one key frame")
+
+
+def test_wrong_type():
+  _bad(lambda r: r.update(answer=3), "wrong_type", "'answer' = 3", "a string")
+
+
+@pytest.mark.parametrize("task, answer, ok", [
+    ("temporal QA", "[1.5, 4.0]", True),
+    ("temporal QA", "[4.0, 1.5]", False),
+    ("temporal QA", "from 1 to 4", False),
+    ("temporal QA (MCQ)", "B\n[1, 4]", True),
+    ("temporal QA (MCQ)", "B", False),
+    ("General video QA MCQ", "C", True),
+    ("General video QA Free-form", "anything", True),
+])
+def test_answers(task, answer, ok):
+  rec = {"id": 1, "task": task, "video_path": "a.mp4", "question": "q", "answer": answer}
+  if ok:
+    assert records.validate_record(rec)["answer"] == answer
+  else:
+    with pytest.raises(records.RecordError, match="record id 1: field 'answer'") as e:
+      records.validate_record(rec)
+    assert e.value.reason == "bad_answer"
+
+
+def test_visual_qa_answer_box_checked_against_image_size():
+  rec = {"id": "v", "task": "visual QA", "image_path": "i.jpg", "question": "q",
+         "answer": "<obj>cup</obj><box>[10, 20, 300, 200]</box>", "image_size": [320, 240]}
+  assert records.validate_record(rec)["image_size"] == [320, 240]
+  rec["answer"] = "<obj>cup</obj><box>[10, 20, 400, 200]</box>"
+  with pytest.raises(records.RecordError, match="inside the 320x240 image") as e:
+    records.validate_record(rec)
+  assert e.value.reason == "bad_box"
+  rec["answer"] = "<obj>cup</obj><box>[10, 20, 200]</box>"
+  with pytest.raises(records.RecordError, match="<box>"):
+    records.validate_record(rec)
+
+
+def test_key_frame_past_the_end():
+  r = records.validate_record(GOOD_ST)
+  records.check_against_video(r, duration=3.0)
+  with pytest.raises(records.RecordError, match=r"key_frames\[0\]\.time.*2\.5.*1\.00 s") as e:
+    records.check_against_video(r, duration=1.0)
+  assert e.value.reason == "key_frame_past_end"
+
+
+def test_reward_sample_sizes():
+  r = records.validate_record(GOOD_ST)
+  s = records.reward_sample(r, (420, 224), step_percent=0.5)
+  assert s["image_size"] == [420, 224] and s["image_size_refine"] == [420, 224]
+  assert set(s) == {"task", "answer", "key_frames", "key_items", "image_size",
+                    "image_size_refine", "step_percent"}

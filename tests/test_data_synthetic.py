@@ -1,0 +1,101 @@
+"""The synthetic world: deterministic, all six tasks, its own answers score the maximum."""
+
+import os
+
+os.environ.setdefault("USE_TF", "0")
+
+import numpy as np
+import pytest
+
+from vcoach_jax.data import records
+from vcoach_jax.data import synthetic
+from vcoach_jax.data import tokenizer as tokenizer_lib
+
+OPTIONS = {"spatial_iou_mode": "avg", "identity_match_mode": "soft",
+           "spatial_norm_mode": "matched", "correct_tempgate": True}
+# Maximum total reward per task (DESIGN.md §7).
+MAX_TOTAL = {records.TASK_ST: 4.0, records.TASK_TG_MCQ: 4.0, records.TASK_TG: 3.0,
+             records.TASK_VQA: 3.0, records.TASK_MCQ: 2.0, records.TASK_FREE: 2.0}
+HARD = synthetic.WorldSpec(seed=3, distractors=3, occlusion=0.5, max_frames=16, max_objects=3,
+                           height=84, width=112)
+
+
+def test_deterministic_from_seed():
+  a, b = synthetic.SyntheticWorld(HARD).sample(5), synthetic.SyntheticWorld(HARD).sample(5)
+  assert a.record == b.record and a.completion == b.completion
+  np.testing.assert_array_equal(a.frames, b.frames)
+  c = synthetic.SyntheticWorld(synthetic.WorldSpec(seed=4)).sample(5)
+  assert c.record != a.record
+
+
+def test_records_cover_all_tasks_and_validate():
+  world = synthetic.SyntheticWorld(HARD)
+  samples = [world.sample(i) for i in range(12)]
+  assert {s.record["task"] for s in samples} == set(records.TASKS)
+  for s in samples:
+    assert records.validate_record(s.record) == s.record
+    t = len(s.times)
+    assert s.frames.shape == ((1,) if s.record["task"] == records.TASK_VQA else (t,)) + (84, 112, 3)
+    if s.record["task"] != records.TASK_VQA:
+      assert 4 <= t <= 16 and t % 2 == 0
+      np.testing.assert_allclose(np.diff(s.times), 0.5)
+
+
+def test_key_items_are_where_the_object_is_drawn():
+  world = synthetic.SyntheticWorld(synthetic.WorldSpec(seed=1, occlusion=0.0))
+  checked = 0
+  for i in range(0, 60, 6):  # the temporal-spatial samples
+    s = world.sample(i)
+    assert s.record["task"] == records.TASK_ST and s.record["key_frames"]
+    for kf in s.record["key_frames"]:
+      for name, boxes in s.record["key_items"][str(kf["idx"])].items():
+        colour, shape = name.split()
+        x1, y1, x2, y2 = np.round(np.array(boxes[0]) * [84, 56, 84, 56]).astype(int)
+        patch = s.frames[kf["idx"], y1:y2, x1:x2].reshape(-1, 3)
+        hits = (patch == synthetic.COLOURS[colour]).all(-1).mean()
+        assert hits > 0.3, (name, shape, hits)
+        checked += 1
+  assert checked >= 10
+
+
+def test_reference_answers_score_the_maximum_for_every_task():
+  rewards = pytest.importorskip("vcoach_jax.rewards")
+  world = synthetic.SyntheticWorld(HARD)
+  samples = [world.sample(i) for i in range(36)]
+  inputs = [records.reward_sample(s.record, (s.frames.shape[2], s.frames.shape[1]),
+                                  step_percent=0.1) for s in samples]
+  tasks = [s.record["task"] for s in samples]
+  per = rewards.compute([s.completion for s in samples], inputs, OPTIONS)
+  total = rewards.total(per, tasks)
+  for i, task in enumerate(tasks):
+    assert total[i] >= MAX_TOTAL[task] - 1e-3, (task, {k: v[i] for k, v in per.items()})
+  # Someone else's completion scores less: the test can fail.
+  shuffled = [samples[(i + 6) % len(samples)].completion for i in range(len(samples))]
+  worse = rewards.total(rewards.compute(shuffled, inputs, OPTIONS), tasks)
+  assert worse.mean() < total.mean() - 0.5
+
+
+def test_spec_checks():
+  with pytest.raises(ValueError, match="multiples of 28"):
+    synthetic.SyntheticWorld(synthetic.WorldSpec(height=60))
+  with pytest.raises(ValueError, match="unknown task"):
+    synthetic.SyntheticWorld(synthetic.WorldSpec(tasks=("video QA",)))
+
+
+def test_tiny_tokenizer_over_the_corpus(tmp_path):
+  tokenizer_lib.build_tiny_tokenizer(synthetic.corpus(n=60), str(tmp_path), vocab_size=512)
+  tok = tokenizer_lib.load_tokenizer(str(tmp_path))
+  s = synthetic.SyntheticWorld().sample(0)
+  ids = tok(s.completion, add_special_tokens=False)["input_ids"]
+  assert tok.decode(ids) == s.completion
+  assert len(ids) < len(s.completion) / 2  # the BPE learnt the world's words
+
+
+def test_tokenizer_from_config(tmp_path):
+  from vcoach_jax import config as config_lib
+  config = config_lib.load(None, ["synthetic.num_train=20", "data.tiny_vocab_size=300"])
+  tok = tokenizer_lib.from_config(config, str(tmp_path / "tok"))
+  assert len(tok) <= 300 + len(tokenizer_lib.GROUNDING_TAGS)
+  assert tokenizer_lib.special_ids(tok)["<|video_pad|>"] == 13
+  again = tokenizer_lib.from_config(config, str(tmp_path / "tok"))  # reused, not rebuilt
+  assert again.get_vocab() == tok.get_vocab()

@@ -1,0 +1,111 @@
+"""The tiny local tokenizer of the embedded default, and loading a real one (DESIGN.md §10).
+
+`build_tiny_tokenizer(texts, out_dir)` trains a byte-level BPE with `tokenizers` on a corpus (the
+synthetic world's prompts, traces and answers) and writes `tokenizer.json` plus the transformers
+side files into `out_dir`; `load_tokenizer(dir)` loads it, or a real Qwen2.5-VL checkpoint folder,
+as a transformers fast tokenizer. Byte-level means any text encodes, even words the corpus never
+had.
+
+Ids in the tiny vocabulary differ from Qwen's: the Qwen special tokens come first, in Qwen's
+order, so `<|endoftext|>` is 0, `<|im_start|>` 1, `<|im_end|>` 2, `<|vision_start|>` 9,
+`<|vision_end|>` 10, `<|image_pad|>` 12 and `<|video_pad|>` 13 (`TINY_SPECIAL_IDS`; Qwen's are
+151643, 151644, 151645, 151652, 151653, 151655, 151656). Code never hard-codes either table:
+`special_ids(tokenizer)` reads them from the tokenizer. The grounding tags (`<think>`, `<obj>`,
+`<box>`, `<t>`, ...) are single non-special tokens in the tiny vocabulary (they stay in decoded
+text); a real Qwen tokenizer splits them into several pieces.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Iterable
+
+# Qwen2.5-VL's added special tokens, in the order of their ids there (151643 upwards).
+QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+QWEN_SPECIAL_IDS = {tok: 151643 + i for i, tok in enumerate(QWEN_SPECIAL_TOKENS)}
+TINY_SPECIAL_IDS = {tok: i for i, tok in enumerate(QWEN_SPECIAL_TOKENS)}
+# Grounded-format tags: one token each in the tiny vocabulary.
+GROUNDING_TAGS = ("<think>", "</think>", "<answer>", "</answer>", "<obj>", "</obj>", "<box>",
+                  "</box>", "<t>", "</t>")
+
+
+def build_tiny_tokenizer(texts: Iterable[str], out_dir: str, vocab_size: int = 1024) -> str:
+  """Trains a byte-level BPE on `texts` and saves it loadable by `load_tokenizer(out_dir)`.
+
+  Args:
+    texts: the corpus (any iterable of strings).
+    out_dir: folder to write `tokenizer.json`, `tokenizer_config.json` and
+      `special_tokens_map.json` into (created if missing).
+    vocab_size: target size including the special tokens and the 256 byte symbols.
+
+  Returns:
+    The path of `tokenizer.json`.
+  """
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  from tokenizers import decoders, models, pre_tokenizers, trainers  # pylint: disable=g-import-not-at-top
+
+  tok = tokenizers.Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(
+      vocab_size=vocab_size, special_tokens=list(QWEN_SPECIAL_TOKENS), show_progress=False,
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  tok.train_from_iterator(texts, trainer=trainer)
+  tok.add_tokens([tokenizers.AddedToken(tag, normalized=False, special=False)
+                  for tag in GROUNDING_TAGS])
+  for name, want in TINY_SPECIAL_IDS.items():
+    if tok.token_to_id(name) != want:
+      raise AssertionError(f"tiny tokenizer put {name} at {tok.token_to_id(name)}, not {want}")
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  tok.save(str(out / "tokenizer.json"))
+  fast = _wrap(str(out / "tokenizer.json"))
+  fast.save_pretrained(str(out))
+  return str(out / "tokenizer.json")
+
+
+def _wrap(tokenizer_file: str):
+  from transformers import Qwen2TokenizerFast  # pylint: disable=g-import-not-at-top
+  return Qwen2TokenizerFast(
+      tokenizer_file=tokenizer_file, unk_token=None, eos_token="<|im_end|>",
+      pad_token="<|endoftext|>", errors="replace",
+      additional_special_tokens=[t for t in QWEN_SPECIAL_TOKENS if t not in
+                                 ("<|endoftext|>", "<|im_end|>")])
+
+
+def load_tokenizer(path: str):
+  """A transformers fast tokenizer from a folder (tiny tokenizer or a real Qwen checkpoint)."""
+  from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"tokenizer folder {path!r} does not exist")
+  if not os.path.isfile(os.path.join(path, "tokenizer.json")):
+    raise FileNotFoundError(f"tokenizer folder {path!r} has no tokenizer.json")
+  return AutoTokenizer.from_pretrained(path, use_fast=True)
+
+
+def from_config(config, cache_dir: str):
+  """`config.data.tokenizer_dir` if set, else the tiny tokenizer of the config's synthetic world
+  (built once into `cache_dir`, reused when it is already there)."""
+  if config.data.tokenizer_dir:
+    return load_tokenizer(config.data.tokenizer_dir)
+  if not os.path.isfile(os.path.join(cache_dir, "tokenizer.json")):
+    from vcoach_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+    spec = synthetic.WorldSpec.from_config(config.synthetic)
+    build_tiny_tokenizer(synthetic.corpus(spec, n=min(config.synthetic.num_train, 600)), cache_dir,
+                         config.data.tiny_vocab_size)
+  return load_tokenizer(cache_dir)
+
+
+def special_ids(tokenizer) -> dict[str, int]:
+  """{'<|image_pad|>': id, ...} for the Qwen special tokens of `tokenizer`; raises if one is missing."""
+  out = {}
+  for name in QWEN_SPECIAL_TOKENS:
+    i = tokenizer.convert_tokens_to_ids(name)
+    if i is None or i == tokenizer.unk_token_id:
+      raise ValueError(f"tokenizer has no {name} token")
+    out[name] = int(i)
+  return out
