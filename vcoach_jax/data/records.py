@@ -28,18 +28,13 @@ from __future__ import annotations
 import ast
 import json
 import math
-import re
 from typing import Any, Mapping
 
-TASK_ST = "temporal-spatial free-form QA"
-TASK_TG = "temporal QA"
-TASK_TG_MCQ = "temporal QA (MCQ)"
-TASK_MCQ = "General video QA MCQ"
-TASK_FREE = "General video QA Free-form"
-TASK_VQA = "visual QA"
-TASKS = (TASK_ST, TASK_TG_MCQ, TASK_TG, TASK_VQA, TASK_MCQ, TASK_FREE)
+from vcoach_jax.rewards import parsing  # the one box pattern of the project
+# The six task strings are defined once, with the rewards that score them.
+from vcoach_jax.rewards.targets import (  # pylint: disable=g-importing-member
+    TASK_FREE, TASK_MCQ, TASK_ST, TASK_TG, TASK_TG_MCQ, TASK_VQA, TASKS)
 
-_ANSWER_BOX = re.compile(r"<box>(\[[^\n]*?\])</box>")
 
 
 class RecordError(ValueError):
@@ -77,7 +72,7 @@ def parse_segment(text: str) -> tuple[float, float] | None:
 
 def answer_box(answer: str) -> list[float] | None:
   """The first `<box>[x1,y1,x2,y2]</box>` of a visual-QA answer, or None."""
-  match = _ANSWER_BOX.search(answer)
+  match = parsing.BOX_RE.search(answer)
   if not match:
     return None
   try:
