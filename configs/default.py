@@ -10,6 +10,8 @@ key that is not here, or giving a value of another type, is refused at start.
 
 import ml_collections
 
+from vcoach_jax.parallel import rules
+
 
 def get_config(arg=None):
   """Returns the default config. `arg` is unused (kept for the `file.py:arg` convention)."""
@@ -48,21 +50,9 @@ def get_config(arg=None):
   # --- Parallel (vcoach_jax/parallel/mesh.py). One size per mesh axis; -1 = remaining devices.
   config.parallel = ml_collections.ConfigDict()
   config.parallel.mesh = (("data", 1), ("fsdp", -1), ("tensor", 1))
-  # Logical axis -> mesh axes. Weights: FSDP over the width, tensor parallel over heads/mlp/vocab.
-  config.parallel.rules = (
-      ("embed", ("fsdp",)),
-      ("vocab", ("tensor",)),
-      ("heads", ("tensor",)),
-      ("kv_heads", ("tensor",)),
-      ("mlp", ("tensor",)),
-      ("vit_embed", ("fsdp",)),
-      ("vit_heads", ("tensor",)),
-      ("vit_mlp", ("tensor",)),
-      ("patch", ()),
-      ("norm", ()),
-      ("lora_rank", ()),
-      ("batch", ("data", "fsdp")),  # activations
-  )
+  # Logical axis -> mesh axes (vcoach_jax/parallel/rules.py): FSDP over the width, tensor
+  # parallel over heads/mlp/vocab, batch over data x fsdp. Replace the tuple to change layouts.
+  config.parallel.rules = rules.DEFAULT_RULES
 
   # --- Video (DESIGN.md §6; reference constants). Frame count n = duration * fps clamped to
   # [min_frames, min(max_frames, total)] and floored to even; each frame is smart-resized to

@@ -16,26 +16,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-MESH_AXES = ("data", "fsdp", "tensor")
+from vcoach_jax.parallel.rules import DEFAULT_RULES, MESH_AXES  # pylint: disable=g-importing-member
 
 Rules = Sequence[tuple[str, Sequence[str]]]
-
-# Weights: FSDP over the model width, tensor parallelism over heads / mlp / vocab.
-DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("embed", ("fsdp",)),
-    ("vocab", ("tensor",)),
-    ("heads", ("tensor",)),
-    ("kv_heads", ("tensor",)),
-    ("mlp", ("tensor",)),
-    ("vit_embed", ("fsdp",)),
-    ("vit_heads", ("tensor",)),
-    ("vit_mlp", ("tensor",)),
-    ("patch", ()),
-    ("norm", ()),
-    ("lora_rank", ()),
-    # Activations.
-    ("batch", ("data", "fsdp")),
-)
 
 
 def make_mesh(shape: Mapping[str, int] | Iterable[tuple[str, int]] | None = None,
