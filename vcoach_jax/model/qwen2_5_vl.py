@@ -34,7 +34,7 @@ class ModelInputs(NamedTuple):
   rotary_ids: jax.Array | None = None  # [N, 2]
   windows: Segments | None = None  # window-attention segments of the patches
   frames: Segments | None = None  # full-attention segments (temporal patches)
-  vision_slots: jax.Array | None = None  # [N / merge_unit] flat index (b * T + t) of each token
+  vision_slots: jax.Array | None = None  # [..., N / merge_unit] flat index b * T + t per token
 
 
 @flax.struct.dataclass
@@ -76,7 +76,9 @@ class Qwen2_5_VL(nnx.Module):
       return x
     feats = self.visual(inputs.pixels, inputs.rotary_ids, inputs.windows, inputs.frames)
     b, t, d = x.shape
-    x = x.reshape(b * t, d).at[inputs.vision_slots].set(feats.astype(x.dtype))
+    # Slots out of range (padding patches of a fixed-shape batch) are dropped; slots of shape
+    # [G, n] scatter the same features into G rows (`batching.repeat_rows`).
+    x = x.reshape(b * t, d).at[inputs.vision_slots].set(feats.astype(x.dtype), mode="drop")
     return x.reshape(b, t, d)
 
   def head(self, h: jax.Array) -> jax.Array:
