@@ -69,6 +69,9 @@ class HostBatch:
   arrays: dict[str, np.ndarray]
   samples: list[dict[str, Any]]  # reward sample dicts (`vcoach_jax.rewards.compute`)
   ids: list[str]
+  # The decoded examples (frames, key frames, ...), kept so the trainer can re-render a prompt
+  # with a visual prompt for a hard sample.
+  examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def _text(x) -> str:
@@ -107,10 +110,13 @@ def build_prompt(example: Mapping[str, Any], texts: chat.PromptTexts,
 
 def encode_example(example: Mapping[str, Any], processor: chat.Processor,
                    texts: chat.PromptTexts, shapes: BatchShapes, step_percent: float = 1.0,
-                   prompt_type: str = "raw") -> dict[str, Any]:
-  """Model inputs (unpadded) + SFT target ids + the reward sample of one example."""
+                   prompt_type: str = "raw", key_frames: Sequence[np.ndarray] | None = None
+                   ) -> dict[str, Any]:
+  """Model inputs (unpadded) + SFT target ids + the reward sample of one example; with
+  `prompt_type` its hint is appended and `key_frames` (e.g. with a visual prompt drawn on them)
+  replace the stored key-frame images."""
   record = record_of(example)
-  prompt = build_prompt(example, texts, prompt_type)
+  prompt = build_prompt(example, texts, prompt_type, key_frames)
   inputs = processor(prompt)
   rid = record["id"]
   if len(prompt.images) > shapes.max_images:
@@ -226,9 +232,12 @@ class Pipeline:
     return {k: v.numpy() for k, v in element.items()}
 
   def next_host_batch(self) -> HostBatch:
-    items = [encode_example(self.next_example(), self.processor, self.texts, self.shapes,
-                            self.step_percent) for _ in range(self.shapes.batch_size)]
-    return collate(items, self.shapes, self._pad_id)
+    examples = [self.next_example() for _ in range(self.shapes.batch_size)]
+    items = [encode_example(e, self.processor, self.texts, self.shapes, self.step_percent)
+             for e in examples]
+    batch = collate(items, self.shapes, self._pad_id)
+    batch.examples = examples
+    return batch
 
   def __iter__(self):
     return self
