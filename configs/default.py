@@ -103,4 +103,30 @@ def get_config(arg=None):
   config.synthetic.max_size = 18
   config.synthetic.max_speed = 6.0  # pixels per frame
 
+  # --- Visual prompts (DESIGN.md §8.4-8.5, vcoach_jax/prompting).
+  config.prompting = ml_collections.ConfigDict()
+  config.prompting.per_key_frame_boxes = True  # each key frame's own boxes (False: all, as ref)
+  config.prompting.draw_on = "key_frames_st_only"  # key_frames_st_only (ref) | key_and_nearest
+  config.prompting.darken_factor = 0.3  # reference: pixels outside the boxes * 0.3
+  config.prompting.darken_pad = 10  # reference: boxes grown by 10 px before darkening
+
+  # --- VP-Selector (DESIGN.md §8.6, vcoach_jax/prompting/selector.py).
+  config.selector = ml_collections.ConfigDict()
+  config.selector.mode = "text"  # text (reference: question + object names) | vl (video + question)
+  config.selector.types = ("raw", "darken")  # class names in order; reference: raw, darken
+  config.selector.backbone = ""  # HF Qwen2.5-VL folder; "" = the model of config.model
+  config.selector.lora_rank = 8
+  config.selector.lora_alpha = 16.0
+  config.selector.lr = 1e-4  # AdamW learning rate (constant)
+  config.selector.weight_decay = 0.01
+  config.selector.steps = 200  # optimizer steps of `vcoach select train`
+  config.selector.batch_size = 8
+  config.selector.max_length = 256  # text-mode token length (right-truncated, left-padded)
+  config.selector.data = ""  # labelled JSONL written by `vcoach select build-data`
+  config.selector.cache = ""  # JSON {record_id: type} written by predict, read by the trainer
+  config.selector.checkpoint_dir = ""  # orbax checkpoint of the trainable selector params
+  config.selector.reasoners = ()  # build-data: proxy reasoner checkpoints; () = config.model
+  config.selector.max_new_tokens = 128  # build-data: greedy completion length
+  config.selector.seed = 0
+
   return config

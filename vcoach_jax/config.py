@@ -28,6 +28,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "model.attention_impl": ("xla", "dot_product_attention", "cudnn"),
     "model.remat_policy": ("none", "full", "dots", "dots_no_batch"),
     "data.source": ("synthetic", "tfds"),
+    "prompting.draw_on": ("key_frames_st_only", "key_and_nearest"),
+    "selector.mode": ("text", "vl"),
 }
 
 # Fields that must be positive integers.
@@ -49,6 +51,12 @@ POSITIVE_INTS: tuple[str, ...] = (
     "data.max_patches",
     "synthetic.height",
     "synthetic.width",
+    "prompting.darken_pad",
+    "selector.lora_rank",
+    "selector.steps",
+    "selector.batch_size",
+    "selector.max_length",
+    "selector.max_new_tokens",
 )
 
 
@@ -160,8 +168,25 @@ def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
   for key in POSITIVE_INTS:
     if key in flat and flat[key] <= 0:
       raise ConfigError(f"config key {key!r} must be a positive integer, got {flat[key]!r}")
+  _validate_prompting(flat)
   if flat.get("model.lora_rank", 0) < 0:
     raise ConfigError(f"config key 'model.lora_rank' must be >= 0, got {flat['model.lora_rank']}")
+
+
+def _validate_prompting(flat: Mapping[str, Any]) -> None:
+  """Visual-prompt and selector values that the tables above cannot state."""
+  factor = flat.get("prompting.darken_factor", 0.3)
+  if not 0 <= factor <= 1:
+    raise ConfigError(f"config key 'prompting.darken_factor' must be in [0, 1], got {factor!r}")
+  types = tuple(flat.get("selector.types", ("raw", "darken")))
+  from vcoach_jax.prompting.visual_prompts import PROMPT_TYPES  # pylint: disable=g-import-not-at-top
+  if len(types) < 2 or len(set(types)) != len(types) or types[0] != "raw" or any(
+      t not in PROMPT_TYPES for t in types):
+    raise ConfigError(f"config key 'selector.types' must be distinct prompt types from "
+                      f"{PROMPT_TYPES}, at least two, starting with 'raw'; got {types!r}")
+  for key in ("selector.lr",):
+    if key in flat and not flat[key] > 0:
+      raise ConfigError(f"config key {key!r} must be positive, got {flat[key]!r}")
 
 
 def _validate_tree(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str) -> None:
