@@ -197,3 +197,68 @@ def test_prompt_key_frames_uses_each_key_frames_boxes():
   assert ref[0, 70, 70, 0] == 200 and ref[1, 20, 20, 0] == 200
   with pytest.raises(ValueError, match="record id 'r1'"):
     vp.prompt_key_frames(RECORD, frames[:1], "darken")
+
+
+# --- prompted examples and hints (DESIGN.md §8.2, §8.4.3) ---------------------------------------
+
+from vcoach_jax.data import chat  # noqa: E402
+from vcoach_jax.data import synthetic  # noqa: E402
+from vcoach_jax.data import tfds_stgr  # noqa: E402
+from vcoach_jax.prompting import hints  # noqa: E402
+
+TEXTS = chat.PromptTexts.load()
+WORLD = synthetic.SyntheticWorld(synthetic.WorldSpec(seed=3, max_frames=6))
+
+
+def _example(index):
+  """A decoded example (the TFDS feature dict) of the synthetic world."""
+  s = WORLD.sample(index)
+  size = (s.frames.shape[2], s.frames.shape[1])
+  keys = np.asarray(s.key_frame_images).reshape(-1, size[1], size[0], 3)
+  return tfds_stgr.example(s.record, s.frames, s.times, keys, size, size, 2.0, len(s.times) / 2)
+
+
+def _user_turn(prompt):
+  return prompt.text.split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
+
+
+@pytest.mark.parametrize("kind", vp.PROMPT_TYPES[1:])
+def test_temporal_spatial_prompt_draws_on_key_frames_and_appends_hint(kind):
+  ex = _example(0)  # temporal-spatial
+  assert ex["task"] == synthetic.records_lib.TASK_ST and len(ex["key_frames"])
+  raw = hints.prompted_prompt(ex, "raw", TEXTS)
+  prompt = hints.prompted_prompt(ex, kind, TEXTS)
+  # The hint ends the user turn, right after the question.
+  assert _user_turn(prompt) == _user_turn(raw) + "\n" + hints.hint(kind, TEXTS)
+  assert _user_turn(raw).endswith(ex["question"])
+  # Key frames carry the drawing (numbered with their position in the frame list); sampled
+  # frames are untouched.
+  record = synthetic.SyntheticWorld(WORLD.spec).sample(0).record
+  positions = [n for n, k in enumerate(prompt.is_key_frame, start=1) if k]
+  drawn = vp.prompt_key_frames(record, ex["key_frames"], kind, positions)
+  keys = [im for im, k in zip(prompt.images, prompt.is_key_frame) if k]
+  np.testing.assert_array_equal(np.stack(keys), drawn)
+  for a, b, k in zip(prompt.images, raw.images, prompt.is_key_frame):
+    assert (not k) == np.array_equal(a, b) or kind == "raw"
+
+
+def test_other_tasks_get_only_the_hint_by_default():
+  ex = _example(1)  # temporal QA (MCQ): no key frames in its prompt
+  prompt = hints.prompted_prompt(ex, "circle", TEXTS)
+  raw = hints.prompted_prompt(ex, "raw", TEXTS)
+  assert _user_turn(prompt).endswith(ex["question"] + "\n" + TEXTS.hints["circle"])
+  for a, b in zip(prompt.images, raw.images):
+    np.testing.assert_array_equal(a, b)
+  # The option draws on the sampled frames nearest the key times (when the record has them).
+  st = _example(0)
+  ex2 = hints.prompted_example(st, "darken", hints.PromptOptions(draw_on="key_and_nearest"))
+  changed = [i for i in range(len(st["frames"])) if not np.array_equal(ex2["frames"][i],
+                                                                       st["frames"][i])]
+  nearest = sorted({int(np.argmin(np.abs(st["timestamps"] - t))) for t in st["key_frame_times"]})
+  assert changed == nearest
+
+
+def test_hint_names_unknown_types():
+  assert hints.hint("raw", TEXTS) == ""
+  with pytest.raises(ValueError, match="unknown prompt type 'blur'"):
+    hints.hint("blur", TEXTS)
