@@ -147,3 +147,85 @@ def test_cache_round_trip_and_choose(tmp_path):
   (tmp_path / "bad.json").write_text(json.dumps({"a": "blur"}))
   with pytest.raises(ValueError, match="record id 'a'"):
     sl.load_cache(tmp_path / "bad.json")
+
+
+# --- build-data ------------------------------------------------------------------------------
+
+from vcoach_jax import config as config_lib  # noqa: E402
+from vcoach_jax.prompting import selector_data as sd  # noqa: E402
+
+TYPES = ("raw", "darken", "circle", "numbers", "attention")
+
+
+def _examples(indices):
+  world = synthetic.SyntheticWorld(WORLD)
+  out, completions = [], {}
+  for i in indices:
+    s = world.sample(i)
+    size = (s.frames.shape[2], s.frames.shape[1])
+    keys = np.asarray(s.key_frame_images).reshape(-1, size[1], size[0], 3)
+    out.append(tfds_stgr.example(s.record, s.frames, s.times, keys, size, size, 2.0, 2.0))
+    completions[s.record["id"]] = s.completion
+  return out, completions
+
+
+def _build_kwargs(tok):
+  return dict(processor=chat.Processor(tok), texts=chat.PromptTexts.load(),
+              shapes=pipeline.BatchShapes(batch_size=5, prompt_buckets=(256, 512),
+                                          max_prompt_length=512, max_target_length=96,
+                                          max_images=8, max_patches=256),
+              reward_options=config_lib.reward_options(config_lib.load()), types=TYPES,
+              progress=False)
+
+
+def test_best_type_prefers_raw_on_ties():
+  assert sd.best_type({"raw": 1.0, "darken": 1.0, "circle": 0.5}, ("raw", "darken", "circle")) == "raw"
+  assert sd.best_type({"raw": 0.0, "darken": 1.0, "circle": 1.0}, ("raw", "darken", "circle")) == "darken"
+  assert sd.best_type({"raw": 0.0, "darken": 0.2, "circle": 1.5}, ("raw", "darken", "circle")) == "circle"
+
+
+def test_build_data_labels_by_score_and_resumes(tok, backbone, tmp_path):
+  """Two proxy reasoners: a tiny random model (greedy, all types score alike -> raw) and an
+  oracle that answers correctly only on the circle-prompted input; the average picks circle.
+  An interrupted run (limit) resumes without redoing rows and survives a cut last line."""
+  examples, completions = _examples([0, 6, 12, 1])  # three temporal-spatial, one temporal MCQ
+  circle_hint = chat.PromptTexts.load().hints["circle"]
+
+  def oracle(arrays):
+    """Answers `current` record's reference completion when the input ends with the circle hint."""
+    out = []
+    for ids, mask in zip(arrays["input_ids"], arrays["attention_mask"]):
+      text = tok.decode(ids[mask == 1])
+      out.append(completions[current[0]] if circle_hint in text else "no idea")
+    return out
+
+  current = [None]
+  model = nnx.clone(backbone)
+  random_reasoner = sd.greedy_reasoner(model, tok, max_new_tokens=4)
+
+  def run(limit=None):
+    def tracked():
+      for e in examples:
+        current[0] = e["id"]
+        yield e
+    return sd.build_data(tracked(), [random_reasoner, oracle], str(tmp_path / "labels.jsonl"),
+                         limit=limit, **_build_kwargs(tok))
+
+  first = run(limit=2)
+  assert first["new"] == 2
+  with open(tmp_path / "labels.jsonl", "a") as f:
+    f.write('{"id": "cut-off", "lab')  # an interruption mid-line
+  second = run()
+  assert second["skipped"] == 2 and second["new"] == 2
+  rows = [json.loads(line) for line in open(tmp_path / "labels.jsonl")]
+  assert sorted(r["id"] for r in rows) == sorted(e["id"] for e in examples)
+  by_id = {r["id"]: r for r in rows}
+  for e in examples[:3]:
+    row = by_id[e["id"]]
+    assert row["reason"] == "scored" and row["label"] == "circle", row
+    assert row["scores"]["circle"] > row["scores"]["raw"]
+  assert by_id[examples[3]["id"]]["label"] == "raw"  # no key items: never prompted
+  assert second["circle"] == 3 and second["raw"] == 1
+  # The 2-class selector reads the same file relabelled among its own types.
+  kept, labels = sd.read_labelled(str(tmp_path / "labels.jsonl"), ("raw", "darken"))
+  assert len(kept) == 4 and set(labels.tolist()) <= {0, 1}
