@@ -229,3 +229,12 @@ def test_build_data_labels_by_score_and_resumes(tok, backbone, tmp_path):
   # The 2-class selector reads the same file relabelled among its own types.
   kept, labels = sd.read_labelled(str(tmp_path / "labels.jsonl"), ("raw", "darken"))
   assert len(kept) == 4 and set(labels.tolist()) <= {0, 1}
+
+
+def test_select_command_is_registered(capsys):
+  from vcoach_jax import cli
+  with pytest.raises(SystemExit) as e:
+    cli.main(["select", "--help"])
+  assert e.value.code == 0
+  out = capsys.readouterr().out
+  assert "build-data" in out and "predict" in out and "--workdir" in out

@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "rewards": "vcoach_jax.commands.rewards",
     "prepare": "vcoach_jax.commands.prepare",
     "render": "vcoach_jax.commands.render",
+    "select": "vcoach_jax.commands.select",
 }
 
 _EPILOG = """\

@@ -269,6 +269,27 @@ def predict_all(selector: Selector, make_inputs: Callable[[np.ndarray], ModelInp
   return np.concatenate(out) if out else np.zeros((0, selector.num_classes), np.float32)
 
 
+def from_config(config, tokenizer, workdir: str | os.PathLike, seed: int = 0) -> Selector:
+  """The selector of `config.selector`: its backbone (`selector.backbone`, else the model of
+  `config.model`, via `experiment.policy`) with fresh LoRA adapters and head, on the config's
+  mesh."""
+  from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.model import lora  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  s = config.selector
+  local = config.copy_and_resolve_references()
+  with local.unlocked():
+    local.model.lora_rank = 0
+    if s.backbone:
+      local.model.checkpoint = s.backbone
+  model, mesh = experiment.policy(local, tokenizer, workdir, seed)
+  lora.apply_lora(model, rank=s.lora_rank, alpha=s.lora_alpha,
+                  targets=tuple(config.model.lora_targets), rngs=nnx.Rngs(seed + 1))
+  selector = Selector(model, len(s.types), text_only=s.mode == "text", rngs=nnx.Rngs(seed + 2))
+  mesh_lib.shard_model(selector, mesh, mesh_lib.rules_from_config(config.parallel.rules))
+  return selector
+
+
 # ---------------------------------------------------------------------------------------------
 # Checkpoints and the prediction cache.
 
