@@ -17,6 +17,7 @@ deterministic (no randomness, no fonts from the system):
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -69,6 +70,26 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
   return frames
 
 
+CHUNK_PIXELS = 1 << 18  # frames are processed in chunks of about this many pixels (cache-sized)
+
+
+def _chunked(renderer):
+  """Runs a `(frames, boxes_per_frame, **kw)` renderer over chunks of frames: each chunk is still
+  one vectorised call, and its float temporaries stay small enough for the CPU caches (one
+  448x448 frame at a time is faster than sixteen in numpy)."""
+  @functools.wraps(renderer)
+  def run(frames, boxes_per_frame, **kw):
+    frames = _check_frames(frames)
+    if len(boxes_per_frame) != len(frames):
+      raise ValueError(f"{len(frames)} frames but boxes for {len(boxes_per_frame)} frames")
+    step = max(1, CHUNK_PIXELS // max(1, frames.shape[1] * frames.shape[2]))
+    if len(frames) <= step:
+      return renderer(frames, boxes_per_frame, **kw)
+    return np.concatenate([renderer(frames[i:i + step], boxes_per_frame[i:i + step], **kw)
+                           for i in range(0, len(frames), step)])
+  return run
+
+
 def _pixel_centres(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
   return np.arange(h, dtype=np.float32) + 0.5, np.arange(w, dtype=np.float32) + 0.5
 
@@ -91,40 +112,78 @@ def darken_mask(boxes: np.ndarray, valid: np.ndarray, h: int, w: int,
   return np.einsum("fnh,fnw->fhw", rows.astype(np.uint8), cols.astype(np.uint8)) > 0
 
 
+def scale_pixels(frames: np.ndarray, factor: float) -> np.ndarray:
+  """uint8 frames times `factor` in float64, truncated back to uint8 (the reference's cast),
+  as a lookup in the 256 precomputed values (float32 or integer shortcuts differ on some
+  values: 70 * 0.3 is 20.999... in float64, so 20)."""
+  if not 0 <= factor <= 1:
+    raise ValueError(f"darken factor must be in [0, 1], got {factor}")
+  return (np.arange(256, dtype=np.float64) * factor).astype(np.uint8)[frames]
+
+
+@_chunked
 def darken(frames: np.ndarray, boxes_per_frame: Sequence[Any], *,
            factor: float = DARKEN_FACTOR, pad: int = DARKEN_PAD) -> np.ndarray:
-  """Pixels outside the padded boxes times `factor` (float, then truncated back to uint8)."""
+  """Pixels outside the padded boxes times `factor` (float, then truncated back to uint8).
+
+  Every pixel is scaled at once, then each padded box is copied back from the input (the union
+  of rectangles; the same bytes as masking with `darken_mask`).
+  """
   frames = _check_frames(frames)
   f, h, w, _ = frames.shape
   boxes, valid = pad_boxes(boxes_per_frame, f)
-  inside = darken_mask(boxes, valid, h, w, pad)
-  # value * factor in float64 then truncated, tabulated for the 256 values.
-  table = (np.arange(256, dtype=np.float64) * factor).astype(np.uint8)
-  return np.where(inside[..., None], frames, table[frames])
+  out = scale_pixels(frames, factor)
+  px = np.trunc(boxes * np.array([w, h, w, h], np.float64)).astype(np.int64)
+  x1, y1 = np.maximum(px[..., 0] - pad, 0), np.maximum(px[..., 1] - pad, 0)
+  x2, y2 = np.minimum(px[..., 2] + pad, w), np.minimum(px[..., 3] + pad, h)
+  for i, n in zip(*np.nonzero(valid)):
+    ys, xs = slice(y1[i, n], y2[i, n]), slice(x1[i, n], x2[i, n])
+    out[i, ys, xs] = frames[i, ys, xs]
+  return out
+
+
+def _ellipse_windows(boxes: np.ndarray, valid: np.ndarray, h: int, w: int, reach: float):
+  """Per valid box: (frame, centre, semi-axes, pixel window [y0, y1) x [x0, x1)) of the ellipse
+  through its corners with its aspect ratio (semi-axes sqrt(2) x the half sides)."""
+  frame, n = np.nonzero(valid)
+  b = boxes[frame, n].astype(np.float32) * np.array([w, h, w, h], np.float32)  # [K, 4]
+  cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+  root2 = np.float32(np.sqrt(2))
+  ax = np.maximum((b[:, 2] - b[:, 0]) / 2, 0.5) * root2
+  ay = np.maximum((b[:, 3] - b[:, 1]) / 2, 0.5) * root2
+  x0 = np.clip(np.floor(cx - ax - reach), 0, w).astype(np.int64)
+  x1 = np.clip(np.ceil(cx + ax + reach), 0, w).astype(np.int64)
+  y0 = np.clip(np.floor(cy - ay - reach), 0, h).astype(np.int64)
+  y1 = np.clip(np.ceil(cy + ay + reach), 0, h).astype(np.int64)
+  return frame, (cx, cy), (ax, ay), (y0, y1, x0, x1)
 
 
 def circle_coverage(boxes: np.ndarray, valid: np.ndarray, h: int, w: int,
                     width: float) -> np.ndarray:
   """float32 [F, H, W] in [0, 1]: how much of each pixel the ellipse outlines cover.
 
-  The ellipse through a box's four corners with the box's aspect ratio has semi-axes sqrt(2)
-  times the half sides. The distance of a pixel centre to it is approximated to first order as
-  (r - 1) / |grad r| with r the normalised radius; coverage is a 1-px linear ramp at the edges
-  of the line (the anti-aliasing).
+  The distance of a pixel centre to an ellipse is approximated to first order as
+  |r - 1| / |grad r| with r the normalised radius; coverage is a 1-px linear ramp at the edges of
+  the line (the anti-aliasing). All ellipses are evaluated at once on windows of one common size
+  around them; each window is then max-combined into its frame.
   """
-  scale = np.array([w, h, w, h], np.float32)
-  b = boxes.astype(np.float32) * scale
-  cx, cy = (b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2  # [F, N]
-  ax = np.maximum((b[..., 2] - b[..., 0]) / 2, 0.5) * np.sqrt(2, dtype=np.float32)
-  ay = np.maximum((b[..., 3] - b[..., 1]) / 2, 0.5) * np.sqrt(2, dtype=np.float32)
-  ys, xs = _pixel_centres(h, w)
-  u = (xs - cx[..., None]) / ax[..., None]  # [F, N, W]
-  v = (ys - cy[..., None]) / ay[..., None]  # [F, N, H]
-  r = np.sqrt(u[..., None, :] ** 2 + v[..., :, None] ** 2)  # [F, N, H, W]
-  grad = np.sqrt((u / ax[..., None])[..., None, :] ** 2 + (v / ay[..., None])[..., :, None] ** 2)
+  f = boxes.shape[0]
+  alpha = np.zeros((f, h, w), np.float32)
+  frame, (cx, cy), (ax, ay), (y0, y1, x0, x1) = _ellipse_windows(boxes, valid, h, w,
+                                                                 width / 2 + 1)
+  if not len(frame):
+    return alpha
+  ch, cw = int((y1 - y0).max()), int((x1 - x0).max())
+  u = (x0[:, None] + np.arange(cw, dtype=np.float32) + 0.5 - cx[:, None]) / ax[:, None]
+  v = (y0[:, None] + np.arange(ch, dtype=np.float32) + 0.5 - cy[:, None]) / ay[:, None]
+  r = np.sqrt(u[:, None, :] ** 2 + v[:, :, None] ** 2)  # [K, ch, cw]
+  grad = np.sqrt((u / ax[:, None])[:, None, :] ** 2 + (v / ay[:, None])[:, :, None] ** 2)
   dist = np.abs(r - 1) * r / np.maximum(grad, 1e-6)  # |r - 1| / |grad r|, grad r = grad / r
-  cover = np.clip(width / 2 + 0.5 - dist, 0, 1) * valid[..., None, None]
-  return cover.max(axis=1)
+  cover = np.clip(np.float32(width / 2 + 0.5) - dist, 0, 1)
+  for k, i in enumerate(frame):
+    win = alpha[i, y0[k]:y1[k], x0[k]:x1[k]]
+    np.maximum(win, cover[k, :win.shape[0], :win.shape[1]], out=win)
+  return alpha
 
 
 def circle_width(h: int, w: int) -> int:
@@ -132,14 +191,24 @@ def circle_width(h: int, w: int) -> int:
   return max(2, int(round(CIRCLE_WIDTH * min(h, w))))
 
 
+@_chunked
 def circle(frames: np.ndarray, boxes_per_frame: Sequence[Any]) -> np.ndarray:
   """A red ellipse (255, 0, 0) circumscribing each box, anti-aliased."""
   frames = _check_frames(frames)
   f, h, w, _ = frames.shape
   boxes, valid = pad_boxes(boxes_per_frame, f)
-  alpha = circle_coverage(boxes, valid, h, w, circle_width(h, w))[..., None]
-  out = frames * (1 - alpha) + np.asarray(CIRCLE_RGB, np.float32) * alpha
-  return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+  width = circle_width(h, w)
+  alpha = circle_coverage(boxes, valid, h, w, width)
+  out = frames.copy()
+  red = np.asarray(CIRCLE_RGB, np.float32)
+  # Blend inside each ellipse's window only, from the input frame, so windows that overlap
+  # write the same values.
+  frame, _, _, (y0, y1, x0, x1) = _ellipse_windows(boxes, valid, h, w, width / 2 + 1)
+  for k, i in enumerate(frame):
+    win = (i, slice(y0[k], y1[k]), slice(x0[k], x1[k]))
+    a = alpha[win][..., None]
+    out[win] = np.clip(np.rint(frames[win] * (1 - a) + red * a), 0, 255).astype(np.uint8)
+  return out
 
 
 def number_layout(h: int) -> tuple[int, int]:
@@ -194,7 +263,8 @@ def numbers(frames: np.ndarray, indices: Sequence[int]) -> np.ndarray:
 
 def heat_map(boxes: np.ndarray, valid: np.ndarray, h: int, w: int) -> np.ndarray:
   """float32 [F, H, W] in [0, 1]: the max over boxes of a Gaussian centred on the box with
-  sigma = ATTENTION_SIGMA x the box's side on each axis (at least 1 px)."""
+  sigma = ATTENTION_SIGMA x the box's side on each axis (at least 1 px); separable, so each box
+  costs one outer product."""
   b = boxes.astype(np.float32) * np.array([w, h, w, h], np.float32)
   cx, cy = (b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2
   sx = np.maximum((b[..., 2] - b[..., 0]) * ATTENTION_SIGMA, 1.0)
@@ -202,26 +272,40 @@ def heat_map(boxes: np.ndarray, valid: np.ndarray, h: int, w: int) -> np.ndarray
   ys, xs = _pixel_centres(h, w)
   gx = np.exp(-0.5 * ((xs - cx[..., None]) / sx[..., None]) ** 2)  # [F, N, W]
   gy = np.exp(-0.5 * ((ys - cy[..., None]) / sy[..., None]) ** 2) * valid[..., None]  # [F, N, H]
-  return (gy[..., :, None] * gx[..., None, :]).max(axis=1)
+  heat = np.zeros((boxes.shape[0], h, w), np.float32)
+  for n in range(boxes.shape[1]):
+    np.maximum(heat, gy[:, n, :, None] * gx[:, n, None, :], out=heat)
+  return heat
+
+
+WARM_LOW = np.array([255, 40, 0], np.float32)  # colour of heat 0 (red)
+WARM_HIGH = np.array([255, 240, 120], np.float32)  # colour of heat 1 (light yellow)
 
 
 def warm_colours(heat: np.ndarray) -> np.ndarray:
   """float32 [..., 3]: heat 0 -> red, heat 1 -> light yellow."""
   heat = heat[..., None]
-  return (np.array([255, 40, 0], np.float32) * (1 - heat)
-          + np.array([255, 240, 120], np.float32) * heat)
+  return WARM_LOW * (1 - heat) + WARM_HIGH * heat
 
 
+@_chunked
 def attention(frames: np.ndarray, boxes_per_frame: Sequence[Any]) -> np.ndarray:
-  """A warm heat map over the boxes blended at up to 0.4; regions far from boxes dimmed."""
+  """A warm heat map over the boxes blended at up to 0.4; regions far from boxes dimmed.
+
+  out = frame * dim * (1 - alpha) + colour * alpha, alpha = 0.4 heat, dim = 0.8 + 0.2 heat,
+  rounded half up; never above 255 since dim <= 1 and colours <= 255.
+  """
   frames = _check_frames(frames)
   f, h, w, _ = frames.shape
   boxes, valid = pad_boxes(boxes_per_frame, f)
   heat = heat_map(boxes, valid, h, w)
-  alpha = (ATTENTION_ALPHA * heat)[..., None]
-  dim = (ATTENTION_DIM + (1 - ATTENTION_DIM) * heat)[..., None]
-  out = frames * dim * (1 - alpha) + warm_colours(heat) * alpha
-  return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+  alpha = ATTENTION_ALPHA * heat
+  keep = (ATTENTION_DIM + (1 - ATTENTION_DIM) * heat) * (1 - alpha)  # [F, H, W]
+  out = np.empty_like(frames)
+  for c in range(3):  # per channel: broadcasting over a trailing axis of 3 is slow in numpy
+    colour = (WARM_LOW[c] + (WARM_HIGH[c] - WARM_LOW[c]) * heat) * alpha + 0.5
+    out[..., c] = frames[..., c] * keep + colour  # truncation of x + 0.5: rounds half up
+  return out
 
 
 def render(kind: str, frames: np.ndarray, boxes_per_frame: Sequence[Any],
