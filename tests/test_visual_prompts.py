@@ -163,6 +163,16 @@ def test_shapes_dtype_determinism(kind):
         a[i], vp.render(kind, frames[i:i + 1], boxes[i:i + 1], indices=[[1, 2, 3, 10][i]])[0])
 
 
+@pytest.mark.parametrize("kind", ["darken", "circle", "attention"])
+def test_chunking_does_not_change_pixels(kind, monkeypatch):
+  frames = _frames(5, 56, 84, seed=4)
+  boxes = [[[0.1, 0.1, 0.5, 0.5]], [], [[0.2, 0.3, 0.4, 0.9], [0.0, 0.0, 0.3, 0.2]],
+           [[0.6, 0.6, 1.0, 1.0]], [[0.3, 0.3, 0.35, 0.4]]]
+  whole = vp.render(kind, frames, boxes)
+  monkeypatch.setattr(vp, "CHUNK_PIXELS", 2 * 56 * 84)  # chunks of 2 frames
+  np.testing.assert_array_equal(vp.render(kind, frames, boxes), whole)
+
+
 def test_bad_input_is_refused():
   with pytest.raises(ValueError, match="unknown prompt type"):
     vp.render("blur", _frames(1), [[]])
