@@ -209,3 +209,14 @@ def add_config_flags(parser, *, help_default: str = "the embedded default") -> C
       "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
       help="override one config field, e.g. --set rewards.spatial_iou_mode=max (repeatable).")
   return lambda args: load(args.config, args.overrides)
+
+
+def with_overrides(config: ConfigDict, overrides: Iterable[str]) -> ConfigDict:
+  """A validated, locked copy of `config` with `key=value` overrides applied (the original is
+  unchanged): how a command derives the config of one phase (e.g. SFT's learning rate)."""
+  new = ConfigDict(config.to_dict())
+  for override in overrides:
+    apply_override(new, override)
+  validate(new)
+  new.lock()
+  return new
