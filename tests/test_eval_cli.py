@@ -128,3 +128,26 @@ def test_pred_size_follows_the_input_pipeline_resize():
   w, h = eval_cmd.pred_size_fn(config)(item)
   assert w % 28 == 0 and h % 28 == 0 and w > h  # 640x360 keeps its aspect, multiples of 28
   assert RougeJudge().score("a blue cup", "A blue cup.") == 3
+
+
+def test_prompts_of_requests_raw_video_no_key_frames():
+  from vcoach_jax.data import chat
+  from vcoach_jax.eval import scoring
+  from vcoach_jax.eval.items import EvalItem
+  from vcoach_jax.eval.prompting import PromptBuilder
+  config = config_lib.load(None, ["synthetic.num_eval=6"])
+  world = synthetic.SyntheticWorld(synthetic.WorldSpec.from_config(config.synthetic))
+  items = loaders.synthetic_items(config)
+  real = EvalItem(id="r", benchmark="charades", video=str(DATA_DIR / "example_22s_640x360.mp4"),
+                  question="a person walks", task="temporal QA", segment=(1.0, 2.0))
+  requests = [r for it in items + [real] for r in scoring.requests_for(it)]
+  prompts = PromptBuilder(chat.PromptTexts.load(), world=world)(requests)
+  assert len(prompts) == len(requests)
+  for req, prompt in zip(requests, prompts):
+    assert req.question in prompt.text and not any(prompt.is_key_frame)
+    assert prompt.text.count("<|image_pad|>") == len(prompt.images)
+  st = next(i for i, r in enumerate(requests) if r.task == "temporal-spatial free-form QA")
+  sample = world.sample(loaders.synthetic_index(requests[st].item))
+  assert len(prompts[st].images) == len(sample.times)  # the sampled frames only
+  assert "When does this happen in the video: a person walks?" in prompts[-1].text
+  assert len(prompts[-1].images) == config.video.max_frames

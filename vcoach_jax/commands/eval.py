@@ -105,9 +105,9 @@ def sampler_generate_fn(config) -> GenerateFn:
   except ImportError:
     raise ValueError("vcoach eval needs the sampler (vcoach_jax.sampling), which this build does "
                      "not have yet") from None
-  # TODO(coordinator): wire Sampler(model, tokenizer, mesh).generate(inputs,
-  # SamplingConfig(greedy=True), rng) over requests: build each prompt with data.chat
-  # (request.task, request.question, frames of request.item.video or the synthetic world).
+  # TODO(coordinator): prompts = eval.prompting.PromptBuilder(texts, spec, world)(requests);
+  # processor -> model.batching -> Sampler(model, tokenizer, mesh).generate(inputs,
+  # SamplingConfig(greedy=True), rng).texts, in batches of config.eval.batch_size.
   raise ValueError("vcoach eval: the sampler is present but not wired to eval requests yet")
 
 
