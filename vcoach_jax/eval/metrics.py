@@ -93,7 +93,7 @@ def box_mious(gts: Sequence[TimedBoxes], preds: Sequence[Mapping[float, Sequence
   for i, (gt, pred) in enumerate(zip(gts, preds)):
     for t, box in gt:
       for cand in pred.get(time_key(t), ()):
-        if _is_box(cand):
+        if is_box(cand):
           pair_gt.append(box)
           pair_pred.append(cand)
           pair_slot.append(n_slots)
@@ -117,7 +117,8 @@ def item_box_miou(gt: TimedBoxes, pred: Mapping[float, Sequence[Box]]) -> float:
   return float(box_mious([gt], [pred])[0])
 
 
-def _is_box(value: Any) -> bool:
+def is_box(value: Any) -> bool:
+  """Four finite numbers (a usable predicted box)."""
   return (isinstance(value, (list, tuple)) and len(value) == 4
           and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                   for v in value))

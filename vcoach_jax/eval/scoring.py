@@ -108,7 +108,7 @@ def _scaled(boxes: Mapping[float, list], item: EvalItem, pred_size: tuple[int, i
   if pred_size is None or item.box_size is None or tuple(pred_size) == tuple(item.box_size):
     return dict(boxes)
   sx, sy = item.box_size[0] / pred_size[0], item.box_size[1] / pred_size[1]
-  scale = lambda b: [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy] if metrics._is_box(b) else b  # pylint: disable=protected-access
+  scale = lambda b: [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy] if metrics.is_box(b) else b
   return {t: [scale(b) for b in bs] for t, bs in boxes.items()}
 
 
