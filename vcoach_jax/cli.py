@@ -16,6 +16,7 @@ from typing import Sequence
 COMMANDS: dict[str, str] = {
     "rewards": "vcoach_jax.commands.rewards",
     "prepare": "vcoach_jax.commands.prepare",
+    "eval": "vcoach_jax.commands.eval",
 }
 
 _EPILOG = """\
