@@ -101,3 +101,40 @@ def run(step_fn: Callable[[int], Mapping[str, Any]], *, start: int, total: int,
       if step % save_every == 0 or step == total:
         save(step)
   return LoopResult(step, False, skipped)
+
+
+class Runner:
+  """Checkpoint, restore and loop for a trainer with `config`, `state`, `rng`, `pipe` (data
+  stream), `ckpt` (`checkpointing.Checkpointer`), `writer` (`metrics_writer.MetricsWriter`) and a
+  `step(step_index) -> metrics` method. `vcoach sft` and `vcoach train` both are one."""
+
+  desc = "train"
+  progress = True
+
+  def save(self, step: int) -> None:
+    self.ckpt.save(step, self.state, self.rng, config=self.config, data_save=self.pipe.save)
+
+  def restore(self) -> int:
+    """Restores the latest checkpoint (params, optimizer, rng, data position); returns its step,
+    0 when there is none."""
+    if self.ckpt.latest_step() is None:
+      return 0
+    restored = self.ckpt.restore(self.state)
+    self.state, self.rng = restored.state, restored.rng
+    if restored.data_path:
+      self.pipe.restore(restored.data_path)
+    return restored.step
+
+  def total_steps(self) -> int:
+    raise NotImplementedError
+
+  def run(self, steps: int | None = None, *, resume: bool = False) -> LoopResult:
+    steps = self.total_steps() if steps is None else steps
+    start = self.restore() if resume else 0
+    try:
+      return run(self.step, start=start, total=steps, save=self.save, write=self.writer.write,
+                 save_every=self.config.checkpoint.every_steps,
+                 max_nonfinite=self.config.rl.max_nonfinite_steps, desc=self.desc,
+                 progress=self.progress)
+    finally:
+      self.writer.close()

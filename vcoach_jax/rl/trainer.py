@@ -27,6 +27,7 @@ from vcoach_jax import metrics_writer
 from vcoach_jax import rewards as rewards_lib
 from vcoach_jax import training_loop
 from vcoach_jax.data import pipeline as pipeline_lib
+from vcoach_jax.model import hf_checkpoint
 from vcoach_jax.prompting import hints
 from vcoach_jax.prompting import selector as selector_lib
 from vcoach_jax.rl import collect as collect_lib
@@ -60,15 +61,17 @@ def step_metrics(c: collect_lib.Collected, update: Mapping[str, Any], g: int) ->
   return out
 
 
-class Trainer:
+class Trainer(training_loop.Runner):
   """Builds everything a VisionCoach run needs from a config and a work folder."""
+
+  desc = "visioncoach"
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
                coach: bool = True, distill: bool = True, progress: bool = True):
-    self.config, self.workdir = config, pathlib.Path(workdir)
-    self.coach, self.progress = coach, progress
     if not distill:
       config = config_lib.with_overrides(config, ["rl.alpha=0.0"])
+    self.config, self.workdir = config, pathlib.Path(workdir)
+    self.coach, self.progress = coach, progress
     self.parts = experiment.build(config, workdir, seed)
     tok = self.parts.tokenizer
     self.sampling = SamplingConfig.from_config(config.sampling)
@@ -83,10 +86,17 @@ class Trainer:
     if config.rl.prompt_selector == "cache" and config.selector.cache:
       self.cache = selector_lib.load_cache(config.selector.cache)
     self.rng = jax.random.key(seed)
-    self.ckpt = checkpointing.Checkpointer(str(self.workdir / "checkpoints"),
-                                           keep=config.checkpoint.keep)
+    self.ckpt = checkpointing.Checkpointer(
+        config.checkpoint.dir or str(self.workdir / "checkpoints"), keep=config.checkpoint.keep)
     self.writer = metrics_writer.MetricsWriter(str(self.workdir / "metrics"))
     self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else 0)
+
+  def total_steps(self) -> int:
+    return self.config.optim.total_steps
+
+  def run(self, steps: int | None = None, *, resume: bool = False):
+    self.steps = self.total_steps() if steps is None else steps  # step_percent's denominator
+    return super().run(self.steps, resume=resume)
 
   # ----------------------------------------------------------------------------------------------
   def policy_state(self) -> nnx.State:
@@ -102,10 +112,10 @@ class Trainer:
   def _prompt_type(self, record_id: str) -> str:
     return self.cache.get(record_id, "raw")
 
-  def step(self, step: int, total: int) -> dict[str, Any]:
+  def step(self, step: int) -> dict[str, Any]:
     """One VisionCoach step; returns its metrics."""
     c = self.config
-    self.pipe.step_percent = (step + 1) / total
+    self.pipe.step_percent = (step + 1) / self.steps
     t0 = time.perf_counter()
     batch = self.pipe.next_host_batch()
     t_data = time.perf_counter() - t0
@@ -136,24 +146,8 @@ class Trainer:
     out["batch_ids"] = batch.ids
     return out
 
-  # ----------------------------------------------------------------------------------------------
-  def save(self, step: int) -> None:
-    self.ckpt.save(step, self.state, rng=self.rng, pipeline=self.pipe, config=self.config)
-
-  def restore(self) -> int:
-    """Restores the latest checkpoint of the work folder; returns its step (0 if none)."""
-    restored = self.ckpt.restore_latest(self.state, pipeline=self.pipe)
-    if restored is None:
-      return 0
-    step, self.state, self.rng = restored
-    return step
-
-  def run(self, steps: int, *, resume: bool = False) -> training_loop.LoopResult:
-    start = self.restore() if resume else 0
-    result = training_loop.run(
-        lambda s: self.step(s, steps), start=start, total=steps, save=self.save,
-        write=self.writer.write, save_every=self.config.checkpoint.every_steps,
-        max_nonfinite=self.config.rl.max_nonfinite_steps, desc="visioncoach",
-        progress=self.progress)
-    self.writer.close()
-    return result
+  def export(self, path) -> pathlib.Path:
+    """Writes the current policy in the HF layout with its tokenizer (LoRA merged)."""
+    model = nnx.merge(self.step_fn.graphdef, self.state.params, self.state.frozen)
+    hf_checkpoint.save_hf(model, path, tokenizer=self.parts.tokenizer)
+    return pathlib.Path(path)
