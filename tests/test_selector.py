@@ -179,9 +179,10 @@ def _build_kwargs(tok):
 
 
 def test_best_type_prefers_raw_on_ties():
-  assert sd.best_type({"raw": 1.0, "darken": 1.0, "circle": 0.5}, ("raw", "darken", "circle")) == "raw"
-  assert sd.best_type({"raw": 0.0, "darken": 1.0, "circle": 1.0}, ("raw", "darken", "circle")) == "darken"
-  assert sd.best_type({"raw": 0.0, "darken": 0.2, "circle": 1.5}, ("raw", "darken", "circle")) == "circle"
+  types = ("raw", "darken", "circle")
+  assert sd.best_type({"raw": 1.0, "darken": 1.0, "circle": 0.5}, types) == "raw"
+  assert sd.best_type({"raw": 0.0, "darken": 1.0, "circle": 1.0}, types) == "darken"
+  assert sd.best_type({"raw": 0.0, "darken": 0.2, "circle": 1.5}, types) == "circle"
 
 
 def test_build_data_labels_by_score_and_resumes(tok, backbone, tmp_path):

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "prepare": "vcoach_jax.commands.prepare",
     "render": "vcoach_jax.commands.render",
     "select": "vcoach_jax.commands.select",
+    "eval": "vcoach_jax.commands.eval",
 }
 
 _EPILOG = """\

@@ -41,12 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _types(values: list[str]) -> list[str]:
-  from vcoach_jax.prompting.visual_prompts import PROMPT_TYPES  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.prompting import visual_prompts  # pylint: disable=g-import-not-at-top
+  types = visual_prompts.PROMPT_TYPES
   if not values or "all" in values:
-    return list(PROMPT_TYPES)
+    return list(types)
   for v in values:
-    if v not in PROMPT_TYPES:
-      raise ValueError(f"--type {v!r}: expected all or one of {PROMPT_TYPES}")
+    if v not in types:
+      raise ValueError(f"--type {v!r}: expected all or one of {types}")
   return list(dict.fromkeys(values))
 
 

@@ -342,15 +342,15 @@ def write_cache(path: str | os.PathLike, labels: Mapping[str, str]) -> None:
 
 def load_cache(path: str | os.PathLike) -> dict[str, str]:
   """Reads a prediction cache; checks every value is a prompt type."""
-  from vcoach_jax.prompting.visual_prompts import PROMPT_TYPES  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.prompting import visual_prompts  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"selector cache {str(path)!r} does not exist")
   cache = json.loads(path.read_text())
   for rid, label in cache.items():
-    if label not in PROMPT_TYPES:
+    if label not in visual_prompts.PROMPT_TYPES:
       raise ValueError(f"selector cache {str(path)!r}: record id {rid!r} has type {label!r}; "
-                       f"expected one of {PROMPT_TYPES}")
+                       f"expected one of {visual_prompts.PROMPT_TYPES}")
   return cache
 
 

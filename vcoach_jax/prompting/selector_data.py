@@ -196,8 +196,8 @@ def read_labelled(path: str, types: Sequence[str]) -> tuple[list[dict[str, Any]]
   for r in rows:
     # Scored rows are relabelled among `types` (data built for more types serves a 2-class
     # selector); unscored rows keep their label when it is one of `types`.
-    label = (best_type(r["scores"], types) if r.get("scores") and all(t in r["scores"] for t in types)
-             else r["label"])
+    scored = bool(r.get("scores")) and all(t in r["scores"] for t in types)
+    label = best_type(r["scores"], types) if scored else r["label"]
     if label in types:
       kept.append(dict(r, label=label))
       labels.append(list(types).index(label))
