@@ -69,7 +69,8 @@ def _group_rows(prompts: Sequence[int], g: int) -> np.ndarray:
 
 
 def collect(batch: pipeline_lib.HostBatch, *, model_config, sample: Callable,
-            encode: Callable[[Mapping[str, Any], str], dict], prompt_type: Callable[[str], str],
+            encode: Callable[[Mapping[str, Any], str], dict],
+            prompt_type: Callable[[Mapping[str, Any]], str],
             shapes: pipeline_lib.BatchShapes, pad_id: int, g: int, k1: float,
             k1_per_task: Mapping[str, float], candidate_rule: str, num_positives: int,
             reward_options: Mapping[str, Any], coach: bool = True) -> Collected:
@@ -80,7 +81,7 @@ def collect(batch: pipeline_lib.HostBatch, *, model_config, sample: Callable,
     model_config: the policy's ModelConfig (token ids for `batch_inputs`).
     sample: `ModelInputs -> Rollouts` with G samples per row (the sampler, current params).
     encode: `(example, prompt_type) -> encoded item` (draws the visual prompt, adds the hint).
-    prompt_type: record id -> the prompt type for a hard sample (selector cache or `raw`).
+    prompt_type: decoded example -> its prompt type when hard (selector cache or `raw`).
     shapes, pad_id: the fixed shapes of host batches.
     g, k1, k1_per_task, candidate_rule, num_positives: DESIGN.md §8.4 constants.
     reward_options: the reward options of `config.rewards`.
@@ -104,7 +105,7 @@ def collect(batch: pipeline_lib.HostBatch, *, model_config, sample: Callable,
   if not coach or not hard_rows:
     return Collected(raw_inputs, raw, adv, hard, types, None, None, weights, seconds)
   for i in hard_rows:
-    types[i] = prompt_type(batch.ids[i])
+    types[i] = prompt_type(batch.examples[i])
   # Sample the hard prompts only (the sampler pads them to its batch bucket) ...
   t0 = time.perf_counter()
   items = [encode(batch.examples[i], types[i]) for i in hard_rows]

@@ -109,8 +109,9 @@ class Trainer(training_loop.Runner):
     return pipeline_lib.encode_example(drawn, self.pipe.processor, self.pipe.texts,
                                        self.pipe.shapes, self.pipe.step_percent, prompt_type)
 
-  def _prompt_type(self, record_id: str) -> str:
-    return self.cache.get(record_id, "raw")
+  def _prompt_type(self, example) -> str:
+    record = pipeline_lib.record_of(example)
+    return selector_lib.choose(self.cache, record["id"], bool(record["key_items"]))
 
   def step(self, step: int) -> dict[str, Any]:
     """One VisionCoach step; returns its metrics."""
