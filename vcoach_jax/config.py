@@ -47,8 +47,20 @@ POSITIVE_INTS: tuple[str, ...] = (
     "data.max_target_length",
     "data.max_images",
     "data.max_patches",
+    "sampling.max_new_tokens",
+    "sampling.num_samples",
     "synthetic.height",
     "synthetic.width",
+)
+
+# Fields with a range check: (key, predicate, what is expected). Validated after types.
+RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("sampling.temperature", lambda v: v >= 0, ">= 0"),
+    ("sampling.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("sampling.top_k", lambda v: v >= 0, ">= 0 (0 = off)"),
+    ("sampling.batch_buckets",
+     lambda v: len(v) > 0 and all(isinstance(b, int) and b > 0 for b in v),
+     "a non-empty tuple of positive integers"),
 )
 
 
@@ -162,6 +174,9 @@ def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
       raise ConfigError(f"config key {key!r} must be a positive integer, got {flat[key]!r}")
   if flat.get("model.lora_rank", 0) < 0:
     raise ConfigError(f"config key 'model.lora_rank' must be >= 0, got {flat['model.lora_rank']}")
+  for key, ok, expected in RANGES:
+    if key in flat and not ok(flat[key]):
+      raise ConfigError(f"config key {key!r} must be {expected}, got {flat[key]!r}")
 
 
 def _validate_tree(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str) -> None:
