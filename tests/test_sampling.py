@@ -12,6 +12,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from flax import nnx  # noqa: E402
 
 import qwen_testutil as qt  # noqa: E402
 from vcoach_jax import model as vm  # noqa: E402
@@ -186,7 +187,7 @@ def test_buckets_pad_rows_length_and_patches(models):
   padded = buckets.pad_inputs(inputs, 4, 64, PAD)
   assert padded.input_ids.shape == (4, 64) and padded.pixels.shape[0] == 128
   assert not padded.attention_mask[3].any()
-  logits = np.asarray(jm(jax.tree.map(jnp.asarray, padded))[0])
+  logits = np.asarray(nnx.jit(lambda m, x: m(x)[0])(jm, jax.tree.map(jnp.asarray, padded)))
   want = np.asarray(vm.logits(jm, raw))
   t = inputs.input_ids.shape[1]
   valid = raw["attention_mask"].astype(bool)

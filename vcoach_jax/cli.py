@@ -16,6 +16,7 @@ from typing import Sequence
 COMMANDS: dict[str, str] = {
     "rewards": "vcoach_jax.commands.rewards",
     "prepare": "vcoach_jax.commands.prepare",
+    "generate": "vcoach_jax.commands.generate",
 }
 
 _EPILOG = """\
