@@ -88,9 +88,9 @@ def get_config(arg=None):
   config.data.batch_size = 8  # prompts per step, global (split over hosts)
   config.data.prompt_buckets = (256, 512, 1024, 2048, 4096, 8192, 16384)  # padded prompt lengths
   config.data.max_prompt_length = 16384  # prompts are left-truncated to their last N tokens
-  config.data.max_target_length = 256  # SFT target tokens (right-padded / truncated)
+  config.data.max_target_length = 96  # SFT target tokens, right-padded (the world needs <= 80)
   config.data.max_images = 20  # images per prompt: sampled frames + inserted key frames
-  config.data.max_patches = 2048  # 14x14 patches per prompt (pixel_values rows), padded
+  config.data.max_patches = 256  # 14x14 patches per prompt, padded (the world needs <= 192)
   config.data.shuffle_buffer = 256
   config.data.seed = 0
   config.data.reshuffle_each_epoch = True
