@@ -91,22 +91,20 @@ def _check_end_invariants(out, end_ids):
 def test_greedy_matches_transformers_generate(models):
   hf, jm = models
   raw = _prompts()
-  inputs = vm.prepare_inputs(jm.config, raw)
-  free = _sampler(jm).generate(inputs, SamplingConfig(greedy=True, max_new_tokens=N),
-                               jax.random.key(0))
-  np.testing.assert_array_equal(free.tokens, _hf_generate(hf, raw, [EOS], N))
+  free = _hf_generate(hf, raw, [EOS], N)  # the unconstrained greedy continuations
   # End ids that occur in every row (at step 3, 6 or 5 at the latest; earlier if the token
-  # came before); transformers stops and pads the same way.
-  end_ids = [int(free.tokens[1, 3]), int(free.tokens[0, 6]), int(free.tokens[2, 5])]
+  # came before): rows stop at different steps and are padded after their end.
+  end_ids = [int(free[1, 3]), int(free[0, 6]), int(free[2, 5])]
   sampler = _sampler(jm, end_ids)
-  out = sampler.generate(inputs, SamplingConfig(greedy=True, max_new_tokens=N), jax.random.key(0))
+  out = sampler.generate(vm.prepare_inputs(jm.config, raw),
+                         SamplingConfig(greedy=True, max_new_tokens=N), jax.random.key(0))
   np.testing.assert_array_equal(out.tokens, _hf_generate(hf, raw, end_ids, N))
   _check_end_invariants(out, end_ids)
   assert out.mask[1].sum() <= 4 and out.mask[0].sum() <= 7 and out.mask[2].sum() <= 6
   # Every row ended, so the loop stopped at the latest end, not at N.
   assert sampler.last_num_steps == out.mask.sum(1).max() < N
   # Before its end each row is the unconstrained greedy continuation.
-  np.testing.assert_array_equal(np.where(out.mask == 1, free.tokens, PAD), out.tokens)
+  np.testing.assert_array_equal(np.where(out.mask == 1, free, PAD), out.tokens)
 
 
 def test_logprobs_and_kept_sets_match_teacher_forced_forward(models):
@@ -158,7 +156,7 @@ def test_keys_temperature_and_compile_count(models):
   np.testing.assert_array_equal(cold.tokens, greedy.tokens)
   assert sampler.num_compilations == 2
   # Another batch in the same buckets (4 rows, prompt length <= 32, same vision sizes) reuses
-  # the greedy program; 5 rows need the next batch bucket.
+  # the greedy program.
   other = _prompts(seed=3, lengths=(1, 4, 2))
   more = dict(other)
   for k in ("input_ids", "attention_mask"):
@@ -168,11 +166,6 @@ def test_keys_temperature_and_compile_count(models):
       inputs.input_ids.shape[1])
   out4 = sampler.generate(vm.prepare_inputs(jm.config, more), greedy_cfg(), jax.random.key(0))
   assert sampler.num_compilations == 2 and out4.tokens.shape == (4 * 2, N)
-  five = dict(more)
-  for k in ("input_ids", "attention_mask"):
-    five[k] = np.concatenate([more[k], other[k][1:2]])
-  sampler.generate(vm.prepare_inputs(jm.config, five), greedy_cfg(), jax.random.key(0))
-  assert sampler.num_compilations == 3
 
 
 def greedy_cfg():
@@ -192,3 +185,15 @@ def test_buckets_pad_rows_length_and_patches(models):
   t = inputs.input_ids.shape[1]
   valid = raw["attention_mask"].astype(bool)
   assert np.abs(logits[:3, 64 - t:] - want)[valid].max() <= 1e-5
+
+
+def test_sampling_config_from_config_and_validation():
+  from vcoach_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  cfg = SamplingConfig.from_config(config_lib.load().sampling)
+  assert cfg == SamplingConfig(num_samples=4)  # reference 8.1: G=4, 1.0 / 0.95 / 50, 768
+  for bad in ("sampling.top_p=1.5", "sampling.temperature=-1", "sampling.top_k=-2",
+              "sampling.num_samples=0", "sampling.batch_buckets=()"):
+    with pytest.raises(config_lib.ConfigError, match=bad.split("=")[0]):
+      config_lib.load(overrides=[bad])
+  with pytest.raises(ValueError, match="top_p"):
+    SamplingConfig(top_p=0.0)
