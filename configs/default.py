@@ -113,4 +113,22 @@ def get_config(arg=None):
   config.synthetic.max_size = 18
   config.synthetic.max_speed = 6.0  # pixels per frame
 
+  # --- Evaluation (DESIGN.md §9, vcoach_jax/eval). `vcoach eval` flags override the first five.
+  config.eval = ml_collections.ConfigDict()
+  config.eval.benchmark = "synthetic"  # vstar | charades | videomme | worldsense | videommmu | perceptiontest | synthetic
+  config.eval.data = ""  # annotation file of the benchmark ("" for synthetic)
+  config.eval.video_dir = ""  # folder of the benchmark's videos; "" = the annotation file's folder
+  config.eval.split = "eval"  # synthetic split: eval (held out) | train
+  config.eval.batch_size = 8  # prompts per generate call (an item's prompts stay together)
+  config.eval.limit = 0  # evaluate the first N items only; 0 = all
+  config.eval.judge = "rouge"  # exact | rouge | model:DIR (a local model grades 0-3)
+  config.eval.rouge_thresholds = (0.3, 0.7, 0.9)  # ROUGE F for judge scores 1, 2, 3 (judge.py)
+  config.eval.correct_score = 2  # judge score counted as a correct answer (V-STAR: >= 2)
+  config.eval.recall_thresholds = (0.3, 0.5, 0.7)  # temporal R1@IoU
+  config.eval.map_thresholds = (0.1, 0.3, 0.5, 0.7, 0.9)  # spatial mAP@IoU (the reference's five)
+  config.eval.joint_tiou = 0.3  # joint rates: tIoU at least this ...
+  config.eval.joint_miou = 0.1  # ... and item mIoU at least this
+  config.eval.lgm_eps = 1e-6  # LGM clips each mean to 1 - eps (ln(0) guard)
+  config.eval.length_bounds = (60.0, 180.0)  # video-length buckets in seconds: short | medium | long
+
   return config

@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "rewards": "vcoach_jax.commands.rewards",
     "prepare": "vcoach_jax.commands.prepare",
     "generate": "vcoach_jax.commands.generate",
+    "eval": "vcoach_jax.commands.eval",
 }
 
 _EPILOG = """\

@@ -28,6 +28,9 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "model.attention_impl": ("xla", "dot_product_attention", "cudnn"),
     "model.remat_policy": ("none", "full", "dots", "dots_no_batch"),
     "data.source": ("synthetic", "tfds"),
+    "eval.benchmark": ("vstar", "charades", "videomme", "worldsense", "videommmu",
+                       "perceptiontest", "synthetic"),
+    "eval.split": ("eval", "train"),
 }
 
 # Fields that must be positive integers.
@@ -51,6 +54,8 @@ POSITIVE_INTS: tuple[str, ...] = (
     "sampling.num_samples",
     "synthetic.height",
     "synthetic.width",
+    "eval.batch_size",
+    "eval.correct_score",
 )
 
 # Fields with a range check: (key, predicate, what is expected). Validated after types.
@@ -177,6 +182,40 @@ def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
   for key, ok, expected in RANGES:
     if key in flat and not ok(flat[key]):
       raise ConfigError(f"config key {key!r} must be {expected}, got {flat[key]!r}")
+  _validate_eval(flat)
+
+
+def _validate_eval(flat: Mapping[str, Any]) -> None:
+  """The eval section's judge spec, thresholds and length buckets."""
+  judge = flat.get("eval.judge", "rouge")
+  if judge not in ("exact", "rouge") and not (judge.startswith("model:") and len(judge) > 6):
+    raise ConfigError(f"config key 'eval.judge' must be 'exact', 'rouge' or 'model:DIR', got "
+                      f"{judge!r}")
+  for key in ("eval.rouge_thresholds", "eval.recall_thresholds", "eval.map_thresholds",
+              "eval.length_bounds"):
+    values = flat.get(key)
+    if values is None:
+      continue
+    seconds = key == "eval.length_bounds"
+    numbers = bool(values) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    in_range = numbers and (values[0] > 0 if seconds else 0 <= values[0] and values[-1] <= 1)
+    if not (numbers and in_range and list(values) == sorted(values)):
+      what = "positive seconds" if seconds else "numbers in [0, 1]"
+      raise ConfigError(f"config key {key!r} must be increasing {what}, got {values!r}")
+  if "eval.rouge_thresholds" in flat and len(flat["eval.rouge_thresholds"]) != 3:
+    raise ConfigError("config key 'eval.rouge_thresholds' must hold 3 numbers (scores 1, 2, 3), "
+                      f"got {flat['eval.rouge_thresholds']!r}")
+  if flat.get("eval.correct_score", 2) > 3:
+    raise ConfigError(f"config key 'eval.correct_score' must be 1..3, got {flat['eval.correct_score']}")
+  for key in ("eval.joint_tiou", "eval.joint_miou"):
+    if key in flat and not 0 <= flat[key] <= 1:
+      raise ConfigError(f"config key {key!r} must be in [0, 1], got {flat[key]!r}")
+  if "eval.lgm_eps" in flat and not 0 < flat["eval.lgm_eps"] < 1:
+    raise ConfigError(f"config key 'eval.lgm_eps' must be in (0, 1), got {flat['eval.lgm_eps']!r}")
+  if flat.get("eval.limit", 0) < 0:
+    raise ConfigError(f"config key 'eval.limit' must be >= 0, got {flat['eval.limit']}")
+>>>>>>> main
 
 
 def _validate_tree(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str) -> None:
@@ -224,3 +263,14 @@ def add_config_flags(parser, *, help_default: str = "the embedded default") -> C
       "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
       help="override one config field, e.g. --set rewards.spatial_iou_mode=max (repeatable).")
   return lambda args: load(args.config, args.overrides)
+
+
+def with_overrides(config: ConfigDict, overrides: Iterable[str]) -> ConfigDict:
+  """A validated, locked copy of `config` with `key=value` overrides applied (the original is
+  unchanged): how a command derives the config of one phase (e.g. SFT's learning rate)."""
+  new = ConfigDict(config.to_dict())
+  for override in overrides:
+    apply_override(new, override)
+  validate(new)
+  new.lock()
+  return new

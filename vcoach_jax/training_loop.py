@@ -1,0 +1,103 @@
+"""The outer loop shared by `vcoach sft` and `vcoach train`: steps, progress bar, metrics,
+periodic checkpoints, a clean stop on SIGTERM/SIGINT, and the non-finite guard's stop rule.
+
+The step itself (sampling, rewards, the jitted update) is the caller's `step_fn`; this module
+only decides when to save, when to stop and what to report, so both trainers behave the same
+under interruption (DESIGN.md §12).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+
+class NonFiniteError(RuntimeError):
+  """Too many updates in a row were skipped for a non-finite loss or gradient."""
+
+
+@dataclasses.dataclass
+class LoopResult:
+  last_step: int  # number of steps completed (the next step's index)
+  interrupted: bool  # stopped by a signal (a checkpoint was written)
+  skipped: int  # updates skipped for non-finite values
+
+
+class _Signals:
+  """Turns SIGTERM/SIGINT into a flag checked between steps (a second SIGINT aborts)."""
+
+  def __init__(self):
+    self.received: int | None = None
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    if self.received is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.received = signum
+
+  @contextlib.contextmanager
+  def installed(self) -> Iterator["_Signals"]:
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: no handlers, nothing to restore
+        pass
+    try:
+      yield self
+    finally:
+      for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def run(step_fn: Callable[[int], Mapping[str, Any]], *, start: int, total: int,
+        save: Callable[[int], None], write: Callable[[int, Mapping[str, Any]], None],
+        save_every: int, max_nonfinite: int, desc: str = "train",
+        progress: bool = True) -> LoopResult:
+  """Runs steps `start .. total-1`.
+
+  Args:
+    step_fn: `step -> metrics`; metrics carry `skipped` (1.0 when the update was skipped for a
+      non-finite loss or gradient) and may carry `batch_ids` (reported when the loop stops).
+    start, total: the first step to run and the total number of steps.
+    save: `step -> None`, writes a checkpoint labelled with the number of completed steps.
+    write: `(step, metrics) -> None`, records one step's metrics.
+    save_every: checkpoint period in steps (the last step is always saved).
+    max_nonfinite: stop with `NonFiniteError` after this many skipped updates in a row.
+    desc: progress-bar label.
+    progress: show a tqdm bar.
+  """
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  signals = _Signals()
+  in_a_row = skipped = 0
+  step = start
+  bar = tqdm(total=total, initial=start, desc=desc, disable=not progress, dynamic_ncols=True)
+  with signals.installed(), bar:
+    while step < total:
+      t0 = time.perf_counter()
+      metrics = dict(step_fn(step))
+      metrics.setdefault("step_seconds", time.perf_counter() - t0)
+      batch_ids = metrics.pop("batch_ids", None)
+      write(step, metrics)
+      step += 1
+      bar.update(1)
+      bar.set_postfix({k: f"{float(metrics[k]):.3g}" for k in ("loss", "reward_total")
+                       if k in metrics}, refresh=False)
+      if float(metrics.get("skipped", 0.0)) > 0:
+        in_a_row += 1
+        skipped += 1
+        if in_a_row >= max_nonfinite:
+          save(step)
+          raise NonFiniteError(
+              f"{in_a_row} updates in a row had a non-finite loss or gradient (last at step "
+              f"{step - 1}, batch ids {batch_ids}); checkpoint saved at step {step}")
+      else:
+        in_a_row = 0
+      if signals.received is not None:
+        save(step)
+        return LoopResult(step, True, skipped)
+      if step % save_every == 0 or step == total:
+        save(step)
+  return LoopResult(step, False, skipped)
