@@ -215,7 +215,6 @@ def _validate_eval(flat: Mapping[str, Any]) -> None:
     raise ConfigError(f"config key 'eval.lgm_eps' must be in (0, 1), got {flat['eval.lgm_eps']!r}")
   if flat.get("eval.limit", 0) < 0:
     raise ConfigError(f"config key 'eval.limit' must be >= 0, got {flat['eval.limit']}")
->>>>>>> main
 
 
 def _validate_tree(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str) -> None:
