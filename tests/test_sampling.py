@@ -17,6 +17,7 @@ from flax import nnx  # noqa: E402
 import qwen_testutil as qt  # noqa: E402
 from vcoach_jax import model as vm  # noqa: E402
 from vcoach_jax.sampling import Sampler, SamplingConfig  # noqa: E402
+from vcoach_jax.model import batching  # noqa: E402
 from vcoach_jax.sampling import buckets  # noqa: E402
 
 PAD, EOS = 0, 505
@@ -172,13 +173,32 @@ def greedy_cfg():
   return SamplingConfig(greedy=True, max_new_tokens=N, num_samples=2)
 
 
-def test_buckets_pad_rows_length_and_patches(models):
-  """Padding a batch to buckets does not change the real rows' greedy completions."""
+def test_buckets_pad_a_pipeline_batch(models):
+  """A fixed-shape pipeline batch (`batching.batch_inputs`: padding patches with out-of-range
+  slots) padded to 4 rows x 64 tokens x 2^k patches keeps the real rows' logits."""
   _, jm = models
-  raw = _prompts(seed=4)
-  inputs = vm.prepare_inputs(jm.config, raw)
+  rng = np.random.default_rng(4)
+  grids = [[(1, 4, 4)], [], [(1, 4, 6), (1, 2, 4)]]
+  rows = []
+  for gs in grids:
+    rows.append(qt.text_row(rng, 2) + sum((qt.vision_run(qt.IMAGE, g) + qt.text_row(rng, 1)
+                                           for g in gs), []))
+  raw = qt.make_inputs(rows, images=[g for gs in grids for g in gs])
+  b, max_patches = len(rows), 48
+  arrays = {"input_ids": raw["input_ids"], "attention_mask": raw["attention_mask"],
+            "pixel_values": np.zeros((b, max_patches, qt.PATCH_DIM), np.float32),
+            "image_grid_thw": np.zeros((b, 2, 3), np.int32),
+            "num_images": np.array([len(gs) for gs in grids], np.int32),
+            "num_patches": np.array([sum(int(np.prod(g)) for g in gs) for gs in grids])}
+  at = 0
+  for i, gs in enumerate(grids):
+    n = arrays["num_patches"][i]
+    arrays["pixel_values"][i, :n] = raw["pixel_values"][at:at + n]
+    arrays["image_grid_thw"][i, :len(gs)] = np.asarray(gs).reshape(-1, 3)
+    at += n
+  inputs = batching.batch_inputs(jm.config, arrays)
   padded = buckets.pad_inputs(inputs, 4, 64, PAD)
-  assert padded.input_ids.shape == (4, 64) and padded.pixels.shape[0] == 128
+  assert padded.input_ids.shape == (4, 64) and padded.pixels.shape[0] == 256
   assert not padded.attention_mask[3].any()
   logits = np.asarray(nnx.jit(lambda m, x: m(x)[0])(jm, jax.tree.map(jnp.asarray, padded)))
   want = np.asarray(vm.logits(jm, raw))
