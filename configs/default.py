@@ -47,6 +47,16 @@ def get_config(arg=None):
   config.model.lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                "down_proj")  # regexes matched at the end of a linear's path
 
+  # --- Sampling (vcoach_jax/sampling; DESIGN.md §8.1, reference values).
+  config.sampling = ml_collections.ConfigDict()
+  config.sampling.temperature = 1.0  # softmax temperature (0 = greedy)
+  config.sampling.top_p = 0.95  # nucleus mass in (0, 1]; 1 = off
+  config.sampling.top_k = 50  # keep the k most likely tokens; 0 = off
+  config.sampling.greedy = False  # argmax decoding (evaluation, `vcoach generate`)
+  config.sampling.max_new_tokens = 768  # completion length limit (max_completion_length)
+  config.sampling.num_samples = 4  # G rollouts per prompt
+  config.sampling.batch_buckets = (1, 2, 4, 8, 16, 32, 64)  # prompt rows are padded to these
+
   # --- Parallel (vcoach_jax/parallel/mesh.py). One size per mesh axis; -1 = remaining devices.
   config.parallel = ml_collections.ConfigDict()
   config.parallel.mesh = (("data", 1), ("fsdp", -1), ("tensor", 1))

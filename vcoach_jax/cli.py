@@ -16,8 +16,11 @@ from typing import Sequence
 COMMANDS: dict[str, str] = {
     "rewards": "vcoach_jax.commands.rewards",
     "prepare": "vcoach_jax.commands.prepare",
-    "render": "vcoach_jax.commands.render",
+    "sft": "vcoach_jax.commands.sft",
+    "train": "vcoach_jax.commands.train",
     "select": "vcoach_jax.commands.select",
+    "render": "vcoach_jax.commands.render",
+    "generate": "vcoach_jax.commands.generate",
     "eval": "vcoach_jax.commands.eval",
 }
 

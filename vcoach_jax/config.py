@@ -52,6 +52,8 @@ POSITIVE_INTS: tuple[str, ...] = (
     "data.max_target_length",
     "data.max_images",
     "data.max_patches",
+    "sampling.max_new_tokens",
+    "sampling.num_samples",
     "synthetic.height",
     "synthetic.width",
     "prompting.darken_pad",
@@ -62,6 +64,16 @@ POSITIVE_INTS: tuple[str, ...] = (
     "selector.max_new_tokens",
     "eval.batch_size",
     "eval.correct_score",
+)
+
+# Fields with a range check: (key, predicate, what is expected). Validated after types.
+RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("sampling.temperature", lambda v: v >= 0, ">= 0"),
+    ("sampling.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("sampling.top_k", lambda v: v >= 0, ">= 0 (0 = off)"),
+    ("sampling.batch_buckets",
+     lambda v: len(v) > 0 and all(isinstance(b, int) and b > 0 for b in v),
+     "a non-empty tuple of positive integers"),
 )
 
 
@@ -176,6 +188,9 @@ def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
   _validate_prompting(flat)
   if flat.get("model.lora_rank", 0) < 0:
     raise ConfigError(f"config key 'model.lora_rank' must be >= 0, got {flat['model.lora_rank']}")
+  for key, ok, expected in RANGES:
+    if key in flat and not ok(flat[key]):
+      raise ConfigError(f"config key {key!r} must be {expected}, got {flat[key]!r}")
   _validate_eval(flat)
 
 
