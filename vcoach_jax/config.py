@@ -28,6 +28,10 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "model.attention_impl": ("xla", "dot_product_attention", "cudnn"),
     "model.remat_policy": ("none", "full", "dots", "dots_no_batch"),
     "data.source": ("synthetic", "tfds"),
+    "rl.candidate_rule": ("answer", "total"),
+    "rl.prompt_selector": ("cache", "off"),
+    "rl.draw_on": ("key_frames", "near_key_times"),
+    "optim.schedule": ("cosine", "constant"),
 }
 
 # Fields that must be positive integers.
@@ -49,7 +53,25 @@ POSITIVE_INTS: tuple[str, ...] = (
     "data.max_patches",
     "synthetic.height",
     "synthetic.width",
+    "rl.num_positives",
+    "rl.mu",
+    "rl.minibatches",
+    "rl.max_nonfinite_steps",
+    "optim.total_steps",
+    "optim.grad_accum",
+    "checkpoint.every_steps",
+    "checkpoint.keep",
+    "sft.steps",
 )
+
+# Fields that must be >= 0 (floats or ints).
+NON_NEGATIVE: tuple[str, ...] = (
+    "rl.alpha", "rl.beta", "rl.eps_low", "rl.eps_high", "optim.warmup_steps",
+    "optim.weight_decay", "optim.clip_norm", "optim.eps",
+)
+
+# Fields that must be > 0 (floats).
+POSITIVE_FLOATS: tuple[str, ...] = ("optim.lr", "sft.lr")
 
 
 class ConfigError(ValueError):
@@ -160,8 +182,32 @@ def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
   for key in POSITIVE_INTS:
     if key in flat and flat[key] <= 0:
       raise ConfigError(f"config key {key!r} must be a positive integer, got {flat[key]!r}")
+  for key in NON_NEGATIVE:
+    if key in flat and flat[key] < 0:
+      raise ConfigError(f"config key {key!r} must be >= 0, got {flat[key]!r}")
+  for key in POSITIVE_FLOATS:
+    if key in flat and flat[key] <= 0:
+      raise ConfigError(f"config key {key!r} must be > 0, got {flat[key]!r}")
+  for key in ("optim.b1", "optim.b2"):
+    if key in flat and not 0 <= flat[key] < 1:
+      raise ConfigError(f"config key {key!r} must be in [0, 1), got {flat[key]!r}")
+  _check_k1_per_task(flat.get("rl.k1_per_task", ()))
   if flat.get("model.lora_rank", 0) < 0:
     raise ConfigError(f"config key 'model.lora_rank' must be >= 0, got {flat['model.lora_rank']}")
+
+
+def _check_k1_per_task(pairs) -> None:
+  for pair in pairs:
+    ok = (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str)
+          and isinstance(pair[1], (int, float)) and not isinstance(pair[1], bool))
+    if not ok:
+      raise ConfigError(f"config key 'rl.k1_per_task' must hold (task name, k1) pairs, got "
+                        f"{pair!r}")
+
+
+def k1_per_task(config: ConfigDict) -> dict[str, float]:
+  """`config.rl.k1_per_task` as {task: k1}."""
+  return {str(task): float(k1) for task, k1 in config.rl.k1_per_task}
 
 
 def _validate_tree(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str) -> None:
