@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-import qwen_testutil as qt
 from vcoach_jax import config as config_lib
 from vcoach_jax.model import ModelConfig, Qwen2_5_VL, prepare_inputs
 from vcoach_jax.rl.advantages import group_advantages
@@ -30,14 +29,21 @@ def test_config(**overrides):
 
 
 def prompt_inputs(cfg: ModelConfig, b: int, vision: bool, seed: int = 0):
+  """B left-padded prompts of different lengths; with `vision`, one 4x4-patch image each
+  (no torch import: the processor-like dict is built here)."""
   rng = np.random.default_rng(seed)
+  grid = (1, 4, 4)
+  image = [cfg.vision_start_token_id] + [cfg.image_token_id] * 4 + [cfg.vision_end_token_id]
+  rows = [rng.integers(1, 400, 2).tolist() + (image if vision else [])
+          + rng.integers(1, 400, 1 + 2 * i).tolist() for i in range(b)]
+  t = max(map(len, rows))
+  ids, mask = np.zeros((b, t), np.int32), np.zeros((b, t), np.int32)
+  for i, r in enumerate(rows):
+    ids[i, t - len(r):], mask[i, t - len(r):] = r, 1
+  raw = {"input_ids": ids, "attention_mask": mask}
   if vision:
-    grid = (1, 4, 4)
-    rows = [qt.text_row(rng, 2) + qt.vision_run(qt.IMAGE, grid) + qt.text_row(rng, 1 + i)
-            for i in range(b)]
-    raw = qt.make_inputs(rows, images=[grid] * b, seed=seed)
-  else:
-    raw = qt.make_inputs([qt.text_row(rng, 3 + 2 * i) for i in range(b)])
+    raw["image_grid_thw"] = np.asarray([grid] * b)
+    raw["pixel_values"] = rng.standard_normal((16 * b, cfg.vision.patch_dim)).astype(np.float32)
   return prepare_inputs(cfg, raw)
 
 

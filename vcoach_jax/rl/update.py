@@ -200,7 +200,7 @@ class TrainStep:
   def _step(self, state: TrainState, aux, batch, rng):
     del rng  # the model has no dropout; kept in the signature for stochastic losses
     (loss, metrics), grads = self._grads(state, aux, batch)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
