@@ -1,5 +1,6 @@
 """On 8 simulated CPU devices (fsdp=4 x tensor=2) the sharded VisionCoach step equals the
-single-device step, and params and optimizer moments stay sharded. Runs in a subprocess so the
+single-device step, params and optimizer moments stay sharded, and a checkpoint restores
+onto the same shardings. Runs in a subprocess so the
 rest of the session keeps one device."""
 
 from __future__ import annotations
@@ -43,15 +44,24 @@ _SCRIPT = textwrap.dedent("""
     assert np.prod(q.addressable_shards[0].data.shape) * 8 == q.size
     mu = sharded.opt_state[1][0].mu["model"]["layers"][0]["self_attn"]["q_proj"]["kernel"][...]
     assert mu.sharding.spec == P("fsdp", "tensor"), mu.sharding
+    # Checkpoint round trip onto the same shardings.
+    from vcoach_jax.checkpointing import Checkpointer
+    ckpt = Checkpointer({ckpt!r}, keep=1)
+    ckpt.save(2, sharded, rng)
+    back = ckpt.restore(sharded).state
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(sharded)):
+      assert a.sharding == b.sharding, (a.sharding, b.sharding)
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     print("SHARDED_STEP_OK", diff, float(m2["loss"]))
 """)
 
 
-def test_sharded_step_equals_single_device():
+def test_sharded_step_equals_single_device(tmp_path):
   tests = pathlib.Path(__file__).parent
   env = dict(os.environ, USE_TF="0",
              PYTHONPATH=os.pathsep.join([str(tests.parent), os.environ.get("PYTHONPATH", "")]))
-  proc = subprocess.run([sys.executable, "-c", _SCRIPT.format(tests=str(tests), vision=False)],
+  proc = subprocess.run([sys.executable, "-c", _SCRIPT.format(tests=str(tests), vision=False,
+                                                            ckpt=str(tmp_path / "ckpt"))],
                         capture_output=True, text=True, env=env, timeout=600, check=False)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
   assert "SHARDED_STEP_OK" in proc.stdout
