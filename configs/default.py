@@ -156,5 +156,44 @@ def get_config(arg=None):
   config.eval.joint_miou = 0.1  # ... and item mIoU at least this
   config.eval.lgm_eps = 1e-6  # LGM clips each mean to 1 - eps (ln(0) guard)
   config.eval.length_bounds = (60.0, 180.0)  # video-length buckets in seconds: short | medium | long
+  # --- RL and coaching (DESIGN.md §8.3-8.4; reference values). G is sampling.num_samples.
+  config.rl = ml_collections.ConfigDict()
+  config.rl.k1 = 2.21  # a prompt is hard when its raw group's mean total reward is < k1
+  config.rl.k1_per_task = ()  # ((task, k1), ...) overriding k1 for those tasks; () = none
+  config.rl.candidate_rule = "answer"  # answer (released code) | total (paper text)
+  config.rl.num_positives = 2  # top N candidates by ans_acc get the NLL loss
+  config.rl.alpha = 0.1  # weight of the self-distillation NLL on hard prompts
+  config.rl.beta = 0.04  # weight of the k3 KL to the frozen reference
+  config.rl.eps_low = 0.2  # GSPO ratio clip band [1 - eps_low, 1 + eps_high]
+  config.rl.eps_high = 0.2  # (GSPO paper: 3e-4 / 4e-4)
+  config.rl.mu = 1  # optimisation passes per rollout batch (1 = reference, ratio == 1)
+  config.rl.minibatches = 1  # minibatches per pass when mu > 1
+  config.rl.max_nonfinite_steps = 5  # stop after this many skipped (non-finite) updates in a row
+  config.rl.prompt_selector = "cache"  # cache (selector.cache predictions) | off (always raw)
+
+  # --- Optimiser (DESIGN.md §8.7). lr 1e-6 is the 7B run's; the tiny demo uses larger.
+  config.optim = ml_collections.ConfigDict()
+  config.optim.lr = 1e-6  # peak learning rate
+  config.optim.schedule = "cosine"  # cosine (decay to 0) | constant
+  config.optim.warmup_steps = 0  # linear warmup steps before the schedule (reference: 0)
+  config.optim.total_steps = 1000  # optimizer steps of the run (cosine length)
+  config.optim.weight_decay = 0.01  # AdamW decay, not on biases and norm scales
+  config.optim.clip_norm = 5.0  # global gradient-norm clip
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.999
+  config.optim.eps = 1e-8
+  config.optim.freeze_vision = False  # True: the vision tower gets no updates
+  config.optim.grad_accum = 1  # micro-batches per optimizer step (lax.scan)
+
+  # --- Checkpoints (orbax): params, optimizer, rng, step, config, data-iterator position.
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.dir = ""  # "" = no checkpoints
+  config.checkpoint.every_steps = 100  # save every N optimizer steps (and at the end)
+  config.checkpoint.keep = 3  # keep the last k checkpoints
+
+  # --- Cold-start SFT (DESIGN.md §8.8): token cross-entropy on the assistant turn.
+  config.sft = ml_collections.ConfigDict()
+  config.sft.steps = 200  # optimizer steps
+  config.sft.lr = 1e-6  # peak learning rate (replaces optim.lr during SFT)
 
   return config

@@ -33,6 +33,9 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "eval.benchmark": ("vstar", "charades", "videomme", "worldsense", "videommmu",
                        "perceptiontest", "synthetic"),
     "eval.split": ("eval", "train"),
+    "rl.candidate_rule": ("answer", "total"),
+    "rl.prompt_selector": ("cache", "off"),
+    "optim.schedule": ("cosine", "constant"),
 }
 
 # Fields that must be positive integers.
@@ -64,6 +67,15 @@ POSITIVE_INTS: tuple[str, ...] = (
     "selector.max_new_tokens",
     "eval.batch_size",
     "eval.correct_score",
+    "rl.num_positives",
+    "rl.mu",
+    "rl.minibatches",
+    "rl.max_nonfinite_steps",
+    "optim.total_steps",
+    "optim.grad_accum",
+    "checkpoint.every_steps",
+    "checkpoint.keep",
+    "sft.steps",
 )
 
 # Fields with a range check: (key, predicate, what is expected). Validated after types.
@@ -75,6 +87,15 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
      lambda v: len(v) > 0 and all(isinstance(b, int) and b > 0 for b in v),
      "a non-empty tuple of positive integers"),
 )
+
+# Fields that must be >= 0 (floats or ints).
+NON_NEGATIVE: tuple[str, ...] = (
+    "rl.alpha", "rl.beta", "rl.eps_low", "rl.eps_high", "optim.warmup_steps",
+    "optim.weight_decay", "optim.clip_norm", "optim.eps",
+)
+
+# Fields that must be > 0 (floats).
+POSITIVE_FLOATS: tuple[str, ...] = ("optim.lr", "sft.lr")
 
 
 class ConfigError(ValueError):
@@ -186,6 +207,16 @@ def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
     if key in flat and flat[key] <= 0:
       raise ConfigError(f"config key {key!r} must be a positive integer, got {flat[key]!r}")
   _validate_prompting(flat)
+  for key in NON_NEGATIVE:
+    if key in flat and flat[key] < 0:
+      raise ConfigError(f"config key {key!r} must be >= 0, got {flat[key]!r}")
+  for key in POSITIVE_FLOATS:
+    if key in flat and flat[key] <= 0:
+      raise ConfigError(f"config key {key!r} must be > 0, got {flat[key]!r}")
+  for key in ("optim.b1", "optim.b2"):
+    if key in flat and not 0 <= flat[key] < 1:
+      raise ConfigError(f"config key {key!r} must be in [0, 1), got {flat[key]!r}")
+  _check_k1_per_task(flat.get("rl.k1_per_task", ()))
   if flat.get("model.lora_rank", 0) < 0:
     raise ConfigError(f"config key 'model.lora_rank' must be >= 0, got {flat['model.lora_rank']}")
   for key, ok, expected in RANGES:
@@ -241,6 +272,20 @@ def _validate_prompting(flat: Mapping[str, Any]) -> None:
   for key in ("selector.lr",):
     if key in flat and not flat[key] > 0:
       raise ConfigError(f"config key {key!r} must be positive, got {flat[key]!r}")
+
+
+def _check_k1_per_task(pairs) -> None:
+  for pair in pairs:
+    ok = (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str)
+          and isinstance(pair[1], (int, float)) and not isinstance(pair[1], bool))
+    if not ok:
+      raise ConfigError(f"config key 'rl.k1_per_task' must hold (task name, k1) pairs, got "
+                        f"{pair!r}")
+
+
+def k1_per_task(config: ConfigDict) -> dict[str, float]:
+  """`config.rl.k1_per_task` as {task: k1}."""
+  return {str(task): float(k1) for task, k1 in config.rl.k1_per_task}
 
 
 def _validate_tree(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str) -> None:

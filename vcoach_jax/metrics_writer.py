@@ -1,0 +1,139 @@
+"""Per-step metrics to JSONL and TensorBoard, and PNG line plots of chosen curves.
+
+  writer = MetricsWriter(logdir)
+  writer.write(step, {"reward/total": 1.3, "loss": 0.2})   # every step
+  writer.plot(["reward/total", "reward/format"], "rewards.png")   # at the end
+  writer.close()
+
+`metrics.jsonl` holds one `{"step": s, **metrics}` object per line (floats; arrays are reduced
+by the caller). TensorBoard scalars go through `tf.summary.write` (TensorFlow is a dependency of the
+data pipeline; the tensorboard package is not needed to write them); the plot is drawn with PIL (no matplotlib).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+COLORS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+          (140, 86, 75), (227, 119, 194), (127, 127, 127))
+
+
+def _scalar(value: Any) -> float:
+  return float(np.asarray(value).reshape(()))
+
+
+class MetricsWriter:
+  """Appends metrics to `<logdir>/metrics.jsonl` and (optionally) TensorBoard event files."""
+
+  def __init__(self, logdir: str | pathlib.Path, tensorboard: bool = True):
+    self.logdir = pathlib.Path(logdir)
+    self.logdir.mkdir(parents=True, exist_ok=True)
+    self.jsonl_path = self.logdir / "metrics.jsonl"
+    self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+    self._history: dict[str, list[tuple[int, float]]] = {}
+    self._tb = None
+    if tensorboard:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
+      self._tf = tf
+      # `tf.summary.scalar` lives in the tensorboard package (not a dependency); the core
+      # `tf.summary.write` op with the scalars plugin's metadata writes the same records.
+      self._scalar_meta = summary_pb2.SummaryMetadata(
+          plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+      self._tb = tf.summary.create_file_writer(str(self.logdir / "tensorboard"))
+
+  def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Records scalars (jax/numpy scalars or python numbers) for `step`; returns them as floats."""
+    values = {k: _scalar(v) for k, v in metrics.items()}
+    record = {"step": int(step)}
+    record.update({k: (v if math.isfinite(v) else str(v)) for k, v in values.items()})
+    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.flush()
+    for k, v in values.items():
+      self._history.setdefault(k, []).append((int(step), v))
+    if self._tb is not None:
+      with self._tb.as_default():
+        for k, v in values.items():
+          self._tf.summary.write(k, self._tf.constant(v, self._tf.float32), step=int(step),
+                                 metadata=self._scalar_meta)
+      self._tb.flush()
+    return values
+
+  def history(self, key: str) -> list[tuple[int, float]]:
+    return list(self._history.get(key, []))
+
+  def plot(self, keys: Sequence[str], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
+    """Draws the recorded curves of `keys` into one PNG (relative paths go under logdir)."""
+    path = pathlib.Path(path)
+    if not path.is_absolute():
+      path = self.logdir / path
+    series = {k: self.history(k) for k in keys}
+    line_plot(series, path, title=title)
+    return path
+
+  def close(self) -> None:
+    self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_jsonl(path: str | pathlib.Path) -> list[dict[str, Any]]:
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+  if hi <= lo:
+    return [lo]
+  return [lo + (hi - lo) * i / (n - 1) for i in range(n)]
+
+
+def line_plot(series: Mapping[str, Sequence[tuple[float, float]]], path: str | pathlib.Path, *,
+              title: str = "", size: tuple[int, int] = (720, 440)) -> None:
+  """A simple line chart: axes with ticks, one coloured line per series, a legend."""
+  w, h = size
+  left, right, top, bottom = 70, 20, 30 if title else 15, 45
+  img = Image.new("RGB", size, "white")
+  draw = ImageDraw.Draw(img)
+  font = ImageFont.load_default()
+  points = [(x, y) for s in series.values() for x, y in s if math.isfinite(y)]
+  xs = [p[0] for p in points] or [0.0, 1.0]
+  ys = [p[1] for p in points] or [0.0, 1.0]
+  x0, x1 = min(xs), max(xs)
+  y0, y1 = min(ys), max(ys)
+  if x1 == x0:
+    x0, x1 = x0 - 1, x1 + 1
+  if y1 == y0:
+    y0, y1 = y0 - 1, y1 + 1
+  pad = 0.05 * (y1 - y0)
+  y0, y1 = y0 - pad, y1 + pad
+  px = lambda x: left + (x - x0) / (x1 - x0) * (w - left - right)  # noqa: E731
+  py = lambda y: h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom)  # noqa: E731
+  draw.rectangle([left, top, w - right, h - bottom], outline="black")
+  for t in _ticks(x0, x1):
+    draw.line([px(t), h - bottom, px(t), h - bottom + 4], fill="black")
+    draw.text((px(t) - 10, h - bottom + 6), f"{t:g}", fill="black", font=font)
+  for t in _ticks(y0, y1):
+    draw.line([left - 4, py(t), left, py(t)], fill="black")
+    draw.line([left, py(t), w - right, py(t)], fill=(230, 230, 230))
+    draw.text((4, py(t) - 5), f"{t:.3g}", fill="black", font=font)
+  draw.text(((w - left) // 2 + left - 10, h - 14), "step", fill="black", font=font)
+  if title:
+    draw.text((left, 8), title, fill="black", font=font)
+  for i, (name, s) in enumerate(series.items()):
+    color = COLORS[i % len(COLORS)]
+    pts = [(px(x), py(y)) for x, y in s if math.isfinite(y)]
+    if len(pts) > 1:
+      draw.line(pts, fill=color, width=2)
+    for x, y in pts[-1:] if len(pts) == 1 else []:
+      draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=color)
+    ly = top + 8 + 14 * i
+    draw.line([w - right - 150, ly + 5, w - right - 130, ly + 5], fill=color, width=3)
+    draw.text((w - right - 125, ly), name[:22], fill="black", font=font)
+  img.save(path)

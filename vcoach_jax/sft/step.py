@@ -1,0 +1,78 @@
+"""The SFT train step: token cross-entropy of the target (assistant turn + `<|im_end|>`) after
+the prompt, teacher-forced through the same forward as the RL loss.
+
+  step, state = setup(config, model, mesh)
+  batch = sft_batch(model.config, host_batch.arrays)     # data.pipeline HostBatch arrays
+  state, metrics = step(state, batch, rng)
+
+Aggregation is the mean over all target tokens of the (micro-)batch; with grad accumulation the
+micro-batch means are averaged (as the usual SFT trainers do).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from vcoach_jax.model.batching import batch_inputs
+from vcoach_jax.model.config import ModelConfig
+from vcoach_jax.model.qwen2_5_vl import ModelInputs
+from vcoach_jax.parallel import mesh as mesh_lib
+from vcoach_jax.rl import optim, update
+from vcoach_jax.rl.logprobs import completion_logprobs
+
+
+class SFTBatch(NamedTuple):
+  prompt: ModelInputs  # [B] left-padded prompts
+  target_ids: jax.Array  # [B, N] int32 target tokens, right-padded
+  target_mask: jax.Array  # [B, N] 1 on target tokens (end token included)
+
+
+def sft_batch(cfg: ModelConfig, arrays: Mapping[str, Any]) -> SFTBatch:
+  """Host: `data.pipeline` HostBatch arrays -> SFTBatch (numpy, fixed shapes)."""
+  return SFTBatch(batch_inputs(cfg, arrays), np.asarray(arrays["target_ids"], np.int32),
+                  np.asarray(arrays["target_mask"], np.int32))
+
+
+def sft_loss(model, batch: SFTBatch):
+  """(mean token NLL of the targets, metrics: nll, num_tokens)."""
+  lp = completion_logprobs(model, batch.prompt, batch.target_ids, batch.target_mask, 1)
+  m = batch.target_mask.astype(jnp.float32)
+  count = m.sum()
+  loss = -jnp.sum(jnp.where(m > 0, lp, 0.0)) / jnp.maximum(count, 1.0)
+  return loss, {"nll": loss, "num_tokens": count}
+
+
+class SFTStep(update.TrainStep):
+  """`step(state, batch, rng) -> (state, metrics)`."""
+
+  def __init__(self, graphdef, tx, schedule, **kw):
+    super().__init__(graphdef, lambda model, aux, batch: sft_loss(model, batch), tx, schedule,
+                     **kw)
+
+  def __call__(self, state, batch: SFTBatch, rng):  # pylint: disable=arguments-differ
+    return super().__call__(state, None, batch, rng)
+
+
+def sft_optim_config(config) -> ml_collections.ConfigDict:
+  """`config.optim` with the SFT learning rate and step count."""
+  o = ml_collections.ConfigDict(config.optim.to_dict())
+  o.lr, o.total_steps = config.sft.lr, config.sft.steps
+  return o
+
+
+def setup(config, model, mesh: Mesh | None = None):
+  """(SFTStep, TrainState) for a run config and a built model."""
+  rules = mesh_lib.rules_from_config(config.parallel.rules)
+  o = sft_optim_config(config)
+  tx = optim.make_optimizer(o)
+  graphdef, state = update.init_train_state(model, tx, freeze_vision=o.freeze_vision, mesh=mesh,
+                                            rules=rules)
+  step = SFTStep(graphdef, tx, optim.learning_rate_schedule(o), grad_accum=o.grad_accum,
+                 mesh=mesh, rules=rules)
+  return step, state
