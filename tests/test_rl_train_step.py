@@ -69,15 +69,16 @@ def test_frozen_vision_is_outside_the_optimizer():
 
 
 def test_grad_accumulation_equals_one_big_batch():
+  """Also with remat (the reference forward runs outside the differentiated function)."""
   cfg = ru.test_config()
-  model = ru.tiny_model(seed=2)
+  model = ru.tiny_model(seed=2, remat_policy="full")
   raw = ru.rollout_batch(model.config, 4)
   prompted = ru.rollout_batch(model.config, 4, seed=3, prompted=True)
   tx, schedule = optax.sgd(0.5), optim.learning_rate_schedule(cfg.optim)
   loss_cfg = ts.LossConfig(group_size=ru.G)
   outs = []
   for k in (1, 2):
-    graphdef, state = update.init_train_state(ru.tiny_model(seed=2), tx)
+    graphdef, state = update.init_train_state(ru.tiny_model(seed=2, remat_policy="full"), tx)
     ref = ts.reference_params(model)
     step = ts.VisionCoachStep(graphdef, loss_cfg, tx, schedule, grad_accum=k)
     batches = (raw, prompted) if k == 1 else (update.split_rows(raw, k),
