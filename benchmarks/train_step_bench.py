@@ -3,14 +3,15 @@ jitted gradients (named baseline: the reference's one-prompt-per-device granular
 device), and remat `full` vs `none`; plus a model-FLOPs-utilisation estimate.
 
   PYTHONPATH=. python benchmarks/train_step_bench.py [--sizes tiny,0.5b] [--layers 4]
-      [--prompts 2] [--group 4] [--prompt_len 32] [--completion_len 32] [--peak_tflops 0.1]
+      [--prompts 2] [--group 4] [--prompt_len 32] [--completion_len 32] [--peak_tflops 0.147]
 
 Batch: B text prompts x G completions (the whole raw batch of one step), KL to a frozen
-reference (beta 0.04), no prompted branch. MFU = 6 * params * tokens / step time / peak, with
-tokens = B*G*(prompt + completion), N all text params (the tied 136M-entry embedding of the 0.5b
-shape included, so the estimate is generous) and `--peak_tflops` the device's peak (default:
-2 vCPUs x 2.3 GHz x 32 fp32 FLOP/cycle of one AVX-512 FMA unit = 0.147 TFLOP/s). `0.5b` is the Qwen2.5-0.5B text backbone (hidden 896, 14 heads, vocab
-151936) cut to `--layers` decoder layers to keep a CPU run short.
+reference (beta 0.04), no prompted branch. MFU = 6 * N * tokens / step time / peak, with
+tokens = B*G*(prompt + completion), N all text params (the tied 136M-entry embedding of the
+0.5b shape included, so the estimate is generous) and `--peak_tflops` the device's peak
+(default: 2 vCPUs x 2.3 GHz x 32 fp32 FLOP/cycle of one AVX-512 FMA unit = 0.147 TFLOP/s).
+`0.5b` is the Qwen2.5-0.5B text backbone (hidden 896, 14 heads, vocab 151936) cut to
+`--layers` decoder layers to keep a CPU run short.
 
 Measured 2026-11-24 on a shared 2-vCPU Xeon (AVX-512, load ~4 from other jobs, so +-20%),
 B=2, G=4, 32+32 tokens, median of 3:
@@ -32,7 +33,7 @@ from flax import nnx
 
 from vcoach_jax import config as config_lib
 from vcoach_jax.model import ModelConfig, Qwen2_5_VL, prepare_inputs
-from vcoach_jax.rl import train_step as ts, update
+from vcoach_jax.rl import train_step as ts
 
 SIZES = {
     "tiny": dict(),
@@ -93,7 +94,7 @@ def bench(size: str, args) -> dict:
                for i, pp in enumerate(per_prompt)]
       minis = [m._replace(prompt=m.prompt._replace(positions=raw.prompt.positions[:, i:i + 1]))
                for i, m in enumerate(minis)]
-      grads_fn = jax.jit(lambda s, r, b: step._grads(s, r, (b, None)))  # pylint: disable=protected-access
+      grads_fn = jax.jit(lambda s, r, b: step._grads(s, r, (b, None)))  # pylint: disable=W0212
       apply_fn = jax.jit(lambda s, gr: step.tx.update(gr, s.opt_state, s.params))
 
       def run_loop():

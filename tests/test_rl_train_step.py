@@ -105,3 +105,19 @@ def test_mu2_passes_use_stored_old_logprobs():
   np.testing.assert_allclose(hist[0]["gspo"], -np.mean(raw.advantages), atol=1e-5)
   assert abs(float(hist[2]["ratio_mean"]) - 1.0) > 1e-3  # later passes see the moved policy
   assert float(hist[2]["gspo"]) < float(hist[0]["gspo"])
+
+
+def test_stack_microbatches_pads_segment_tables():
+  cfg = ru.tiny_model().config
+  a = ru.rollout_batch(cfg, 1, vision=True)
+  b = ru.rollout_batch(cfg, 1, vision=True, seed=3)
+  b = b._replace(prompt=b.prompt._replace(windows=update.pad_segments(
+      b.prompt.windows, 2 * b.prompt.windows.gather.shape[0], b.prompt.windows.gather.shape[1])))
+  stacked = update.stack_microbatches([a, b])
+  assert stacked.tokens.shape == (2,) + a.tokens.shape
+  assert stacked.prompt.windows.gather.shape == (2,) + b.prompt.windows.gather.shape
+  s, l = a.prompt.windows.gather.shape
+  np.testing.assert_array_equal(stacked.prompt.windows.gather[0, :s, :l], a.prompt.windows.gather)
+  assert not stacked.prompt.windows.valid[0, s:].any()
+  split = update.split_rows(ru.rollout_batch(cfg, 2), 2)
+  assert split.prompt.positions.shape[:2] == (2, 3) and split.tokens.shape[0] == 2

@@ -7,7 +7,8 @@
 
 `metrics.jsonl` holds one `{"step": s, **metrics}` object per line (floats; arrays are reduced
 by the caller). TensorBoard scalars go through `tf.summary.write` (TensorFlow is a dependency of the
-data pipeline; the tensorboard package is not needed to write them); the plot is drawn with PIL (no matplotlib).
+data pipeline; the tensorboard package is not needed to write them); the plot is drawn
+with PIL (no matplotlib).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class MetricsWriter:
     self.logdir = pathlib.Path(logdir)
     self.logdir.mkdir(parents=True, exist_ok=True)
     self.jsonl_path = self.logdir / "metrics.jsonl"
-    self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+    # Kept open for the run (closed by `close`).
+    self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")  # pylint: disable=R1732
     self._history: dict[str, list[tuple[int, float]]] = {}
     self._tb = None
     if tensorboard:

@@ -6,9 +6,10 @@
 
 `loss_fn(model, extra, batch) -> (loss, metrics)` is pure; `extra = prepare_fn(aux, batch)` is
 computed outside the differentiated function (the reference policy's log-probs from `aux`, the
-reference params), so no gradient is traced through it. The step: gradients summed over `grad_accum` micro-batches with
-`lax.scan` (the batch then has a leading micro-batch axis on every array), global norm, AdamW,
-and the non-finite guard: a non-finite loss or gradient norm leaves params and optimizer state
+reference params), so no gradient is traced through it.
+
+The step: gradients summed over `grad_accum` micro-batches with `lax.scan` (the batch then
+has a leading micro-batch axis on every array), global norm, AdamW, and the non-finite guard: a non-finite loss or gradient norm leaves params and optimizer state
 unchanged and sets `metrics["skipped"] = 1`. Shardings are stated: params and optimizer moments
 by their logical axes, rows of the batch over the `batch` rule (data x fsdp), vision patches and
 scalars replicated.
