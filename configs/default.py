@@ -47,6 +47,16 @@ def get_config(arg=None):
   config.model.lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                "down_proj")  # regexes matched at the end of a linear's path
 
+  # --- Sampling (vcoach_jax/sampling; DESIGN.md §8.1, reference values).
+  config.sampling = ml_collections.ConfigDict()
+  config.sampling.temperature = 1.0  # softmax temperature (0 = greedy)
+  config.sampling.top_p = 0.95  # nucleus mass in (0, 1]; 1 = off
+  config.sampling.top_k = 50  # keep the k most likely tokens; 0 = off
+  config.sampling.greedy = False  # argmax decoding (evaluation, `vcoach generate`)
+  config.sampling.max_new_tokens = 768  # completion length limit (max_completion_length)
+  config.sampling.num_samples = 4  # G rollouts per prompt
+  config.sampling.batch_buckets = (1, 2, 4, 8, 16, 32, 64)  # prompt rows are padded to these
+
   # --- Parallel (vcoach_jax/parallel/mesh.py). One size per mesh axis; -1 = remaining devices.
   config.parallel = ml_collections.ConfigDict()
   config.parallel.mesh = (("data", 1), ("fsdp", -1), ("tensor", 1))
@@ -78,9 +88,9 @@ def get_config(arg=None):
   config.data.batch_size = 8  # prompts per step, global (split over hosts)
   config.data.prompt_buckets = (256, 512, 1024, 2048, 4096, 8192, 16384)  # padded prompt lengths
   config.data.max_prompt_length = 16384  # prompts are left-truncated to their last N tokens
-  config.data.max_target_length = 256  # SFT target tokens (right-padded / truncated)
+  config.data.max_target_length = 96  # SFT target tokens, right-padded (the world needs <= 80)
   config.data.max_images = 20  # images per prompt: sampled frames + inserted key frames
-  config.data.max_patches = 2048  # 14x14 patches per prompt (pixel_values rows), padded
+  config.data.max_patches = 256  # 14x14 patches per prompt, padded (the world needs <= 192)
   config.data.shuffle_buffer = 256
   config.data.seed = 0
   config.data.reshuffle_each_epoch = True
@@ -103,6 +113,49 @@ def get_config(arg=None):
   config.synthetic.max_size = 18
   config.synthetic.max_speed = 6.0  # pixels per frame
 
+  # --- Visual prompts (DESIGN.md §8.4-8.5, vcoach_jax/prompting).
+  config.prompting = ml_collections.ConfigDict()
+  config.prompting.per_key_frame_boxes = True  # each key frame's own boxes (False: all, as ref)
+  config.prompting.draw_on = "key_frames_st_only"  # key_frames_st_only (ref) | key_and_nearest
+  config.prompting.darken_factor = 0.3  # reference: pixels outside the boxes * 0.3
+  config.prompting.darken_pad = 10  # reference: boxes grown by 10 px before darkening
+
+  # --- VP-Selector (DESIGN.md §8.6, vcoach_jax/prompting/selector.py).
+  config.selector = ml_collections.ConfigDict()
+  config.selector.mode = "text"  # text (reference: question + object names) | vl (video + question)
+  config.selector.types = ("raw", "darken")  # class names in order; reference: raw, darken
+  config.selector.backbone = ""  # HF Qwen2.5-VL folder; "" = the model of config.model
+  config.selector.lora_rank = 8
+  config.selector.lora_alpha = 16.0
+  config.selector.lr = 1e-4  # AdamW learning rate (constant)
+  config.selector.weight_decay = 0.01
+  config.selector.steps = 200  # optimizer steps of `vcoach select train`
+  config.selector.batch_size = 8
+  config.selector.max_length = 256  # text-mode tokens (longer inputs keep their last ones)
+  config.selector.data = ""  # labelled JSONL written by `vcoach select build-data`
+  config.selector.cache = ""  # JSON {record_id: type} written by predict, read by the trainer
+  config.selector.checkpoint_dir = ""  # orbax checkpoint of the trainable selector params
+  config.selector.reasoners = ()  # build-data: proxy reasoner checkpoints; () = config.model
+  config.selector.max_new_tokens = 128  # build-data: greedy completion length
+  config.selector.seed = 0
+
+  # --- Evaluation (DESIGN.md §9, vcoach_jax/eval). `vcoach eval` flags override the first five.
+  config.eval = ml_collections.ConfigDict()
+  config.eval.benchmark = "synthetic"  # vstar | charades | videomme | worldsense | videommmu | perceptiontest | synthetic
+  config.eval.data = ""  # annotation file of the benchmark ("" for synthetic)
+  config.eval.video_dir = ""  # folder of the benchmark's videos; "" = the annotation file's folder
+  config.eval.split = "eval"  # synthetic split: eval (held out) | train
+  config.eval.batch_size = 8  # prompts per generate call (an item's prompts stay together)
+  config.eval.limit = 0  # evaluate the first N items only; 0 = all
+  config.eval.judge = "rouge"  # exact | rouge | model:DIR (a local model grades 0-3)
+  config.eval.rouge_thresholds = (0.3, 0.7, 0.9)  # ROUGE F for judge scores 1, 2, 3 (judge.py)
+  config.eval.correct_score = 2  # judge score counted as a correct answer (V-STAR: >= 2)
+  config.eval.recall_thresholds = (0.3, 0.5, 0.7)  # temporal R1@IoU
+  config.eval.map_thresholds = (0.1, 0.3, 0.5, 0.7, 0.9)  # spatial mAP@IoU (the reference's five)
+  config.eval.joint_tiou = 0.3  # joint rates: tIoU at least this ...
+  config.eval.joint_miou = 0.1  # ... and item mIoU at least this
+  config.eval.lgm_eps = 1e-6  # LGM clips each mean to 1 - eps (ln(0) guard)
+  config.eval.length_bounds = (60.0, 180.0)  # video-length buckets in seconds: short | medium | long
   # --- RL and coaching (DESIGN.md §8.3-8.4; reference values). G is sampling.num_samples.
   config.rl = ml_collections.ConfigDict()
   config.rl.k1 = 2.21  # a prompt is hard when its raw group's mean total reward is < k1
@@ -116,9 +169,7 @@ def get_config(arg=None):
   config.rl.mu = 1  # optimisation passes per rollout batch (1 = reference, ratio == 1)
   config.rl.minibatches = 1  # minibatches per pass when mu > 1
   config.rl.max_nonfinite_steps = 5  # stop after this many skipped (non-finite) updates in a row
-  config.rl.prompt_selector = "cache"  # cache (VP-Selector predictions) | off (always raw)
-  config.rl.selector_cache = ""  # JSON {record_id: prompt type}; "" = none (raw prompts)
-  config.rl.draw_on = "key_frames"  # key_frames (reference) | near_key_times (sampled frames)
+  config.rl.prompt_selector = "cache"  # cache (selector.cache predictions) | off (always raw)
 
   # --- Optimiser (DESIGN.md §8.7). lr 1e-6 is the 7B run's; the tiny demo uses larger.
   config.optim = ml_collections.ConfigDict()

@@ -152,3 +152,16 @@ def test_shapes_that_contradict_config(saved, tmp_path):
   assert "shape mismatches (6)" in msg  # gate/up/down of both layers
   assert "model.layers.1.mlp.down_proj.weight: checkpoint (64, 128) -> (128, 64), " \
          "config.json implies (96, 64)" in msg
+
+
+def test_save_hf_writes_the_tokenizer(saved, tmp_path):
+  from vcoach_jax.data import tokenizer as tk  # pylint: disable=g-import-not-at-top
+  _, path = saved
+  tk.build_tiny_tokenizer(["<think>a red ball at <t>1.0</t>s</think>"] * 4, tmp_path / "tok",
+                          vocab_size=300)
+  tok = tk.load_tokenizer(str(tmp_path / "tok"))
+  vm.save_hf(vm.load_hf(path), tmp_path / "out", tokenizer=tok)
+  again = tk.load_tokenizer(str(tmp_path / "out"))
+  text = "<think>the red ball</think><|im_end|>"
+  assert again(text)["input_ids"] == tok(text)["input_ids"]
+  assert tk.special_ids(again) == tk.special_ids(tok)

@@ -14,8 +14,15 @@ from typing import Sequence
 
 # Subcommand name -> module. Add a line here when a command lands.
 COMMANDS: dict[str, str] = {
+    "demo": "vcoach_jax.commands.demo",
     "rewards": "vcoach_jax.commands.rewards",
     "prepare": "vcoach_jax.commands.prepare",
+    "sft": "vcoach_jax.commands.sft",
+    "train": "vcoach_jax.commands.train",
+    "select": "vcoach_jax.commands.select",
+    "render": "vcoach_jax.commands.render",
+    "generate": "vcoach_jax.commands.generate",
+    "eval": "vcoach_jax.commands.eval",
 }
 
 _EPILOG = """\

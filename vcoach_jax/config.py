@@ -28,9 +28,13 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "model.attention_impl": ("xla", "dot_product_attention", "cudnn"),
     "model.remat_policy": ("none", "full", "dots", "dots_no_batch"),
     "data.source": ("synthetic", "tfds"),
+    "prompting.draw_on": ("key_frames_st_only", "key_and_nearest"),
+    "selector.mode": ("text", "vl"),
+    "eval.benchmark": ("vstar", "charades", "videomme", "worldsense", "videommmu",
+                       "perceptiontest", "synthetic"),
+    "eval.split": ("eval", "train"),
     "rl.candidate_rule": ("answer", "total"),
     "rl.prompt_selector": ("cache", "off"),
-    "rl.draw_on": ("key_frames", "near_key_times"),
     "optim.schedule": ("cosine", "constant"),
 }
 
@@ -51,8 +55,18 @@ POSITIVE_INTS: tuple[str, ...] = (
     "data.max_target_length",
     "data.max_images",
     "data.max_patches",
+    "sampling.max_new_tokens",
+    "sampling.num_samples",
     "synthetic.height",
     "synthetic.width",
+    "prompting.darken_pad",
+    "selector.lora_rank",
+    "selector.steps",
+    "selector.batch_size",
+    "selector.max_length",
+    "selector.max_new_tokens",
+    "eval.batch_size",
+    "eval.correct_score",
     "rl.num_positives",
     "rl.mu",
     "rl.minibatches",
@@ -62,6 +76,16 @@ POSITIVE_INTS: tuple[str, ...] = (
     "checkpoint.every_steps",
     "checkpoint.keep",
     "sft.steps",
+)
+
+# Fields with a range check: (key, predicate, what is expected). Validated after types.
+RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("sampling.temperature", lambda v: v >= 0, ">= 0"),
+    ("sampling.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("sampling.top_k", lambda v: v >= 0, ">= 0 (0 = off)"),
+    ("sampling.batch_buckets",
+     lambda v: len(v) > 0 and all(isinstance(b, int) and b > 0 for b in v),
+     "a non-empty tuple of positive integers"),
 )
 
 # Fields that must be >= 0 (floats or ints).
@@ -182,6 +206,7 @@ def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
   for key in POSITIVE_INTS:
     if key in flat and flat[key] <= 0:
       raise ConfigError(f"config key {key!r} must be a positive integer, got {flat[key]!r}")
+  _validate_prompting(flat)
   for key in NON_NEGATIVE:
     if key in flat and flat[key] < 0:
       raise ConfigError(f"config key {key!r} must be >= 0, got {flat[key]!r}")
@@ -194,6 +219,59 @@ def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
   _check_k1_per_task(flat.get("rl.k1_per_task", ()))
   if flat.get("model.lora_rank", 0) < 0:
     raise ConfigError(f"config key 'model.lora_rank' must be >= 0, got {flat['model.lora_rank']}")
+  for key, ok, expected in RANGES:
+    if key in flat and not ok(flat[key]):
+      raise ConfigError(f"config key {key!r} must be {expected}, got {flat[key]!r}")
+  _validate_eval(flat)
+
+
+def _validate_eval(flat: Mapping[str, Any]) -> None:
+  """The eval section's judge spec, thresholds and length buckets."""
+  judge = flat.get("eval.judge", "rouge")
+  if judge not in ("exact", "rouge") and not (judge.startswith("model:") and len(judge) > 6):
+    raise ConfigError(f"config key 'eval.judge' must be 'exact', 'rouge' or 'model:DIR', got "
+                      f"{judge!r}")
+  for key in ("eval.rouge_thresholds", "eval.recall_thresholds", "eval.map_thresholds",
+              "eval.length_bounds"):
+    values = flat.get(key)
+    if values is None:
+      continue
+    seconds = key == "eval.length_bounds"
+    numbers = bool(values) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    in_range = numbers and (values[0] > 0 if seconds else 0 <= values[0] and values[-1] <= 1)
+    if not (numbers and in_range and list(values) == sorted(values)):
+      what = "positive seconds" if seconds else "numbers in [0, 1]"
+      raise ConfigError(f"config key {key!r} must be increasing {what}, got {values!r}")
+  if "eval.rouge_thresholds" in flat and len(flat["eval.rouge_thresholds"]) != 3:
+    raise ConfigError("config key 'eval.rouge_thresholds' must hold 3 numbers (scores 1, 2, 3), "
+                      f"got {flat['eval.rouge_thresholds']!r}")
+  if flat.get("eval.correct_score", 2) > 3:
+    raise ConfigError(f"config key 'eval.correct_score' must be 1..3, got {flat['eval.correct_score']}")
+  for key in ("eval.joint_tiou", "eval.joint_miou"):
+    if key in flat and not 0 <= flat[key] <= 1:
+      raise ConfigError(f"config key {key!r} must be in [0, 1], got {flat[key]!r}")
+  if "eval.lgm_eps" in flat and not 0 < flat["eval.lgm_eps"] < 1:
+    raise ConfigError(f"config key 'eval.lgm_eps' must be in (0, 1), got {flat['eval.lgm_eps']!r}")
+  if flat.get("eval.limit", 0) < 0:
+    raise ConfigError(f"config key 'eval.limit' must be >= 0, got {flat['eval.limit']}")
+
+
+def _validate_prompting(flat: Mapping[str, Any]) -> None:
+  """Visual-prompt and selector values that the tables above cannot state."""
+  factor = flat.get("prompting.darken_factor", 0.3)
+  if not 0 <= factor <= 1:
+    raise ConfigError(f"config key 'prompting.darken_factor' must be in [0, 1], got {factor!r}")
+  types = tuple(flat.get("selector.types", ("raw", "darken")))
+  from vcoach_jax.prompting import visual_prompts  # pylint: disable=g-import-not-at-top
+  known = visual_prompts.PROMPT_TYPES
+  if len(types) < 2 or len(set(types)) != len(types) or types[0] != "raw" or any(
+      t not in known for t in types):
+    raise ConfigError(f"config key 'selector.types' must be distinct prompt types from "
+                      f"{known}, at least two, starting with 'raw'; got {types!r}")
+  for key in ("selector.lr",):
+    if key in flat and not flat[key] > 0:
+      raise ConfigError(f"config key {key!r} must be positive, got {flat[key]!r}")
 
 
 def _check_k1_per_task(pairs) -> None:
@@ -255,3 +333,14 @@ def add_config_flags(parser, *, help_default: str = "the embedded default") -> C
       "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
       help="override one config field, e.g. --set rewards.spatial_iou_mode=max (repeatable).")
   return lambda args: load(args.config, args.overrides)
+
+
+def with_overrides(config: ConfigDict, overrides: Iterable[str]) -> ConfigDict:
+  """A validated, locked copy of `config` with `key=value` overrides applied (the original is
+  unchanged): how a command derives the config of one phase (e.g. SFT's learning rate)."""
+  new = ConfigDict(config.to_dict())
+  for override in overrides:
+    apply_override(new, override)
+  validate(new)
+  new.lock()
+  return new

@@ -17,11 +17,31 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 PRESETS = ("tiny", "qwen2_5_vl_3b", "qwen2_5_vl_7b")
 
 
-def from_config(config: ml_collections.ConfigDict, seed: int = 0):
+def preset_config(preset: str, tokenizer=None, **runtime) -> ModelConfig:
+  """The `ModelConfig` of a preset; with a tokenizer, its vocabulary size (rounded up to a
+  multiple of 128) and the ids of its Qwen special tokens replace the preset's (the tiny local
+  tokenizer puts them at other ids than Qwen's)."""
+  if preset not in PRESETS:
+    raise ValueError(f"config.model.preset must be one of {PRESETS}, got {preset!r}")
+  cfg = getattr(ModelConfig, preset)().replace(**runtime)
+  if tokenizer is None:
+    return cfg
+  from vcoach_jax.data.tokenizer import special_ids  # pylint: disable=g-import-not-at-top
+  ids = special_ids(tokenizer)
+  vocab = max(cfg.vocab_size if preset != "tiny" else 0, -(-len(tokenizer) // 128) * 128)
+  return cfg.replace(vocab_size=vocab, image_token_id=ids["<|image_pad|>"],
+                     video_token_id=ids["<|video_pad|>"],
+                     vision_start_token_id=ids["<|vision_start|>"],
+                     vision_end_token_id=ids["<|vision_end|>"], bos_token_id=ids["<|endoftext|>"],
+                     eos_token_id=ids["<|im_end|>"])
+
+
+def from_config(config: ml_collections.ConfigDict, seed: int = 0, tokenizer=None):
   """Returns (model, mesh) for a run config.
 
   With `config.model.checkpoint` set, the weights are read with `load_hf`; otherwise a random
-  model of `config.model.preset` is built. LoRA adapters are attached when `lora_rank > 0`.
+  model of `config.model.preset` is built (matched to `tokenizer`'s vocabulary and special ids
+  when one is given). LoRA adapters are attached when `lora_rank > 0`.
   """
   m = config.model
   if m.dtype not in DTYPES:
@@ -33,9 +53,7 @@ def from_config(config: ml_collections.ConfigDict, seed: int = 0):
   if m.checkpoint:
     model = load_hf(m.checkpoint, dtype=dtype, mesh=mesh, rules=rules, **runtime)
   else:
-    if m.preset not in PRESETS:
-      raise ValueError(f"config.model.preset must be one of {PRESETS}, got {m.preset!r}")
-    cfg = getattr(ModelConfig, m.preset)().replace(**runtime)
+    cfg = preset_config(m.preset, tokenizer, **runtime)
     model = Qwen2_5_VL(cfg, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(seed))
     mesh_lib.shard_model(model, mesh, rules)
   if m.lora_rank > 0:

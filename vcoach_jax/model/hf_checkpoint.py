@@ -245,8 +245,9 @@ def hf_tensors(model: Qwen2_5_VL, dtype=None) -> Iterator[tuple[str, np.ndarray]
 
 
 def save_hf(model: Qwen2_5_VL, path: str | pathlib.Path, dtype=None,
-            max_shard_bytes: int = 4 << 30) -> None:
-  """Writes `model` as a HF Qwen2.5-VL folder (config.json + safetensors [+ index]).
+            max_shard_bytes: int = 4 << 30, tokenizer=None) -> None:
+  """Writes `model` as a HF Qwen2.5-VL folder (config.json + safetensors [+ index]), with the
+  tokenizer files when a `tokenizer` (transformers) is given, so the folder is self-contained.
 
   LoRA adapters are merged into the written weights. Only process 0 writes.
   """
@@ -255,6 +256,8 @@ def save_hf(model: Qwen2_5_VL, path: str | pathlib.Path, dtype=None,
   if jax.process_index() != 0:
     return
   path.mkdir(parents=True, exist_ok=True)
+  if tokenizer is not None:
+    tokenizer.save_pretrained(str(path))
   cfg_json = model.config.to_hf()
   first = next(iter(tensors.values()))
   cfg_json["torch_dtype"] = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",

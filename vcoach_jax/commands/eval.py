@@ -1,0 +1,142 @@
+"""`vcoach eval`: evaluate a checkpoint on a benchmark (DESIGN.md §9)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+from typing import Any, Callable
+
+from vcoach_jax import config as config_lib
+
+HELP = "evaluate a checkpoint on V-STAR, Charades-STA, an MCQ set or the synthetic world"
+DESCRIPTION = """\
+Evaluate a checkpoint on a benchmark: raw video, no visual prompt, greedy, batched through the
+sampler. Writes one JSON line per item (OUT/<benchmark>.jsonl: completions, parsed predictions,
+scores), OUT/summary.json and prints the summary table. Rerunning with the same --out skips the
+items already written, so an interrupted run resumes.
+
+Benchmarks and --data: vstar (V_STaR_test.json), charades (charades_sta_test.txt), videomme,
+worldsense (worldsense_qa.json), videommmu, perceptiontest (annotation json/jsonl; parquet
+needs pyarrow), synthetic (no --data: the config's held-out synthetic split). Videos are looked
+up as <video-dir>/<id>.mp4 (default: the annotation file's folder).
+
+Metrics: V-STAR's answer accuracy (judge score >= 2), R1@0.3/0.5/0.7 and mean tIoU, mAP@0.1:0.9
+and mean mIoU, AM / LGM per chain, mAM / mLGM, joint rates, per domain and length; Charades
+R@0.3/0.5/0.7 and mIoU; MCQ accuracy per category. Thresholds are the config's `eval.*`.
+
+--judge: exact (normalised match), rouge (default; ROUGE thresholds `eval.rouge_thresholds`),
+or model:DIR (a local Qwen checkpoint grades each answer 0-3).
+
+examples:
+  vcoach eval --checkpoint runs/demo/final --benchmark synthetic --limit 32
+  vcoach eval --checkpoint ckpt/ --benchmark vstar --data V_STaR_test.json --video-dir videos/
+  vcoach eval --checkpoint ckpt/ --benchmark charades --data charades_sta_test.txt --out out/
+"""
+
+GenerateFn = Callable[[list], list]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--checkpoint", metavar="DIR", default=None,
+                      help="HF-layout Qwen2.5-VL checkpoint (default: the config's model)")
+  parser.add_argument("--benchmark", default=None, metavar="NAME",
+                      help="vstar | charades | videomme | worldsense | videommmu | "
+                           "perceptiontest | synthetic (default: eval.benchmark)")
+  parser.add_argument("--data", default=None, metavar="PATH", help="the benchmark's annotations")
+  parser.add_argument("--video-dir", default=None, metavar="DIR", help="folder of the videos")
+  parser.add_argument("--limit", type=int, default=None, metavar="N",
+                      help="evaluate only the first N items (default: eval.limit, 0 = all)")
+  parser.add_argument("--out", default=None, metavar="DIR",
+                      help="output folder (default: eval_out/<benchmark>)")
+  parser.add_argument("--judge", default=None, metavar="exact|rouge|model:DIR",
+                      help="answer judge (default: eval.judge)")
+  parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+                      help="prompts per generate call (default: eval.batch_size)")
+  parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+  config_lib.add_config_flags(parser)
+
+
+def _apply_flags(args: argparse.Namespace) -> Any:
+  """The config with the command-line flags applied as `eval.*` / `model.checkpoint` overrides."""
+  overrides = list(args.overrides)
+  flags = {"eval.benchmark": args.benchmark, "eval.data": args.data,
+           "eval.video_dir": args.video_dir, "eval.limit": args.limit,
+           "eval.judge": args.judge, "eval.batch_size": args.batch_size,
+           "model.checkpoint": args.checkpoint}
+  for key, value in flags.items():
+    if value is not None:
+      overrides.append(f"{key}={value}")
+  return config_lib.load(args.config, overrides)
+
+
+def load_items(config) -> list:
+  """The items of `config.eval.benchmark`."""
+  from vcoach_jax.eval import loaders  # pylint: disable=g-import-not-at-top
+  ev = config.eval
+  if ev.benchmark == "synthetic":
+    return loaders.synthetic_items(config, ev.split)
+  if not ev.data:
+    raise ValueError(f"benchmark {ev.benchmark!r} needs --data (its annotation file)")
+  return loaders.load(ev.benchmark, ev.data, ev.video_dir or None)
+
+
+def pred_size_fn(config) -> Callable:
+  """item -> (W, H) of the frames the model sees for it (the input pipeline's resize)."""
+  from vcoach_jax.data import video  # pylint: disable=g-import-not-at-top
+  spec = video.VideoSpec.from_config(config.video)
+
+  def size(item):
+    if item.box_size is None or item.record is not None:
+      return None  # synthetic clips are rendered at the model's size
+    w, h = item.box_size
+    ms = max(int(round(item.duration * 1000)), spec.max_frames)
+    n = video.num_frames(ms, 1000.0, spec) if item.duration > 0 else spec.min_frames
+    fh, fw = video.frame_size(h, w, n, spec)
+    return fw, fh
+  return size
+
+
+def sampler_generate_fn(config) -> GenerateFn:
+  """The model's greedy generate function over eval requests (needs vcoach_jax.sampling)."""
+  try:
+    from vcoach_jax import sampling  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    raise ValueError("vcoach eval needs the sampler (vcoach_jax.sampling), which this build does "
+                     "not have yet") from None
+  # TODO(coordinator): prompts = eval.prompting.PromptBuilder(texts, spec, world)(requests);
+  # processor -> model.batching -> Sampler(model, tokenizer, mesh).generate(inputs,
+  # SamplingConfig(greedy=True), rng).texts, in batches of config.eval.batch_size.
+  raise ValueError("vcoach eval: the sampler is present but not wired to eval requests yet")
+
+
+def main(args: argparse.Namespace, generate_fn: GenerateFn | None = None,
+         judge_generate: GenerateFn | None = None) -> int:
+  """`run` with injectable generate functions (the policy's, and the judge model's)."""
+  from vcoach_jax import eval as vc_eval  # pylint: disable=g-import-not-at-top
+  config = _apply_flags(args)
+  ev = config.eval
+  items = load_items(config)
+  if generate_fn is None:
+    generate_fn = sampler_generate_fn(config)
+  if ev.judge.startswith("model:") and judge_generate is None:
+    judge_generate = sampler_generate_fn(config)  # TODO(coordinator): load ev.judge[6:] instead
+  judge = vc_eval.judge.make_judge(ev.judge, ev.rouge_thresholds, judge_generate)
+  out_dir = pathlib.Path(args.out or os.path.join("eval_out", ev.benchmark))
+  out_dir.mkdir(parents=True, exist_ok=True)
+  summary = vc_eval.evaluate(
+      items, generate_fn, ev.benchmark, judge=judge,
+      out_jsonl=str(out_dir / f"{ev.benchmark}.jsonl"), batch_size=ev.batch_size,
+      limit=ev.limit or None, options=vc_eval.EvalOptions.from_config(ev),
+      pred_size=pred_size_fn(config),
+      reward_options=config_lib.reward_options(config) if ev.benchmark == "synthetic" else None,
+      progress=not args.no_progress)
+  (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+  print(vc_eval.summary_table(summary))
+  print(f"\n{summary['new']} new, {summary['resumed']} resumed item(s) -> {out_dir}")
+  return 0
+
+
+def run(args: argparse.Namespace) -> int:
+  return main(args)

@@ -1,0 +1,362 @@
+"""The VP-Selector (DESIGN.md §8.6): which visual prompt helps a hard sample.
+
+Two forms share one module, one head and one training loop:
+
+  text (reference)  instruction + question + the record's key object names (sorted, comma-joined)
+                    -> the Qwen2.5 text decoder with LoRA (the vision tower is dropped)
+  vl (paper)        the sample's video prompt (frames + question, the selector instruction as the
+                    system text) -> Qwen2.5-VL with LoRA
+
+In both, the final hidden state of the last non-pad token goes through a linear head to one logit
+per class (`config.selector.types`, class 0 = `raw`). Only the LoRA adapters and the head train
+(cross-entropy, AdamW); the checkpoint holds just those (orbax) plus a small meta JSON.
+
+Predictions go to a cache `{record_id: type}` (JSON) that the RL trainer reads (`choose`).
+
+  sel = Selector(backbone, num_classes=2, text_only=True)
+  trainer = Trainer(sel, lr=1e-4); trainer.step(inputs, labels)
+  probs = predict(sel, inputs)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import pathlib
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from vcoach_jax.model.qwen2_5_vl import ModelInputs, Qwen2_5_VL
+from vcoach_jax.model.rope import mrope_cos_sin
+
+# What trains: the LoRA adapters of the backbone and the head.
+TRAINABLE = nnx.Any(nnx.LoRAParam, nnx.PathContains("head"))
+META_FILE = "selector.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# Input text (text form).
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectorTexts:
+  """The selector's wording (`selector_instruction`, `selector_input` in the prompts file)."""
+  instruction: str
+  template: str  # placeholders {instruction}, {question}, {objects}
+
+  @classmethod
+  def load(cls, path: str | None = None) -> "SelectorTexts":
+    from vcoach_jax.data import chat  # pylint: disable=g-import-not-at-top
+    path = path or chat.DEFAULT_PROMPTS_FILE
+    chat.PromptTexts.load(path)  # the same file must also be a valid prompts file
+    with open(path, encoding="utf-8") as f:
+      raw = json.load(f)
+    for key in ("selector_instruction", "selector_input"):
+      if not isinstance(raw.get(key), str):
+        raise ValueError(f"prompts file {path!r} has no {key!r} text")
+    return cls(raw["selector_instruction"], raw["selector_input"])
+
+
+def object_names(record: Mapping[str, Any]) -> str:
+  """The record's key object names, distinct, sorted and comma-joined."""
+  items = record.get("key_items") or {}
+  if isinstance(items, (str, bytes)):
+    items = json.loads(items)
+  return ", ".join(sorted({name for objects in items.values() if objects for name in objects}))
+
+
+def input_text(record: Mapping[str, Any], texts: SelectorTexts) -> str:
+  """The text form's input for one record."""
+  question = record["question"]
+  question = question.decode("utf-8") if isinstance(question, bytes) else str(question)
+  return texts.template.format(instruction=texts.instruction, question=question,
+                               objects=object_names(record))
+
+
+def _pow2(n: int) -> int:
+  return 1 << max(0, int(n) - 1).bit_length()
+
+
+def text_batch(token_lists: Sequence[Sequence[int]], pad_id: int, max_length: int
+               ) -> dict[str, np.ndarray]:
+  """Left-padded `input_ids` / `attention_mask` [B, L]; L = the next power of two >= the longest
+  row (at most `max_length`); longer rows keep their last `max_length` tokens."""
+  rows = [list(r)[-max_length:] for r in token_lists]
+  length = min(_pow2(max(len(r) for r in rows)), max_length)
+  ids = np.full((len(rows), length), pad_id, np.int32)
+  mask = np.zeros((len(rows), length), np.int32)
+  for i, r in enumerate(rows):
+    if r:
+      ids[i, -len(r):], mask[i, -len(r):] = r, 1
+  return {"input_ids": ids, "attention_mask": mask}
+
+
+def text_inputs_fn(records: Sequence[Mapping[str, Any]], tokenizer, texts: SelectorTexts,
+                   model_config, max_length: int) -> Callable[[np.ndarray], ModelInputs]:
+  """`make_inputs(indices) -> ModelInputs` of the text form over `records` (tokenised once)."""
+  from vcoach_jax.model import batching  # pylint: disable=g-import-not-at-top
+  tokens = [tokenizer(input_text(r, texts), add_special_tokens=False)["input_ids"]
+            for r in records]
+  pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+  def make_inputs(indices: np.ndarray) -> ModelInputs:
+    arrays = text_batch([tokens[i] for i in indices], pad, max_length)
+    return batching.batch_inputs(model_config, arrays)
+  return make_inputs
+
+
+def vl_texts(texts, instruction: str):
+  """The policy's prompt texts with the selector instruction as every task's system text."""
+  return dataclasses.replace(texts, system={task: instruction for task in texts.system})
+
+
+def vl_inputs_fn(examples: Sequence[Mapping[str, Any]], processor, texts, shapes, model_config
+                 ) -> Callable[[np.ndarray], ModelInputs]:
+  """`make_inputs(indices)` of the VL form: each decoded example's raw video prompt (DESIGN.md
+  §8.2) with the selector instruction as system text (`vl_texts`), in fixed-shape batches."""
+  from vcoach_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.model import batching  # pylint: disable=g-import-not-at-top
+  items = [pipeline.encode_example(e, processor, texts, shapes) for e in examples]
+  pad = processor.tokenizer.pad_token_id
+  pad = int(pad if pad is not None else 0)
+
+  def make_inputs(indices: np.ndarray) -> ModelInputs:
+    batch = pipeline.collate([items[i] for i in indices], shapes, pad)
+    return batching.batch_inputs(model_config, batch.arrays)
+  return make_inputs
+
+
+# ---------------------------------------------------------------------------------------------
+# The model.
+
+
+class Selector(nnx.Module):
+  """Backbone (a `Qwen2_5_VL`) + linear head over the last non-pad token's final hidden state."""
+
+  def __init__(self, backbone: Qwen2_5_VL, num_classes: int, *, text_only: bool,
+               rngs: nnx.Rngs | None = None):
+    rngs = rngs or nnx.Rngs(0)
+    if text_only:
+      backbone.visual = None  # the reference form reads text only; free the vision tower
+    backbone.lm_head = None  # token logits are never needed (with tied embeddings it is None)
+    self.backbone = backbone
+    self.head = nnx.Linear(backbone.config.hidden_size, num_classes, rngs=rngs)
+    self.num_classes = num_classes
+    self.text_only = text_only
+
+  def hidden(self, inputs: ModelInputs) -> jax.Array:
+    """[B, D] final (normed) hidden state of each row's last non-pad token."""
+    bb, cfg = self.backbone, self.backbone.config
+    x = bb.embed(inputs)
+    cos, sin = mrope_cos_sin(inputs.positions, cfg.head_dim, cfg.rope_theta, cfg.mrope_section)
+    valid = inputs.attention_mask.astype(bool)
+    t = x.shape[1]
+    causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
+    h, _, _ = bb.model(x, cos, sin, causal[None] & valid[:, None, :])
+    last = t - 1 - jnp.argmax(valid[:, ::-1], axis=1)  # [B]
+    return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
+
+  def __call__(self, inputs: ModelInputs) -> jax.Array:
+    """[B, num_classes] fp32 logits."""
+    return self.head(self.hidden(inputs).astype(jnp.float32))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(graphdef, state, inputs: ModelInputs) -> jax.Array:
+  return nnx.merge(graphdef, state)(inputs)
+
+
+def predict(selector: Selector, inputs: ModelInputs) -> np.ndarray:
+  """[B, num_classes] class probabilities."""
+  graphdef, state = nnx.split(selector)
+  return np.asarray(jax.nn.softmax(_logits(graphdef, state, inputs), axis=-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training.
+
+
+def _train_step(graphdef, tx, trainable, opt_state, frozen, inputs: ModelInputs,
+                labels: jax.Array):
+  def loss_fn(params):
+    logits = nnx.merge(graphdef, params, frozen)(inputs)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return ce.mean(), logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+  updates, opt_state = tx.update(grads, opt_state, trainable)
+  trainable = optax.apply_updates(trainable, updates)
+  metrics = {"loss": loss, "accuracy": (jnp.argmax(logits, -1) == labels).mean(),
+             "grad_norm": optax.global_norm(grads)}
+  return trainable, opt_state, metrics
+
+
+class Trainer:
+  """AdamW on the selector's LoRA adapters and head; the rest of the backbone stays frozen.
+
+  The model is split once into (graphdef, trainable, frozen); `step` is one jitted update whose
+  trainable state and optimizer state are donated. `selector` sees the new weights after
+  `sync()` (called by `save` and at the end of `fit`).
+  """
+
+  def __init__(self, selector: Selector, lr: float = 1e-4, weight_decay: float = 0.01):
+    self.selector = selector
+    self.graphdef, trainable, self.frozen = nnx.split(selector, TRAINABLE, ...)
+    # A private copy: the step donates it, and the module's (or a clone's) arrays must survive.
+    self.trainable = jax.tree.map(jnp.copy, trainable)
+    decay = lambda params: jax.tree.map(lambda x: x.ndim > 1, params)  # noqa: E731 no bias decay
+    self.tx = optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay, mask=decay)
+    self.opt_state = self.tx.init(self.trainable)
+    self._step = jax.jit(functools.partial(_train_step, self.graphdef, self.tx),
+                         donate_argnums=(0, 1))
+
+  def step(self, inputs: ModelInputs, labels: np.ndarray) -> dict[str, float]:
+    self.trainable, self.opt_state, metrics = self._step(
+        self.trainable, self.opt_state, self.frozen, inputs, jnp.asarray(labels, jnp.int32))
+    return {k: float(v) for k, v in metrics.items()}
+
+  def sync(self) -> Selector:
+    nnx.update(self.selector, self.trainable)
+    return self.selector
+
+
+def index_batches(n: int, batch_size: int, seed: int = 0):
+  """Endless full batches of indices into n items: shuffled epochs, wrapping across epochs."""
+  if n == 0:
+    raise ValueError("no training examples")
+  rng = np.random.default_rng(seed)
+  pool = np.zeros((0,), np.int64)
+  while True:
+    while len(pool) < batch_size:
+      pool = np.concatenate([pool, rng.permutation(n)])
+    yield pool[:batch_size]
+    pool = pool[batch_size:]
+
+
+def fit(selector: Selector, make_inputs: Callable[[np.ndarray], ModelInputs], labels: np.ndarray,
+        *, steps: int, batch_size: int, lr: float, weight_decay: float = 0.01, seed: int = 0,
+        on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+  """Trains `steps` updates on batches `make_inputs(indices)` with `labels[indices]`."""
+  labels = np.asarray(labels, np.int64)
+  if labels.min() < 0 or labels.max() >= selector.num_classes:
+    raise ValueError(f"labels must be in [0, {selector.num_classes}), got {np.unique(labels)}")
+  trainer = Trainer(selector, lr, weight_decay)
+  history = []
+  for step, idx in zip(range(steps), index_batches(len(labels), batch_size, seed)):
+    metrics = trainer.step(make_inputs(idx), labels[idx])
+    history.append(metrics)
+    if on_step is not None:
+      on_step(step, metrics)
+  trainer.sync()
+  return history
+
+
+def predict_all(selector: Selector, make_inputs: Callable[[np.ndarray], ModelInputs], n: int,
+                batch_size: int) -> np.ndarray:
+  """[n, num_classes] probabilities, in fixed-size batches (the last one padded by repetition)."""
+  out = []
+  for start in range(0, n, batch_size):
+    idx = np.arange(start, min(start + batch_size, n))
+    padded = np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])])
+    out.append(predict(selector, make_inputs(padded))[:len(idx)])
+  return np.concatenate(out) if out else np.zeros((0, selector.num_classes), np.float32)
+
+
+def from_config(config, tokenizer, workdir: str | os.PathLike, seed: int = 0) -> Selector:
+  """The selector of `config.selector`: its backbone (`selector.backbone`, else the model of
+  `config.model`, via `experiment.policy`) with fresh LoRA adapters and head, on the config's
+  mesh."""
+  from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.model import lora  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  s = config.selector
+  local = config.copy_and_resolve_references()
+  with local.unlocked():
+    local.model.lora_rank = 0
+    if s.backbone:
+      local.model.checkpoint = s.backbone
+  model, mesh = experiment.policy(local, tokenizer, workdir, seed)
+  lora.apply_lora(model, rank=s.lora_rank, alpha=s.lora_alpha,
+                  targets=tuple(config.model.lora_targets), rngs=nnx.Rngs(seed + 1))
+  selector = Selector(model, len(s.types), text_only=s.mode == "text", rngs=nnx.Rngs(seed + 2))
+  mesh_lib.shard_model(selector, mesh, mesh_lib.rules_from_config(config.parallel.rules))
+  return selector
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and the prediction cache.
+
+
+def save(selector: Selector, directory: str | os.PathLike, meta: Mapping[str, Any]) -> None:
+  """Writes the trainable params (orbax, DIR/params) and `meta` (DIR/selector.json)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  directory = pathlib.Path(directory).absolute()
+  directory.mkdir(parents=True, exist_ok=True)
+  params = nnx.to_pure_dict(nnx.state(selector, TRAINABLE))
+  ckpt = ocp.StandardCheckpointer()
+  ckpt.save(directory / "params", params, force=True)
+  ckpt.wait_until_finished()
+  meta = dict(meta, num_classes=selector.num_classes, text_only=selector.text_only)
+  (directory / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+
+
+def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
+  path = pathlib.Path(directory) / META_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"selector checkpoint {str(directory)!r} has no {META_FILE}")
+  return json.loads(path.read_text())
+
+
+def restore(selector: Selector, directory: str | os.PathLike) -> dict[str, Any]:
+  """Loads trainable params written by `save` into `selector` (same shapes); returns the meta."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  directory = pathlib.Path(directory).absolute()
+  meta = read_meta(directory)
+  if meta["num_classes"] != selector.num_classes or meta["text_only"] != selector.text_only:
+    raise ValueError(f"selector checkpoint {str(directory)!r} has {meta['num_classes']} classes "
+                     f"(text_only={meta['text_only']}); the config builds {selector.num_classes} "
+                     f"(text_only={selector.text_only})")
+  state = nnx.state(selector, TRAINABLE)
+  target = nnx.to_pure_dict(state)
+  restored = ocp.StandardCheckpointer().restore(directory / "params", target)
+  nnx.replace_by_pure_dict(state, restored)
+  nnx.update(selector, state)
+  return meta
+
+
+def write_cache(path: str | os.PathLike, labels: Mapping[str, str]) -> None:
+  """The prediction cache: JSON {record_id: prompt type}."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text(json.dumps(dict(labels), indent=0, sort_keys=True))
+  os.replace(tmp, path)
+
+
+def load_cache(path: str | os.PathLike) -> dict[str, str]:
+  """Reads a prediction cache; checks every value is a prompt type."""
+  from vcoach_jax.prompting import visual_prompts  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"selector cache {str(path)!r} does not exist")
+  cache = json.loads(path.read_text())
+  for rid, label in cache.items():
+    if label not in visual_prompts.PROMPT_TYPES:
+      raise ValueError(f"selector cache {str(path)!r}: record id {rid!r} has type {label!r}; "
+                       f"expected one of {visual_prompts.PROMPT_TYPES}")
+  return cache
+
+
+def choose(cache: Mapping[str, str] | None, record_id: str, has_key_items: bool = True) -> str:
+  """The prompt type of a hard sample (DESIGN.md §8.4.2): `raw` with no selector, no key items
+  or an unknown id."""
+  if not cache or not has_key_items:
+    return "raw"
+  return cache.get(str(record_id), "raw")

@@ -1,0 +1,140 @@
+"""The host half of a VisionCoach step (Algorithm 1): rollouts, rewards, coaching, positives.
+
+  raw batch ─ sampler (G per prompt) ─ rewards ─ advantages ─ hard? (mean R < k1)
+                                                                │ yes, for those prompts only
+     prompt type (selector cache | raw) ─ draw on key frames + hint ─ sampler (G) ─ rewards
+                                                                │
+                                  candidates (beat the raw mean) ─ top N ─ NLL weights
+
+Only the hard prompts are sampled again; for the train step their rollouts are laid out in a
+B-row prompted batch (padding rows repeat a hard prompt with weight 0), so the jitted train step
+compiles once per prompt-length bucket. The device work is the sampler's; the rest is numpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from vcoach_jax import rewards as rewards_lib
+from vcoach_jax.data import pipeline as pipeline_lib
+from vcoach_jax.model import batching
+from vcoach_jax.rl import advantages as advantages_lib
+from vcoach_jax.rl import coaching
+
+
+@dataclasses.dataclass
+class Scored:
+  """Rollouts of a batch with their rewards."""
+  rollouts: Any  # sampling.Rollouts, rows b*G + j
+  per_reward: dict[str, np.ndarray]  # name -> [B*G]
+  total: np.ndarray  # [B*G] float32
+
+
+@dataclasses.dataclass
+class Collected:
+  """What one train step consumes, plus what the metrics report."""
+  raw_inputs: Any  # ModelInputs, B prompt rows
+  raw: Scored
+  advantages: np.ndarray  # [B*G]
+  hard: np.ndarray  # [B] bool
+  prompt_types: list[str]  # [B] ('' for easy prompts)
+  prompted_inputs: Any | None  # ModelInputs, B rows (None when no prompt is hard)
+  prompted: Scored | None  # rows b*G + j of the prompted batch
+  weights: np.ndarray  # [B*G] NLL weight of each prompted row
+  seconds: dict[str, float]  # sampling / rewards time
+
+
+def score(rollouts, samples: Sequence[Mapping[str, Any]], g: int,
+          options: Mapping[str, Any]) -> Scored:
+  """Rewards of G rollouts per sample (row b*G + j answers sample b)."""
+  rep = [s for s in samples for _ in range(g)]
+  per = rewards_lib.compute(rollouts.texts, rep, options)
+  tot = rewards_lib.total(per, [s["task"] for s in rep])
+  return Scored(rollouts, per, tot)
+
+
+def _scatter_rows(x: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+  """[len(rows), ...] -> [n, ...] with zeros elsewhere."""
+  out = np.zeros((n,) + x.shape[1:], x.dtype)
+  out[rows] = x
+  return out
+
+
+def _group_rows(prompts: Sequence[int], g: int) -> np.ndarray:
+  return (np.asarray(prompts)[:, None] * g + np.arange(g)[None]).reshape(-1)
+
+
+def collect(batch: pipeline_lib.HostBatch, *, model_config, sample: Callable,
+            encode: Callable[[Mapping[str, Any], str], dict],
+            prompt_type: Callable[[Mapping[str, Any]], str],
+            shapes: pipeline_lib.BatchShapes, pad_id: int, g: int, k1: float,
+            k1_per_task: Mapping[str, float], candidate_rule: str, num_positives: int,
+            reward_options: Mapping[str, Any], coach: bool = True) -> Collected:
+  """Runs the host half of one step.
+
+  Args:
+    batch: the raw host batch (with its decoded examples).
+    model_config: the policy's ModelConfig (token ids for `batch_inputs`).
+    sample: `ModelInputs -> Rollouts` with G samples per row (the sampler, current params).
+    encode: `(example, prompt_type) -> encoded item` (draws the visual prompt, adds the hint).
+    prompt_type: decoded example -> its prompt type when hard (selector cache or `raw`).
+    shapes, pad_id: the fixed shapes of host batches.
+    g, k1, k1_per_task, candidate_rule, num_positives: DESIGN.md §8.4 constants.
+    reward_options: the reward options of `config.rewards`.
+    coach: False runs plain GSPO (no prompted branch).
+  """
+  seconds = {"sampling": 0.0, "rewards": 0.0}
+  t0 = time.perf_counter()
+  raw_inputs = batching.batch_inputs(model_config, batch.arrays)
+  raw_rollouts = sample(raw_inputs)
+  t1 = time.perf_counter()
+  raw = score(raw_rollouts, batch.samples, g, reward_options)
+  seconds["sampling"] += t1 - t0
+  seconds["rewards"] += time.perf_counter() - t1
+  adv = np.asarray(advantages_lib.group_advantages(raw.total, g))
+  tasks = [s["task"] for s in batch.samples]
+  hard = coaching.hard_prompts(raw.total, g, k1, tasks, k1_per_task)
+  b = len(batch.ids)
+  types = [""] * b
+  weights = np.zeros((b * g,), np.float32)
+  hard_rows = [i for i in range(b) if hard[i]]
+  if not coach or not hard_rows:
+    return Collected(raw_inputs, raw, adv, hard, types, None, None, weights, seconds)
+  for i in hard_rows:
+    types[i] = prompt_type(batch.examples[i])
+  # Sample the hard prompts only (the sampler pads them to its batch bucket) ...
+  t0 = time.perf_counter()
+  items = [encode(batch.examples[i], types[i]) for i in hard_rows]
+  hard_host = pipeline_lib.collate(items, shapes, pad_id)
+  rollouts = sample(batching.batch_inputs(model_config, hard_host.arrays))
+  t1 = time.perf_counter()
+  scored = score(rollouts, hard_host.samples, g, reward_options)
+  seconds["sampling"] += t1 - t0
+  seconds["rewards"] += time.perf_counter() - t1
+  # ... then lay them out as B rows for the train step: row i holds hard prompt i, the other
+  # rows repeat the first hard prompt with zero weight.
+  where = {i: k for k, i in enumerate(hard_rows)}
+  full_host = pipeline_lib.collate([items[where.get(i, 0)] for i in range(b)], shapes, pad_id)
+  prompted_inputs = batching.batch_inputs(model_config, full_host.arrays)
+  rows = _group_rows(hard_rows, g)
+  texts = [""] * (b * g)
+  for k, r in enumerate(rows):
+    texts[r] = rollouts.texts[k]
+  prompted_rollouts = type(rollouts)(
+      tokens=_scatter_rows(rollouts.tokens, rows, b * g),
+      mask=_scatter_rows(rollouts.mask, rows, b * g),
+      logprobs=_scatter_rows(rollouts.logprobs, rows, b * g),
+      texts=texts)
+  prompted = Scored(prompted_rollouts,
+                    {k: _scatter_rows(v, rows, b * g) for k, v in scored.per_reward.items()},
+                    _scatter_rows(scored.total, rows, b * g))
+  weights[rows] = coaching.positive_weights(
+      raw.per_reward["ans_acc"][rows], scored.per_reward["ans_acc"],
+      np.ones((len(hard_rows),), bool), g, rule=candidate_rule, raw_total=raw.total[rows],
+      prompted_total=scored.total, num_positives=num_positives)
+  return Collected(raw_inputs, raw, adv, hard, types, prompted_inputs, prompted, weights,
+                   seconds)

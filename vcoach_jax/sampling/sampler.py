@@ -1,0 +1,247 @@
+"""Rollouts from Qwen2.5-VL: one jitted program per (batch bucket, prompt bucket) does the
+prefill and the whole decode loop.
+
+  sampler = Sampler(model, tokenizer, mesh)
+  out = sampler.generate(inputs, SamplingConfig(num_samples=4), jax.random.key(0))
+  out.tokens, out.mask, out.logprobs   # [B*G, N]; row b*G+j is sample j of prompt b
+  out.texts                            # decoded completions
+
+Inside the program: the B prompt rows are prefilled once (vision tower and text forward run once
+per prompt, however many samples are drawn), the cache rows are repeated G times
+(`kv_cache.expand`), then a `lax.while_loop` samples one token per row per step and feeds it
+back through the model with the cache, until every row has produced an end token or
+`max_new_tokens` is reached. The cache is a loop carry of the one program, so XLA updates it in
+place: it is allocated once, never copied between steps. Rows are sharded over the mesh's batch
+axes and kv heads over `tensor`, by the same rules as the parameters.
+
+Outputs, per row: completion ids (the pad id after the end), a mask that is 1 up to and including
+the first end token (all ones if none came), and the log-prob of each sampled token under the
+policy at temperature 1 before top-k/top-p (`select.token_logprobs`), 0 where the mask is 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vcoach_jax.model import qwen2_5_vl as qwen
+from vcoach_jax.parallel import mesh as mesh_lib
+from vcoach_jax.parallel.rules import DEFAULT_RULES
+from vcoach_jax.sampling import buckets
+from vcoach_jax.sampling import kv_cache
+from vcoach_jax.sampling import select
+
+END_TOKENS = ("<|im_end|>", "<|endoftext|>")
+PAD_TOKEN = "<|endoftext|>"
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """How completions are drawn (DESIGN.md §8.1; defaults are the reference's)."""
+  temperature: float = 1.0
+  top_p: float = 0.95  # nucleus: smallest prefix of the sorted distribution with this mass
+  top_k: int = 50  # 0 = no top-k cut
+  greedy: bool = False  # argmax; the other sampling fields are ignored
+  max_new_tokens: int = 768  # the reference's max_completion_length
+  num_samples: int = 1  # G rollouts per prompt
+
+  def __post_init__(self):
+    if self.temperature < 0:
+      raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+    if not 0 < self.top_p <= 1:
+      raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+    if self.top_k < 0:
+      raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+    if self.max_new_tokens < 1 or self.num_samples < 1:
+      raise ValueError(f"max_new_tokens ({self.max_new_tokens}) and num_samples "
+                       f"({self.num_samples}) must be positive")
+
+  @classmethod
+  def from_config(cls, sampling: ml_collections.ConfigDict) -> "SamplingConfig":
+    """From a config's `sampling` section (extra keys such as `batch_buckets` are ignored)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: sampling[k] for k in sampling.keys() if k in names})
+
+
+class Rollouts(NamedTuple):
+  """Completions of one `generate` call, on the host."""
+  tokens: np.ndarray  # [B*G, N] int32, row b*G+j = sample j of prompt b; pad id after the end
+  mask: np.ndarray  # [B*G, N] int32, 1 up to and including the first end token
+  logprobs: np.ndarray  # [B*G, N] float32 log softmax(raw logits)[token]; 0 where mask is 0
+  texts: list[str]  # decoded completions (special tokens dropped, grounding tags kept)
+
+
+class _Static(NamedTuple):
+  """The compile-time part of a SamplingConfig (temperature and top_p are traced)."""
+  greedy: bool
+  top_k: int
+  max_new_tokens: int
+  num_samples: int
+
+
+@flax.struct.dataclass
+class _LoopState:
+  """Carry of the decode loop (R = rows * samples, N = max_new_tokens, V = vocab)."""
+  step: jax.Array  # [] int32: tokens sampled so far
+  logits: jax.Array  # [R, V] fp32: next-token logits
+  cache: qwen.KVCache  # [L, R, T + N, K, H]
+  tokens: jax.Array  # [R, N] int32
+  mask: jax.Array  # [R, N] bool
+  logprobs: jax.Array  # [R, N] fp32
+  done: jax.Array  # [R] bool: the row has produced an end token (or is a padding row)
+
+
+class Sampler:
+  """Jitted KV-cache generation for a `Qwen2_5_VL`.
+
+  Args:
+    model: the policy (its own weights are used unless `generate(state=...)` passes others).
+    tokenizer: a transformers tokenizer, for the end/pad ids and the decoded texts; may be None
+      when `end_ids` and `pad_id` are given (texts are then empty strings).
+    mesh: shard rows over (`data`, `fsdp`) and kv heads over `tensor`; None = one device.
+    end_ids: token ids that end a completion (default `<|im_end|>` and `<|endoftext|>`).
+    pad_id: written after the end (default `<|endoftext|>`).
+    batch_buckets: prompt-row counts a batch is padded to.
+    rules: logical -> mesh axis rules (`config.parallel.rules`).
+  """
+
+  def __init__(self, model: qwen.Qwen2_5_VL, tokenizer: Any = None, mesh: Mesh | None = None, *,
+               end_ids: Sequence[int] | None = None, pad_id: int | None = None,
+               batch_buckets: Sequence[int] = BATCH_BUCKETS,
+               rules: mesh_lib.Rules = DEFAULT_RULES):
+    if tokenizer is None and (end_ids is None or pad_id is None):
+      raise ValueError("Sampler needs a tokenizer, or both end_ids and pad_id")
+    if end_ids is None:
+      end_ids = [tokenizer.convert_tokens_to_ids(t) for t in END_TOKENS]
+    if pad_id is None:
+      pad_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
+    if not batch_buckets or min(batch_buckets) < 1:
+      raise ValueError(f"batch_buckets must be positive integers, got {batch_buckets}")
+    self.model = model
+    self.tokenizer = tokenizer
+    self.mesh = mesh
+    self.rules = rules
+    self.end_ids = tuple(int(i) for i in end_ids)
+    self.pad_id = int(pad_id)
+    self.batch_buckets = tuple(sorted(int(b) for b in batch_buckets))
+    self.last_num_steps = 0  # decode steps the last `generate` ran (< N when all rows ended)
+    self._compilations = 0
+    out = None if mesh is None else NamedSharding(mesh, PartitionSpec())
+    self._program = jax.jit(self._generate, static_argnums=(0, 1), out_shardings=out)
+
+  @property
+  def num_compilations(self) -> int:
+    """Programs compiled so far (one per distinct bucket / static sampling setting)."""
+    return self._compilations
+
+  # ----------------------------------------------------------------------------------------------
+  def generate(self, inputs: qwen.ModelInputs, config: SamplingConfig, rng: jax.Array, *,
+               state: nnx.State | None = None) -> Rollouts:
+    """Samples `config.num_samples` completions for each of the B left-padded prompt rows.
+
+    Args:
+      inputs: `ModelInputs` of B prompts (numpy or device arrays; `prepare_inputs` or
+        `batching.batch_inputs`), left padded.
+      config: sampling settings.
+      rng: PRNG key; the same key gives the same completions.
+      state: the policy's `nnx.State` to sample from instead of the model's own weights (the
+        trainer's current parameters); same structure as `nnx.split(model)[1]`.
+    """
+    inputs = jax.tree.map(np.asarray, inputs)
+    b, t = inputs.input_ids.shape
+    rows = buckets.batch_bucket(b, self.batch_buckets)
+    padded = buckets.pad_inputs(inputs, rows, buckets.prompt_bucket(t), self.pad_id)
+    live = np.arange(rows) < b
+    graphdef, own_state = nnx.split(self.model)
+    static = _Static(bool(config.greedy or config.temperature == 0), int(config.top_k),
+                     int(config.max_new_tokens), int(config.num_samples))
+    tokens, mask, logprobs, steps = self._program(
+        graphdef, static, own_state if state is None else state, self._place(padded),
+        self._place_rows(live), rng, jnp.float32(config.temperature), jnp.float32(config.top_p))
+    n = b * static.num_samples
+    tokens, mask = np.asarray(tokens)[:n], np.asarray(mask)[:n].astype(np.int32)
+    logprobs = np.asarray(logprobs)[:n]
+    self.last_num_steps = int(steps)
+    return Rollouts(tokens, mask, logprobs, self.decode(tokens, mask))
+
+  def decode(self, tokens: np.ndarray, mask: np.ndarray) -> list[str]:
+    """Texts of completions (up to and including the end token; special tokens dropped)."""
+    if self.tokenizer is None:
+      return [""] * len(tokens)
+    return [self.tokenizer.decode(row[m == 1].tolist(), skip_special_tokens=True)
+            for row, m in zip(tokens, mask)]
+
+  # ----------------------------------------------------------------------------------------------
+  def _sharding(self, axes, shape):
+    return mesh_lib.named_sharding(axes, shape, self.mesh, self.rules)
+
+  def _place_rows(self, x: np.ndarray):
+    if self.mesh is None:
+      return jnp.asarray(x)
+    return jax.device_put(x, self._sharding(("batch",) + (None,) * (x.ndim - 1), x.shape))
+
+  def _place(self, inputs: qwen.ModelInputs) -> qwen.ModelInputs:
+    """Token arrays sharded by rows; vision arrays (shared by all rows) replicated."""
+    if self.mesh is None:
+      return jax.tree.map(jnp.asarray, inputs)
+    replicated = NamedSharding(self.mesh, PartitionSpec())
+    placed = jax.tree.map(lambda x: jax.device_put(x, replicated), inputs)
+    return placed._replace(
+        input_ids=self._place_rows(inputs.input_ids),
+        attention_mask=self._place_rows(inputs.attention_mask),
+        rope_deltas=self._place_rows(inputs.rope_deltas),
+        positions=jax.device_put(inputs.positions,
+                                 self._sharding((None, "batch", None), inputs.positions.shape)))
+
+  def _pin(self, x: jax.Array, axes) -> jax.Array:
+    if self.mesh is None:
+      return x
+    return jax.lax.with_sharding_constraint(x, self._sharding(axes, x.shape))
+
+  def _generate(self, graphdef, static: _Static, state, inputs: qwen.ModelInputs,
+                live: jax.Array, rng: jax.Array, temperature: jax.Array, top_p: jax.Array):
+    """The jitted program: prefill, expand the cache G times, decode until done."""
+    self._compilations += 1  # runs once per trace, i.e. once per compilation
+    model = nnx.merge(graphdef, state)
+    b, t = inputs.input_ids.shape
+    g, n = static.num_samples, static.max_new_tokens
+    r = b * g
+    last, cache = qwen.prefill(model, inputs, max_len=t)  # [B, V], cache of the prompt slots
+    cache = kv_cache.constrain(kv_cache.expand(cache, g, t + n), self.mesh, self.rules)
+    end_ids = jnp.asarray(self.end_ids, jnp.int32)
+
+    def cond(s: _LoopState):
+      return (s.step < n) & ~jnp.all(s.done)
+
+    def body(s: _LoopState) -> _LoopState:
+      tok = select.next_tokens(s.logits, jax.random.fold_in(rng, s.step), temperature, top_p,
+                               top_k=static.top_k, greedy=static.greedy)
+      lp = select.token_logprobs(s.logits, tok)
+      alive = ~s.done
+      tok = jnp.where(alive, tok, self.pad_id)
+      put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x[:, None], (0, s.step))  # noqa: E731
+      logits, cache = qwen.decode_step(model, tok, s.cache)
+      return _LoopState(
+          step=s.step + 1, logits=self._pin(logits, ("batch", None)),
+          cache=kv_cache.constrain(cache, self.mesh, self.rules),
+          tokens=put(s.tokens, tok), mask=put(s.mask, alive),
+          logprobs=put(s.logprobs, jnp.where(alive, lp, 0.0)),
+          done=s.done | jnp.isin(tok, end_ids))
+
+    rows = lambda x: self._pin(x, ("batch", None))  # noqa: E731
+    init = _LoopState(
+        step=jnp.zeros((), jnp.int32), logits=rows(jnp.repeat(last, g, axis=0)), cache=cache,
+        tokens=rows(jnp.full((r, n), self.pad_id, jnp.int32)), mask=rows(jnp.zeros((r, n), bool)),
+        logprobs=rows(jnp.zeros((r, n), jnp.float32)),
+        done=self._pin(~jnp.repeat(live, g), ("batch",)))
+    out = jax.lax.while_loop(cond, body, init)
+    return out.tokens, out.mask, out.logprobs, out.step
