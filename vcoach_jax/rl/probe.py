@@ -19,6 +19,9 @@ from vcoach_jax.rl import collect as collect_lib
 
 COLUMNS = ("format", "ans_acc", "ans_tiou", "thk_temporal_point", "thk_temporal_segment",
            "thk_spatial", "total", "frac_hard")
+HEADERS = {"format": "format", "ans_acc": "accuracy", "ans_tiou": "answer tIoU",
+           "thk_temporal_point": "when (pt)", "thk_temporal_segment": "when (seg)",
+           "thk_spatial": "where", "total": "total", "frac_hard": "frac hard"}
 
 
 def probe(sampler, sampling, pipe, *, model_config, num_batches: int, k1: float,
@@ -60,7 +63,7 @@ def probe(sampler, sampling, pipe, *, model_config, num_batches: int, k1: float,
 def table(rows: Mapping[str, Mapping[str, float]], columns=COLUMNS) -> str:
   """A fixed-width table: one row per (label -> probe result)."""
   width = max(len(label) for label in rows) + 2
-  head = "".join(f"{c:>12}" for c in columns)
+  head = "".join(f"{HEADERS.get(c, c):>12}" for c in columns)
   lines = [f"{'':<{width}}{head}"]
   for label, values in rows.items():
     lines.append(f"{label:<{width}}" + "".join(f"{values[c]:>12.3f}" for c in columns))
