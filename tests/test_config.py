@@ -1,5 +1,7 @@
 """Configs: the paper's reward options by default; unknown keys and wrong types refused."""
 
+import pathlib
+
 import pytest
 
 from vcoach_jax import config
@@ -78,3 +80,11 @@ def test_config_file_is_validated(tmp_path):
     config.load(str(in_file))
   with pytest.raises(config.ConfigError, match="does not exist"):
     config.load(str(tmp_path / "missing.py"))
+
+
+@pytest.mark.parametrize("name", ["visioncoach_7b", "sft_coldstart", "selector", "eval_vstar"])
+def test_shipped_configs_validate(name):
+  path = pathlib.Path(__file__).parent.parent / "configs" / f"{name}.py"
+  loaded = config.load(str(path))
+  assert loaded.model.preset in ("qwen2_5_vl_3b", "qwen2_5_vl_7b")
+  assert loaded.rl.k1 == 2.21 and loaded.sampling.num_samples == 4
