@@ -24,7 +24,8 @@ def test_ci_runs_the_readme_test_command_verbatim():
   assert test in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
-def test_readme_main_job_input_is_shipped():
+def test_readme_main_job_is_the_demo():
   run, _ = _commands()
-  example = re.search(r"vcoach rewards (\S+)", run).group(1)
-  assert (ROOT / example).is_file()
+  assert run.endswith(".venv/bin/vcoach demo")
+  from vcoach_jax import cli  # pylint: disable=g-import-not-at-top
+  assert "demo" in cli.COMMANDS
