@@ -31,9 +31,9 @@ def checkpoint(tmp_path_factory):
 def gen(checkpoint, tmp_path_factory):
   config = config_lib.load(None, OVERRIDES + [f"model.checkpoint={checkpoint}",
                                               "eval.batch_size=4"])
-  from vcoach_jax.commands.eval import _world  # pylint: disable=import-outside-toplevel
+  from vcoach_jax.commands.eval import synthetic_world  # pylint: disable=import-outside-toplevel
   return generation.SamplerGenerate.from_config(
-      config, str(tmp_path_factory.mktemp("work")), world=_world(config)), config
+      config, str(tmp_path_factory.mktemp("work")), world=synthetic_world(config)), config
 
 
 def test_batched_generation_equals_one_prompt_at_a_time(gen):

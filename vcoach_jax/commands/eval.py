@@ -117,7 +117,8 @@ def judge_generate_fn(config, checkpoint: str, workdir: str) -> GenerateFn:
   return gen.generate_texts
 
 
-def _world(config):
+def synthetic_world(config):
+  """The synthetic world of `config.synthetic` (the pixels of synthetic items)."""
   from vcoach_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   return synthetic.SyntheticWorld(synthetic.WorldSpec.from_config(config.synthetic))
 
@@ -135,7 +136,7 @@ def main(args: argparse.Namespace, generate_fn: GenerateFn | None = None,
     judge_generate = judge_generate_fn(config, ev.judge[len("model:"):],
                                        str(out_dir / "judge_work"))
   if generate_fn is None:
-    world = _world(config) if ev.benchmark == "synthetic" else None
+    world = synthetic_world(config) if ev.benchmark == "synthetic" else None
     generate_fn = sampler_generate_fn(config, str(out_dir / "work"), world)
   judge = vc_eval.judge.make_judge(ev.judge, ev.rouge_thresholds, judge_generate)
   summary = vc_eval.evaluate(

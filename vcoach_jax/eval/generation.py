@@ -14,6 +14,7 @@ next power of two when a benchmark's frames need more, so a run compiles a handf
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -64,6 +65,7 @@ class SamplerGenerate:
     self.processor = chat.Processor(sampler.tokenizer)
     self.rng = jax.random.key(seed)
     self.calls = 0  # Sampler.generate calls so far
+    self.sampler_seconds = 0.0  # wall time inside Sampler.generate so far
 
   @classmethod
   def from_config(cls, config, workdir: str, *, world: Any = None,
@@ -134,5 +136,8 @@ class SamplerGenerate:
         max_images=max(self.shapes.max_images, _pow2(images)), max_target_length=1)
     host = pipeline_lib.collate(items, shapes, self.sampler.pad_id)
     inputs = batching.batch_inputs(self.sampler.model.config, host.arrays)
+    t0 = time.perf_counter()
+    texts = self.sampler.generate(inputs, self.sampling, self.rng).texts
+    self.sampler_seconds += time.perf_counter() - t0
     self.calls += 1
-    return self.sampler.generate(inputs, self.sampling, self.rng).texts
+    return texts
