@@ -50,7 +50,7 @@ def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--items", type=int, default=64, help="held-out synthetic items")
   parser.add_argument("--new-tokens", type=int, default=64, help="sampling.max_new_tokens")
-  parser.add_argument("--batch-size", type=int, default=8, help="eval.batch_size of the batched run")
+  parser.add_argument("--batch-size", type=int, default=8, help="eval.batch_size when batched")
   parser.add_argument("--repeats", type=int, default=3, help="timed passes per mode (median)")
   args = parser.parse_args()
 
