@@ -69,15 +69,16 @@ def test_frozen_vision_is_outside_the_optimizer():
 
 
 def test_grad_accumulation_equals_one_big_batch():
+  """Also with remat (the reference forward runs outside the differentiated function)."""
   cfg = ru.test_config()
-  model = ru.tiny_model(seed=2)
+  model = ru.tiny_model(seed=2, remat_policy="full")
   raw = ru.rollout_batch(model.config, 4)
   prompted = ru.rollout_batch(model.config, 4, seed=3, prompted=True)
   tx, schedule = optax.sgd(0.5), optim.learning_rate_schedule(cfg.optim)
   loss_cfg = ts.LossConfig(group_size=ru.G)
   outs = []
   for k in (1, 2):
-    graphdef, state = update.init_train_state(ru.tiny_model(seed=2), tx)
+    graphdef, state = update.init_train_state(ru.tiny_model(seed=2, remat_policy="full"), tx)
     ref = ts.reference_params(model)
     step = ts.VisionCoachStep(graphdef, loss_cfg, tx, schedule, grad_accum=k)
     batches = (raw, prompted) if k == 1 else (update.split_rows(raw, k),
@@ -104,3 +105,19 @@ def test_mu2_passes_use_stored_old_logprobs():
   np.testing.assert_allclose(hist[0]["gspo"], -np.mean(raw.advantages), atol=1e-5)
   assert abs(float(hist[2]["ratio_mean"]) - 1.0) > 1e-3  # later passes see the moved policy
   assert float(hist[2]["gspo"]) < float(hist[0]["gspo"])
+
+
+def test_stack_microbatches_pads_segment_tables():
+  cfg = ru.tiny_model().config
+  a = ru.rollout_batch(cfg, 1, vision=True)
+  b = ru.rollout_batch(cfg, 1, vision=True, seed=3)
+  b = b._replace(prompt=b.prompt._replace(windows=update.pad_segments(
+      b.prompt.windows, 2 * b.prompt.windows.gather.shape[0], b.prompt.windows.gather.shape[1])))
+  stacked = update.stack_microbatches([a, b])
+  assert stacked.tokens.shape == (2,) + a.tokens.shape
+  assert stacked.prompt.windows.gather.shape == (2,) + b.prompt.windows.gather.shape
+  s, l = a.prompt.windows.gather.shape
+  np.testing.assert_array_equal(stacked.prompt.windows.gather[0, :s, :l], a.prompt.windows.gather)
+  assert not stacked.prompt.windows.valid[0, s:].any()
+  split = update.split_rows(ru.rollout_batch(cfg, 2), 2)
+  assert split.prompt.positions.shape[:2] == (2, 3) and split.tokens.shape[0] == 2

@@ -14,6 +14,7 @@ from typing import Sequence
 
 # Subcommand name -> module. Add a line here when a command lands.
 COMMANDS: dict[str, str] = {
+    "demo": "vcoach_jax.commands.demo",
     "rewards": "vcoach_jax.commands.rewards",
     "prepare": "vcoach_jax.commands.prepare",
     "sft": "vcoach_jax.commands.sft",

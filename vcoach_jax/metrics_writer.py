@@ -7,7 +7,8 @@
 
 `metrics.jsonl` holds one `{"step": s, **metrics}` object per line (floats; arrays are reduced
 by the caller). TensorBoard scalars go through `tf.summary.write` (TensorFlow is a dependency of the
-data pipeline; the tensorboard package is not needed to write them); the plot is drawn with PIL (no matplotlib).
+data pipeline; the tensorboard package is not needed to write them); the plot is drawn
+with PIL (no matplotlib).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class MetricsWriter:
     self.logdir = pathlib.Path(logdir)
     self.logdir.mkdir(parents=True, exist_ok=True)
     self.jsonl_path = self.logdir / "metrics.jsonl"
-    self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+    # Kept open for the run (closed by `close`).
+    self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")  # pylint: disable=R1732
     self._history: dict[str, list[tuple[int, float]]] = {}
     self._tb = None
     if tensorboard:
@@ -115,7 +117,6 @@ def line_plot(series: Mapping[str, Sequence[tuple[float, float]]], path: str | p
   y0, y1 = y0 - pad, y1 + pad
   px = lambda x: left + (x - x0) / (x1 - x0) * (w - left - right)  # noqa: E731
   py = lambda y: h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom)  # noqa: E731
-  draw.rectangle([left, top, w - right, h - bottom], outline="black")
   for t in _ticks(x0, x1):
     draw.line([px(t), h - bottom, px(t), h - bottom + 4], fill="black")
     draw.text((px(t) - 10, h - bottom + 6), f"{t:g}", fill="black", font=font)
@@ -123,9 +124,11 @@ def line_plot(series: Mapping[str, Sequence[tuple[float, float]]], path: str | p
     draw.line([left - 4, py(t), left, py(t)], fill="black")
     draw.line([left, py(t), w - right, py(t)], fill=(230, 230, 230))
     draw.text((4, py(t) - 5), f"{t:.3g}", fill="black", font=font)
+  draw.rectangle([left, top, w - right, h - bottom], outline="black")
   draw.text(((w - left) // 2 + left - 10, h - 14), "step", fill="black", font=font)
   if title:
     draw.text((left, 8), title, fill="black", font=font)
+  lines = []
   for i, (name, s) in enumerate(series.items()):
     color = COLORS[i % len(COLORS)]
     pts = [(px(x), py(y)) for x, y in s if math.isfinite(y)]
@@ -133,7 +136,12 @@ def line_plot(series: Mapping[str, Sequence[tuple[float, float]]], path: str | p
       draw.line(pts, fill=color, width=2)
     for x, y in pts[-1:] if len(pts) == 1 else []:
       draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=color)
+    lines.append((name, color))
+  lx = w - right - 160
+  draw.rectangle([lx, top + 4, w - right - 4, top + 10 + 14 * len(lines)], fill="white",
+                 outline=(180, 180, 180))
+  for i, (name, color) in enumerate(lines):
     ly = top + 8 + 14 * i
-    draw.line([w - right - 150, ly + 5, w - right - 130, ly + 5], fill=color, width=3)
-    draw.text((w - right - 125, ly), name[:22], fill="black", font=font)
+    draw.line([lx + 6, ly + 5, lx + 26, ly + 5], fill=color, width=3)
+    draw.text((lx + 31, ly), name[:22], fill="black", font=font)
   img.save(path)

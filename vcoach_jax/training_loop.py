@@ -110,6 +110,7 @@ class Runner:
 
   desc = "train"
   progress = True
+  plot_keys: tuple[str, ...] = ("loss",)  # curves drawn into metrics/curves.png at the end
 
   def save(self, step: int) -> None:
     self.ckpt.save(step, self.state, self.rng, config=self.config, data_save=self.pipe.save)
@@ -138,3 +139,14 @@ class Runner:
                  progress=self.progress)
     finally:
       self.writer.close()
+      self.plot()
+
+  def plot(self):
+    """Draws `plot_keys` over the whole run (all sessions of the metrics file) to a PNG."""
+    from vcoach_jax import metrics_writer  # pylint: disable=g-import-not-at-top
+    rows = metrics_writer.read_jsonl(self.writer.jsonl_path)
+    series = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
+              for k in self.plot_keys}
+    path = self.writer.logdir / "curves.png"
+    metrics_writer.line_plot(series, path, title=self.desc)
+    return path

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   config_lib.add_config_flags(parser)
 
 
-def _paths(config, workdir: str) -> dict[str, str]:
+def paths_for(config, workdir: str) -> dict[str, str]:
   s = config.selector
   base = os.path.join(workdir, "selector")
   return {"data": s.data or os.path.join(base, "labels.jsonl"),
@@ -73,7 +73,7 @@ def _examples(config, workdir: str, split: str | None):
   return tfds.as_numpy(ds), count
 
 
-def _build_data(config, args, paths, tok) -> int:
+def build_data(config, args, paths, tok) -> int:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
   from vcoach_jax.data import chat, pipeline  # pylint: disable=g-import-not-at-top
@@ -120,7 +120,7 @@ def _inputs(config, args, selector, tok, rows):
           [pipeline.record_of(e) for e in examples])
 
 
-def _train(config, args, paths, tok) -> int:
+def train(config, args, paths, tok) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from vcoach_jax.prompting import selector as sl  # pylint: disable=g-import-not-at-top
   from vcoach_jax.prompting import selector_data  # pylint: disable=g-import-not-at-top
@@ -156,7 +156,7 @@ def _train(config, args, paths, tok) -> int:
   return 0
 
 
-def _predict(config, args, paths, tok) -> int:
+def predict(config, args, paths, tok) -> int:
   import collections  # pylint: disable=g-import-not-at-top
   from vcoach_jax.data import pipeline, tfds_stgr  # pylint: disable=g-import-not-at-top
   from vcoach_jax.prompting import selector as sl  # pylint: disable=g-import-not-at-top
@@ -189,12 +189,12 @@ def run(args: argparse.Namespace) -> int:
   from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
   config = config_lib.load(args.config, args.overrides)
   os.makedirs(args.workdir, exist_ok=True)
-  paths = _paths(config, args.workdir)
+  paths = paths_for(config, args.workdir)
   local = config
   if args.action != "build-data" and config.selector.backbone:
     local = config.copy_and_resolve_references()
     with local.unlocked():
       local.model.checkpoint = config.selector.backbone
   tok = experiment.tokenizer(local, args.workdir)
-  action = {"build-data": _build_data, "train": _train, "predict": _predict}[args.action]
+  action = {"build-data": build_data, "train": train, "predict": predict}[args.action]
   return action(config, args, paths, tok)

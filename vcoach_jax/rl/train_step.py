@@ -60,15 +60,19 @@ class LossConfig:
                alpha=r.alpha, use_old_logprobs=r.mu > 1)
 
 
-def visioncoach_loss(model, ref_model, raw: RolloutBatch, prompted: RolloutBatch | None,
-                     cfg: LossConfig):
-  """(loss, metrics) of one (micro-)batch; `ref_model` None or beta = 0 drops the KL term."""
+def reference_logprobs(ref_model, raw: RolloutBatch, cfg: LossConfig) -> jax.Array | None:
+  """[B*G, N] log-probs of the raw rollouts under the frozen reference (None without KL)."""
+  if ref_model is None or not cfg.beta:
+    return None
+  return jax.lax.stop_gradient(
+      completion_logprobs(ref_model, raw.prompt, raw.tokens, raw.mask, cfg.group_size))
+
+
+def visioncoach_loss(model, ref_lp: jax.Array | None, raw: RolloutBatch,
+                     prompted: RolloutBatch | None, cfg: LossConfig):
+  """(loss, metrics) of one (micro-)batch; `ref_lp` (`reference_logprobs`) None drops the KL."""
   g = cfg.group_size
   lp = completion_logprobs(model, raw.prompt, raw.tokens, raw.mask, g)
-  ref_lp = None
-  if ref_model is not None and cfg.beta:
-    ref_lp = jax.lax.stop_gradient(
-        completion_logprobs(ref_model, raw.prompt, raw.tokens, raw.mask, g))
   old = raw.old_logprobs if cfg.use_old_logprobs else None
   loss, metrics = gspo.gspo_loss(lp, old, ref_lp, raw.mask, raw.advantages,
                                  eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta=cfg.beta)
@@ -87,10 +91,13 @@ class VisionCoachStep(update.TrainStep):
   (no hard prompt in the batch: a smaller program without the prompted forward)."""
 
   def __init__(self, graphdef, cfg: LossConfig, tx, schedule, **kw):
-    def loss_fn(model, ref_params, batch):
+    def prepare_fn(ref_params, batch):
       ref_model = None if ref_params is None else nnx.merge(graphdef, ref_params)
-      return visioncoach_loss(model, ref_model, batch[0], batch[1], cfg)
-    super().__init__(graphdef, loss_fn, tx, schedule, **kw)
+      return reference_logprobs(ref_model, batch[0], cfg)
+
+    def loss_fn(model, ref_lp, batch):
+      return visioncoach_loss(model, ref_lp, batch[0], batch[1], cfg)
+    super().__init__(graphdef, loss_fn, tx, schedule, prepare_fn=prepare_fn, **kw)
     self.loss_config = cfg
 
   def __call__(self, state, ref_params, raw, prompted, rng):  # pylint: disable=arguments-renamed

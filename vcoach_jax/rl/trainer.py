@@ -65,6 +65,8 @@ class Trainer(training_loop.Runner):
   """Builds everything a VisionCoach run needs from a config and a work folder."""
 
   desc = "visioncoach"
+  plot_keys = ("reward_total", "reward_format", "reward_ans_acc", "reward_thk_temporal_point",
+               "reward_thk_spatial", "frac_hard")
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
                coach: bool = True, distill: bool = True, progress: bool = True):

@@ -4,10 +4,12 @@
   step = TrainStep(graphdef, loss_fn, tx, schedule, mesh=mesh, grad_accum=k)
   state, metrics = step(state, aux, batch, rng)
 
-`loss_fn(model, aux, batch) -> (loss, metrics)` is pure; `aux` is an argument that gets no
-gradient (the reference params). The step: gradients summed over `grad_accum` micro-batches with
-`lax.scan` (the batch then has a leading micro-batch axis on every array), global norm, AdamW,
-and the non-finite guard: a non-finite loss or gradient norm leaves params and optimizer state
+`loss_fn(model, extra, batch) -> (loss, metrics)` is pure; `extra = prepare_fn(aux, batch)` is
+computed outside the differentiated function (the reference policy's log-probs from `aux`, the
+reference params), so no gradient is traced through it.
+
+The step: gradients summed over `grad_accum` micro-batches with `lax.scan` (the batch then
+has a leading micro-batch axis on every array), global norm, AdamW, and the non-finite guard: a non-finite loss or gradient norm leaves params and optimizer state
 unchanged and sets `metrics["skipped"] = 1`. Shardings are stated: params and optimizer moments
 by their logical axes, rows of the batch over the `batch` rule (data x fsdp), vision patches and
 scalars replicated.
@@ -165,7 +167,7 @@ def _add_metrics(a: dict, b: dict) -> dict:
 
 
 class TrainStep:
-  """A jitted optimizer step of `loss_fn(model, aux, batch) -> (loss, metrics)`.
+  """A jitted optimizer step of `loss_fn(model, prepare_fn(aux, batch), batch)`.
 
   One program per batch structure and shapes (cached); in/out shardings stated when `mesh` is
   given; the train state is donated.
@@ -173,27 +175,36 @@ class TrainStep:
 
   def __init__(self, graphdef, loss_fn: Callable, tx: optax.GradientTransformation,
                schedule: Callable, *, grad_accum: int = 1, mesh: Mesh | None = None,
-               rules=DEFAULT_RULES, donate: bool = True):
+               rules=DEFAULT_RULES, donate: bool = True,
+               prepare_fn: Callable | None = None):
     self.graphdef, self.loss_fn, self.tx, self.schedule = graphdef, loss_fn, tx, schedule
+    self.prepare_fn = prepare_fn or (lambda aux, batch: aux)
     self.grad_accum, self.mesh, self.rules, self.donate = int(grad_accum), mesh, rules, donate
     self._cache: dict[Any, Any] = {}
 
   def _grads(self, state: TrainState, aux, batch):
-    def loss(params, mb):
-      return self.loss_fn(nnx.merge(self.graphdef, params, state.frozen), aux, mb)
-    grad_fn = jax.value_and_grad(loss, has_aux=True)
+    # Every array reaches the model as an argument of the function being traced (not through
+    # a closure): nnx.remat inside the model refuses variables from an outer trace.
+    def loss(params, frozen, mb, extra):
+      return self.loss_fn(nnx.merge(self.graphdef, params, frozen), extra, mb)
+    value_and_grad = jax.value_and_grad(loss, has_aux=True)
+
+    def grad_fn(params, frozen, aux, mb):
+      return value_and_grad(params, frozen, mb, self.prepare_fn(aux, mb))
     k = self.grad_accum
     if k == 1:
-      return grad_fn(state.params, batch)
+      return grad_fn(state.params, state.frozen, aux, batch)
 
     def body(carry, mb):
-      (l, m), g = grad_fn(state.params, mb)
-      (cl, cm), cg = carry
-      return ((cl + l, _add_metrics(cm, m)), jax.tree.map(jnp.add, cg, g)), None
+      acc, params, frozen, aux = carry
+      (l, m), g = grad_fn(params, frozen, aux, mb)
+      (cl, cm), cg = acc
+      acc = ((cl + l, _add_metrics(cm, m)), jax.tree.map(jnp.add, cg, g))
+      return (acc, params, frozen, aux), None
     first = jax.tree.map(lambda x: x[0], batch)
-    shapes = jax.eval_shape(grad_fn, state.params, first)
+    shapes = jax.eval_shape(grad_fn, state.params, state.frozen, aux, first)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    ((l, m), g), _ = jax.lax.scan(body, zeros, batch)
+    (((l, m), g), *_), _ = jax.lax.scan(body, (zeros, state.params, state.frozen, aux), batch)
     m = {key: v if key in SUM_METRICS else v / k for key, v in m.items()}
     return (l / k, m), jax.tree.map(lambda x: x / k, g)
 

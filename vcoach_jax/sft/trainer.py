@@ -27,6 +27,7 @@ class SFTTrainer(training_loop.Runner):
   """Builds the policy, the data stream and the SFT step from a config and a work folder."""
 
   desc = "sft"
+  plot_keys = ("nll",)
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
                progress: bool = True):
