@@ -118,12 +118,13 @@ for name in ("ans_tiou", "ans_viou", "thk_temporal_point", "thk_temporal_segment
   value = np.where(raised.get(name, False), 0.0, device[name])
   worst = max(worst, float(np.abs(value - scores[name]).max()))
 print("max |kernels - compute| over the five device rewards:", worst)
-print("vmapped segment reward == compute:", np.allclose(seg, scores["thk_temporal_segment"], atol=1e-12))
-no_raise = ~(flags.point_raised | flags.segment_raised | flags.spatial_raised | device["spatial_raised"])
+seg_ok = np.allclose(seg, scores["thk_temporal_segment"], atol=1e-12)
+print("vmapped segment reward == compute:", seg_ok)
+no_raise = ~(flags.point_raised | flags.segment_raised | raised["thk_spatial"])
 expected = sum(scores[k] for k in ("thk_temporal_point", "thk_temporal_segment", "thk_spatial"))
-print("our jitted grounding sum == compute:", np.allclose(mine[no_raise], expected[no_raise], atol=1e-12))
-assert worst <= 1e-6 and np.allclose(seg, scores["thk_temporal_segment"], atol=1e-12)
-assert np.allclose(mine[no_raise], expected[no_raise], atol=1e-12)"""),
+sum_ok = np.allclose(mine[no_raise], expected[no_raise], atol=1e-12)
+print("our jitted grounding sum == compute:", sum_ok)
+assert worst <= 1e-6 and seg_ok and sum_ok"""),
     ("md", """\
 ## 3. One batched call vs one completion at a time
 
@@ -143,7 +144,8 @@ t0 = time.perf_counter()
 batched = rewards.compute(many_texts, many_cases, OPTIONS)
 t_batch = time.perf_counter() - t0
 t0 = time.perf_counter()
-single = [rewards.compute([t], [c], OPTIONS) for t, c in zip(many_texts[:ONE_BY_ONE], many_cases[:ONE_BY_ONE])]
+single = [rewards.compute([t], [c], OPTIONS)
+          for t, c in zip(many_texts[:ONE_BY_ONE], many_cases[:ONE_BY_ONE])]
 t_one = time.perf_counter() - t0
 
 for name in rewards.REWARD_NAMES:  # the same values either way
@@ -198,7 +200,8 @@ video = video_lib.decode_video(str(clip), spec)
 h, w = video.frames.shape[1:3]
 print(f"{clip.name}: {video.duration:.1f} s; {len(video.frames)} frames sampled at "
       f"{[round(float(t), 1) for t in video.timestamps]} s, resized to {w}x{h}")
-display(Image.fromarray(contact_sheet([list(video.frames[:8]), list(video.frames[8:16])])).reduce(2))"""),
+strip = contact_sheet([list(video.frames[:8]), list(video.frames[8:16])])
+display(Image.fromarray(strip).reduce(2))"""),
     ("md", """\
 ## A record written by hand
 
@@ -213,7 +216,8 @@ record = records.validate_record({
     "key_frames": [{"idx": 45, "time": 2.02, "path": ""}, {"idx": 156, "time": 7.0, "path": ""},
                    {"idx": 290, "time": 13.01, "path": ""}],
     "key_items": {
-        "45": {"yellow ball": [[0.56, 0.36, 0.61, 0.44]], "racked balls": [[0.61, 0.48, 0.83, 0.55]]},
+        "45": {"yellow ball": [[0.56, 0.36, 0.61, 0.44]],
+               "racked balls": [[0.61, 0.48, 0.83, 0.55]]},
         "156": {"player": [[0.02, 0.03, 0.17, 0.50]], "yellow ball": [[0.80, 0.75, 0.86, 0.84]]},
         "290": {"bowling ball": [[0.55, 0.54, 0.64, 0.70]], "pins": [[0.32, 0.44, 0.84, 0.72]]},
     },
@@ -232,7 +236,8 @@ drawn = {kind: vp.prompt_key_frames(record, key_frames, kind, key_pos,
                                     darken_factor=options.darken_factor,
                                     darken_pad=options.darken_pad)
          for kind in vp.PROMPT_TYPES}
-sheet = contact_sheet([[drawn[kind][k] for kind in vp.PROMPT_TYPES] for k in range(len(key_frames))])
+sheet = contact_sheet([[drawn[kind][k] for kind in vp.PROMPT_TYPES]
+                       for k in range(len(key_frames))])
 print("prompt types:", ", ".join(vp.PROMPT_TYPES))
 display(Image.fromarray(sheet))"""),
     ("code", """\
@@ -258,7 +263,8 @@ prompt = hints.prompted_prompt(example, "circle", texts, options)
 shown = prompt.text.replace("<|image_pad|>", "[img]")
 print(f"{len(prompt.images)} images ({sum(prompt.is_key_frame)} key frames with the circle drawn)")
 print(shown[-900:])
-display(Image.fromarray(contact_sheet([[im for im, key in zip(prompt.images, prompt.is_key_frame) if key]])))"""),
+keys = [im for im, key in zip(prompt.images, prompt.is_key_frame) if key]
+display(Image.fromarray(contact_sheet([keys])))"""),
 ]
 
 QUICKSTART = [
