@@ -35,6 +35,10 @@ TEST_REQUIRES = [
     "hypothesis==6.170.17",
     "torch==2.13.0",
     "transformers==4.51.3",
+    # Executing the colabs/ notebooks (tests/test_colabs.py).
+    "nbclient==0.11.0",
+    "nbformat==5.11.1",
+    "ipykernel==7.4.0",
 ]
 
 setuptools.setup(

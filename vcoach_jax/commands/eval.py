@@ -98,17 +98,29 @@ def pred_size_fn(config) -> Callable:
   return size
 
 
-def sampler_generate_fn(config) -> GenerateFn:
-  """The model's greedy generate function over eval requests (needs vcoach_jax.sampling)."""
-  try:
-    from vcoach_jax import sampling  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    raise ValueError("vcoach eval needs the sampler (vcoach_jax.sampling), which this build does "
-                     "not have yet") from None
-  # TODO(coordinator): prompts = eval.prompting.PromptBuilder(texts, spec, world)(requests);
-  # processor -> model.batching -> Sampler(model, tokenizer, mesh).generate(inputs,
-  # SamplingConfig(greedy=True), rng).texts, in batches of config.eval.batch_size.
-  raise ValueError("vcoach eval: the sampler is present but not wired to eval requests yet")
+def sampler_generate_fn(config, workdir: str, world=None):
+  """The policy's greedy generate function over eval requests (`eval.generation`): the
+  checkpoint of `model.checkpoint` (or the embedded default's model, built in `workdir`)."""
+  from vcoach_jax.eval import generation  # pylint: disable=g-import-not-at-top
+  return generation.SamplerGenerate.from_config(config, workdir, world=world)
+
+
+def judge_generate_fn(config, checkpoint: str, workdir: str) -> GenerateFn:
+  """A local judge model's greedy generate function over chat texts (a few tokens each)."""
+  from vcoach_jax.eval import generation  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(checkpoint):
+    raise FileNotFoundError(f"judge checkpoint folder {checkpoint!r} does not exist")
+  local = config_lib.with_overrides(config, [f"model.checkpoint={checkpoint}",
+                                             "model.lora_rank=0", "data.tokenizer_dir="])
+  gen = generation.SamplerGenerate.from_config(
+      local, workdir, max_new_tokens=generation.JUDGE_MAX_NEW_TOKENS)
+  return gen.generate_texts
+
+
+def synthetic_world(config):
+  """The synthetic world of `config.synthetic` (the pixels of synthetic items)."""
+  from vcoach_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  return synthetic.SyntheticWorld(synthetic.WorldSpec.from_config(config.synthetic))
 
 
 def main(args: argparse.Namespace, generate_fn: GenerateFn | None = None,
@@ -118,13 +130,15 @@ def main(args: argparse.Namespace, generate_fn: GenerateFn | None = None,
   config = _apply_flags(args)
   ev = config.eval
   items = load_items(config)
-  if generate_fn is None:
-    generate_fn = sampler_generate_fn(config)
-  if ev.judge.startswith("model:") and judge_generate is None:
-    judge_generate = sampler_generate_fn(config)  # TODO(coordinator): load ev.judge[6:] instead
-  judge = vc_eval.judge.make_judge(ev.judge, ev.rouge_thresholds, judge_generate)
   out_dir = pathlib.Path(args.out or os.path.join("eval_out", ev.benchmark))
   out_dir.mkdir(parents=True, exist_ok=True)
+  if ev.judge.startswith("model:") and judge_generate is None:
+    judge_generate = judge_generate_fn(config, ev.judge[len("model:"):],
+                                       str(out_dir / "judge_work"))
+  if generate_fn is None:
+    world = synthetic_world(config) if ev.benchmark == "synthetic" else None
+    generate_fn = sampler_generate_fn(config, str(out_dir / "work"), world)
+  judge = vc_eval.judge.make_judge(ev.judge, ev.rouge_thresholds, judge_generate)
   summary = vc_eval.evaluate(
       items, generate_fn, ev.benchmark, judge=judge,
       out_jsonl=str(out_dir / f"{ev.benchmark}.jsonl"), batch_size=ev.batch_size,
