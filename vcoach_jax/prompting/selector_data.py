@@ -50,39 +50,19 @@ def best_type(scores: Mapping[str, float], types: Sequence[str]) -> str:
   return next(t for t in types if np.isclose(scores[t], top, rtol=0, atol=1e-9))
 
 
-def greedy_texts(model, tokenizer, arrays: Mapping[str, np.ndarray],
-                 max_new_tokens: int) -> list[str]:
-  """Greedy completions of a fixed-shape batch, up to `<|im_end|>` (decoded, specials dropped).
-
-  A minimal prefill + decode loop over `vcoach_jax.model.prefill/decode_step`; the project's
-  sampler (`vcoach_jax.sampling`) replaces it once merged.
-  """
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from vcoach_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  from vcoach_jax.data.tokenizer import special_ids  # pylint: disable=g-import-not-at-top
-  from vcoach_jax.model import batching  # pylint: disable=g-import-not-at-top
-  inputs = batching.batch_inputs(model.config, arrays)
-  b, t = inputs.input_ids.shape
-  eos = special_ids(tokenizer)["<|im_end|>"]
-  logits, cache = model_lib.prefill(model, inputs, t + max_new_tokens)
-  tokens, done = [], np.zeros((b,), bool)
-  for _ in range(max_new_tokens):
-    step = np.where(done, eos, np.asarray(jnp.argmax(logits, -1)))
-    tokens.append(step)
-    done |= step == eos
-    if done.all():
-      break
-    logits, cache = model_lib.decode_step(model, step, cache)
-  out = np.stack(tokens, 1)
-  texts = []
-  for row in out:
-    end = np.nonzero(row == eos)[0]
-    texts.append(tokenizer.decode(row[:end[0]] if len(end) else row, skip_special_tokens=True))
-  return texts
-
-
 def greedy_reasoner(model, tokenizer, max_new_tokens: int) -> Reasoner:
-  return lambda arrays: greedy_texts(model, tokenizer, arrays, max_new_tokens)
+  """A proxy reasoner: greedy completions of a fixed-shape host batch through the jitted
+  sampler (one program per bucket, reused across batches)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.model import batching  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.sampling import Sampler, SamplingConfig  # pylint: disable=g-import-not-at-top
+  sampler = Sampler(model, tokenizer)
+  config = SamplingConfig(greedy=True, max_new_tokens=max_new_tokens)
+
+  def reason(arrays: Mapping[str, np.ndarray]) -> list[str]:
+    inputs = batching.batch_inputs(model.config, arrays)
+    return sampler.generate(inputs, config, jax.random.key(0)).texts
+  return reason
 
 
 def _text(x) -> str:
