@@ -89,22 +89,31 @@ class Qwen2_5_VL(nnx.Module):
       out = self.lm_head(h)
     return out.astype(jnp.float32)
 
+  def hidden_states(self, inputs: ModelInputs) -> jax.Array:
+    """[B, T, D] final-norm hidden states of a full causal forward (no cache, no LM head): what
+    the loss heads (completion log-probs, the selector) read."""
+    cfg = self.config
+    x = self.embed(inputs)
+    cos, sin = mrope_cos_sin(inputs.positions, cfg.head_dim, cfg.rope_theta, cfg.mrope_section)
+    t = x.shape[1]
+    causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
+    mask = causal[None] & inputs.attention_mask.astype(bool)[:, None, :]
+    h, _, _ = self.model(x, cos, sin, mask)
+    return h
+
   def __call__(self, inputs: ModelInputs, cache: KVCache | None = None):
     """Full forward over `inputs` (optionally writing them into `cache` from its `index`).
 
     Returns:
       (logits [B, T, vocab] fp32, updated cache or None).
     """
+    if cache is None:
+      return self.head(self.hidden_states(inputs)), None
     cfg = self.config
     x = self.embed(inputs)
     cos, sin = mrope_cos_sin(inputs.positions, cfg.head_dim, cfg.rope_theta, cfg.mrope_section)
     t = x.shape[1]
     valid = inputs.attention_mask.astype(bool)
-    if cache is None:
-      causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
-      mask = causal[None] & valid[:, None, :]
-      h, _, _ = self.model(x, cos, sin, mask)
-      return self.head(h), None
     idx = cache.index
     kv_valid = jax.lax.dynamic_update_slice(cache.valid, valid, (0, idx))
     slots = jnp.arange(cache.valid.shape[1])

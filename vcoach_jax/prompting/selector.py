@@ -34,7 +34,6 @@ import optax
 from flax import nnx
 
 from vcoach_jax.model.qwen2_5_vl import ModelInputs, Qwen2_5_VL
-from vcoach_jax.model.rope import mrope_cos_sin
 
 # What trains: the LoRA adapters of the backbone and the head.
 TRAINABLE = nnx.Any(nnx.LoRAParam, nnx.PathContains("head"))
@@ -153,13 +152,9 @@ class Selector(nnx.Module):
 
   def hidden(self, inputs: ModelInputs) -> jax.Array:
     """[B, D] final (normed) hidden state of each row's last non-pad token."""
-    bb, cfg = self.backbone, self.backbone.config
-    x = bb.embed(inputs)
-    cos, sin = mrope_cos_sin(inputs.positions, cfg.head_dim, cfg.rope_theta, cfg.mrope_section)
+    h = self.backbone.hidden_states(inputs)
     valid = inputs.attention_mask.astype(bool)
-    t = x.shape[1]
-    causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
-    h, _, _ = bb.model(x, cos, sin, causal[None] & valid[:, None, :])
+    t = h.shape[1]
     last = t - 1 - jnp.argmax(valid[:, ::-1], axis=1)  # [B]
     return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
 

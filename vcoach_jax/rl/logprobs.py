@@ -13,25 +13,12 @@ import jax.numpy as jnp
 
 from vcoach_jax.model.batching import append_tokens, repeat_rows
 from vcoach_jax.model.qwen2_5_vl import ModelInputs, Qwen2_5_VL
-from vcoach_jax.model.rope import mrope_cos_sin
 
 
 def sequence_inputs(prompt: ModelInputs, tokens: jax.Array, mask: jax.Array,
                     group_size: int) -> ModelInputs:
   """[B] prompts + [B*G, N] completions -> [B*G, T+N] model inputs."""
   return append_tokens(repeat_rows(prompt, group_size), tokens, mask)
-
-
-def _hidden(model: Qwen2_5_VL, inputs: ModelInputs) -> jax.Array:
-  """Final-norm hidden states [S, L, D] of a full causal forward (no cache, no LM head)."""
-  cfg = model.config
-  x = model.embed(inputs)
-  cos, sin = mrope_cos_sin(inputs.positions, cfg.head_dim, cfg.rope_theta, cfg.mrope_section)
-  length = x.shape[1]
-  causal = jnp.arange(length)[:, None] >= jnp.arange(length)[None, :]
-  mask = causal[None] & inputs.attention_mask.astype(bool)[:, None, :]
-  h, _, _ = model.model(x, cos, sin, mask)
-  return h
 
 
 def completion_logprobs(model: Qwen2_5_VL, prompt: ModelInputs, tokens: jax.Array,
@@ -46,7 +33,7 @@ def completion_logprobs(model: Qwen2_5_VL, prompt: ModelInputs, tokens: jax.Arra
     group_size: G.
   """
   t, n = prompt.input_ids.shape[1], tokens.shape[1]
-  h = _hidden(model, sequence_inputs(prompt, tokens, mask, group_size))
+  h = model.hidden_states(sequence_inputs(prompt, tokens, mask, group_size))
   logits = model.head(h[:, t - 1:t + n - 1])  # position t-1+j predicts completion token j
   picked = jnp.take_along_axis(logits, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
   return picked - jax.nn.logsumexp(logits, axis=-1)
