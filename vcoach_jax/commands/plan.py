@@ -94,5 +94,6 @@ def run(args: argparse.Namespace) -> int:
         f"prompted branch {'on' if args.prompted else 'off'}", flush=True)
   step, state, ref = plan.abstract_setup(config, mesh)
   raw, prompted = plan.abstract_batches(config, cfg, length, prompted=args.prompted)
+  print("compiling the step ahead of time ...", flush=True)
   print(plan.format_plan(plan.memory_plan(step, state, ref, raw, prompted), shape))
   return 0
