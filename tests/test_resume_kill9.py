@@ -3,8 +3,8 @@ resumes from have the losses of an uninterrupted run and the exported policy is 
 (DESIGN.md §12).
 
 Slow (three `vcoach sft` processes, each compiling its programs, two at a time: 85 s on a loaded
-2-core machine; run with `-m slow`); tests/test_trainer_resume.py covers the same restore path (params, optimizer, rng,
-data position) in-process after a clean stop.
+2-core machine; run with `-m slow`); tests/test_trainer_resume.py covers the same restore path
+(params, optimizer, rng, data position) in-process after a clean stop.
 """
 
 from __future__ import annotations
