@@ -20,6 +20,11 @@ B=2, G=4, 32+32 tokens, median of 3:
   tiny (0.1M text params):        step 26.5 ms, per-prompt loop 32.9 ms (1.24x), remat 0.92x
   0.5b, 4 layers (195.8M params): step 9.48 s,  per-prompt loop 13.21 s (1.39x), remat 0.85x,
                                   54 tokens/s, MFU (6NT) 43% of 0.147 TFLOP/s
+Torch baseline, same run, same weights (mean log-prob at step 0 equal to 6 digits):
+  tiny, --torch_threads 1, median of 10: jax step 17.5 ms, torch 15.3 ms (torch / jax 0.88x)
+  0.5b, 4 layers, torch's 2 threads:      jax step 8.44 s, torch 13.67 s (torch / jax 1.62x)
+On this loaded machine torch's default 2 OpenMP threads make tiny ops erratic (tiny: 0.08-1 s
+per step); use --torch_threads 1 for the tiny shape.
 """
 
 from __future__ import annotations
@@ -74,8 +79,9 @@ def time_fn(fn, repeats: int) -> float:
 
 def torch_step_time(cfg: ModelConfig, weights: dict, config, raw: ts.RolloutBatch,
                     hf_prompt: dict, args) -> tuple[float, float]:
-  """(median seconds, first-step loss) of the torch step on a transformers model of `cfg`
-  holding `weights` (HF names: `hf_tensors` of the JAX model before its first step)."""
+  """(median seconds, mean completion log-prob before the first step) of the torch step on a
+  transformers model of `cfg` holding `weights` (HF names: `hf_tensors` of the JAX model before
+  its first step)."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, str(TESTS))
@@ -92,7 +98,8 @@ def torch_step_time(cfg: ModelConfig, weights: dict, config, raw: ts.RolloutBatc
   opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=o.lr,
                           betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
   g = args.group
-  first_loss = []
+  with torch.no_grad():
+    lp0 = float(tr.completion_logprobs(policy, hf_prompt, raw.tokens, raw.mask, g).mean())
 
   def run_step():
     opt.zero_grad(set_to_none=True)
@@ -101,11 +108,10 @@ def torch_step_time(cfg: ModelConfig, weights: dict, config, raw: ts.RolloutBatc
       ref_lp = tr.completion_logprobs(reference, hf_prompt, raw.tokens, raw.mask, g)
     loss, _ = tr.visioncoach_loss(lp, None, ref_lp, raw.mask, raw.advantages, eps_low=r.eps_low,
                                   eps_high=r.eps_high, beta=r.beta)
-    first_loss.append(float(loss.detach()))
     loss.backward()
     torch.nn.utils.clip_grad_norm_(policy.parameters(), float(o.clip_norm))
     opt.step()
-  return time_fn(run_step, args.repeats), first_loss[0]
+  return time_fn(run_step, args.repeats), lp0
 
 
 def bench(size: str, args) -> dict:
@@ -123,11 +129,13 @@ def bench(size: str, args) -> dict:
     raw, hf_prompt = make_batch(cfg, args.prompts, args.group, args.prompt_len,
                                 args.completion_len)
     rng = jax.random.key(0)
-    holder = {"state": state, "losses": []}
+    holder = {"state": state}
+    if remat == "none":  # the same model as the torch baseline's: the same log-probs
+      out["jax_lp0"] = float(jnp.mean(ts.rollout_logprobs(step, state, raw)))
 
     def run_step():
       holder["state"], m = step(holder["state"], ref, raw, None, rng)
-      holder["losses"].append(float(m["loss"]))
+      jax.block_until_ready(m["loss"])
     out[f"step_{remat}"] = time_fn(run_step, args.repeats)
     if remat == "none":
       out["params"] = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))
@@ -154,8 +162,7 @@ def bench(size: str, args) -> dict:
         updates, _ = apply_fn(s, jax.tree.map(lambda x: x / len(minis), total))
         jax.block_until_ready(updates)
       out["per_prompt_loop"] = time_fn(run_loop, args.repeats)
-      out["jax_loss0"] = holder["losses"][0]
-      out["torch"], out["torch_loss0"] = torch_step_time(cfg, weights, config, raw, hf_prompt,
+      out["torch"], out["torch_lp0"] = torch_step_time(cfg, weights, config, raw, hf_prompt,
                                                          args)
       del weights
   tokens = args.prompts * args.group * (args.prompt_len + args.completion_len)
@@ -173,10 +180,14 @@ def main():
   parser.add_argument("--prompt_len", type=int, default=32)
   parser.add_argument("--completion_len", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--torch_threads", type=int, default=0,
+                      help="torch intra-op threads; 0 = torch's default (one per core)")
   parser.add_argument("--peak_tflops", type=float, default=0.147,
                       help="device peak for the MFU estimate (2 vCPU AVX-512 fp32: 0.147)")
   args = parser.parse_args()
   import torch  # pylint: disable=g-import-not-at-top
+  if args.torch_threads:
+    torch.set_num_threads(args.torch_threads)
   print(f"backend {jax.default_backend()}, devices {jax.device_count()}, torch threads "
         f"{torch.get_num_threads()}, B={args.prompts} "
         f"G={args.group} tokens/row={args.prompt_len}+{args.completion_len}")
@@ -189,8 +200,8 @@ def main():
           f"remat full {r['step_full'] * 1e3:.1f} ms "
           f"({r['step_full'] / r['step_none']:.2f}x of none) | "
           f"{r['tokens'] / r['step_none']:.0f} tok/s | MFU {100 * r['mfu']:.1f}% of "
-          f"{args.peak_tflops} TFLOP/s | first-step loss jax {r['jax_loss0']:.6f} torch "
-          f"{r['torch_loss0']:.6f}")
+          f"{args.peak_tflops} TFLOP/s | mean log-prob at step 0: jax {r['jax_lp0']:.6f} torch "
+          f"{r['torch_lp0']:.6f}")
 
 
 if __name__ == "__main__":
