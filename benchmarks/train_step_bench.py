@@ -20,7 +20,7 @@ B=2, G=4, 32+32 tokens, median of 3:
   tiny (0.1M text params):        step 26.5 ms, per-prompt loop 32.9 ms (1.24x), remat 0.92x
   0.5b, 4 layers (195.8M params): step 9.48 s,  per-prompt loop 13.21 s (1.39x), remat 0.85x,
                                   54 tokens/s, MFU (6NT) 43% of 0.147 TFLOP/s
-Torch baseline, same run, same weights (mean log-prob at step 0 equal to 6 digits):
+Torch baseline, same run, same weights (tiny: mean log-prob at step 0 equal to 6 digits):
   tiny, --torch_threads 1, median of 10: jax step 17.5 ms, torch 15.3 ms (torch / jax 0.88x)
   0.5b, 4 layers, torch's 2 threads:      jax step 8.44 s, torch 13.67 s (torch / jax 1.62x)
 On this loaded machine torch's default 2 OpenMP threads make tiny ops erratic (tiny: 0.08-1 s
