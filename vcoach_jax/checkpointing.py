@@ -7,9 +7,10 @@ data iterator's position, with keep-last-k.
   pipeline.restore(restored.data_path)
 
 Layout of a step folder `<directory>/<step>/`: `state/` (orbax pytree: TrainState and the rng's
-key data), `meta/` (json: step, rng kind, extra), `config/` (json), and `data_iter/` (the TF
-checkpoint prefix `data_iter/ckpt` written by `data.pipeline.Pipeline.save`). Saving is
-synchronous by default so a SIGTERM handler can save and exit.
+key data), `meta/` (json: step, rng kind, extra), `config/` (json). The data position (the TF checkpoint
+prefix written by `data.pipeline.Pipeline.save`) goes to `<directory>_data_iter/<step>/ckpt`,
+written before the orbax step commits and pruned with it. Saving is synchronous by default so a
+SIGTERM handler can save and exit.
 """
 
 from __future__ import annotations
@@ -73,7 +74,18 @@ class Checkpointer:
     return self.directory / str(step)
 
   def data_path(self, step: int) -> str:
-    return str(self.step_dir(step) / DATA_DIR / "ckpt")
+    """Prefix of step `step`'s data position. It lives beside the orbax folder and is written
+    *before* the orbax step commits, so a kill between the two never leaves a committed step
+    without its data position."""
+    return str(pathlib.Path(f"{self.directory}_{DATA_DIR}") / str(step) / "ckpt")
+
+  def _prune_data(self) -> None:
+    import shutil  # pylint: disable=g-import-not-at-top
+    root = pathlib.Path(f"{self.directory}_{DATA_DIR}")
+    keep = {str(s) for s in self.all_steps()}
+    for d in root.iterdir() if root.is_dir() else ():
+      if d.name not in keep:
+        shutil.rmtree(d, ignore_errors=True)
 
   def save(self, step: int, state: Any, rng: jax.Array, *, config=None,
            data_save: Callable[[str], Any] | None = None, extra: dict | None = None) -> None:
@@ -88,11 +100,13 @@ class Checkpointer:
              "meta": ocp.args.JsonSave(meta)}
     if config is not None:
       items["config"] = ocp.args.JsonSave(_config_json(config))
+    if data_save is not None:
+      pathlib.Path(self.data_path(step)).parent.mkdir(parents=True, exist_ok=True)
+      data_save(self.data_path(step))
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
     self._manager.wait_until_finished()
     if data_save is not None:
-      (self.step_dir(step) / DATA_DIR).mkdir(parents=True, exist_ok=True)
-      data_save(self.data_path(step))
+      self._prune_data()
 
   def restore(self, state_like: Any, step: int | None = None) -> Restored:
     """Restores `step` (default: latest) into the structure, dtypes and shardings of
