@@ -16,9 +16,11 @@ from vcoach_jax import ablate  # noqa: E402
 from vcoach_jax import cli  # noqa: E402
 from vcoach_jax import metrics_writer  # noqa: E402
 
-SHRINK = ("sft.steps=4", "data.batch_size=2", "synthetic.num_train=12", "synthetic.num_eval=6",
+SHRINK = ("sft.steps=4", "data.batch_size=2", "synthetic.max_frames=4", "synthetic.num_train=12",
+          "synthetic.num_eval=6",
           "sampling.max_new_tokens=12", "selector.max_new_tokens=12", "selector.steps=1",
           "selector.batch_size=2", "data.tiny_vocab_size=400", "eval.batch_size=6",
+          "rl.prompt_selector=off",  # no selector phase: hard prompts get `raw` (hint only)
           "rl.k1=100.0")  # every prompt hard: the coaching branches run
 
 
@@ -43,8 +45,10 @@ def test_ablate_fast_end_to_end(tmp_path):
 
   table = (workdir / "ablation.md").read_text()
   rows = [line for line in table.splitlines() if line.startswith("| ")]
-  assert [r.split("|")[1].strip() for r in rows[1:]] == [ablate.START, "gspo", "coach", "full"]
-  assert all(r.count("±") == len(ablate.COLUMNS) for r in rows[1:])
+  names = [r.split("|")[1].strip() for r in rows]
+  order = ["variant", ablate.START, "gspo", "coach", "full"]
+  assert names == order * 2  # the probe table, then the V-STAR-style one
+  assert sum(r.count("±") for r in rows) == len(ablate.COLUMNS) * 4
   assert "prompted rollouts of hard prompts as extra GSPO groups" in table
 
   # The variants differ where they should: only coaching runs sample prompted rollouts.

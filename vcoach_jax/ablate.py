@@ -201,7 +201,7 @@ def curve_plot(run_dirs: Mapping[str, Sequence[pathlib.Path]], path: pathlib.Pat
   return path
 
 
-def _report(stats, config, seeds: int, steps: int, command: str) -> str:
+def _report(stats, config, seeds: int, steps: int, command: str, probe_prompts: int) -> str:
   lines = [f"# Ablation in miniature ({seeds} seed(s), {steps} RL steps per run)", ""]
   if command:
     lines += ["```", command, "```", ""]
@@ -210,15 +210,23 @@ def _report(stats, config, seeds: int, steps: int, command: str) -> str:
   lines += ["Per-reward means on held-out prompts (probe, sampled):", "",
             markdown_table(stats, probe_cols), "",
             "V-STAR-style metrics on the held-out split (greedy):", "",
-            markdown_table(stats, eval_cols), "", "Variants (same SFT start and data order; the seed "
-            "changes the RL sampling):", ""]
+            markdown_table(stats, eval_cols), "",
+            "Variants (same SFT start and data order; the seed changes the RL sampling):", ""]
   lines += [f"- `{name}`: {v.description}" for name, v in VARIANTS.items()]
   lines += [f"- `{START}`: the shared cold-start SFT policy, before RL (one evaluation)", "",
-            "Columns: `probe/*` = mean of the seven rewards over "
-            f"{config.sampling.num_samples} sampled rollouts per held-out prompt, and the "
-            f"fraction of prompts with mean total < k1 = {config.rl.k1}; `V*` = V-STAR-style "
+            "`coach` is this project's definition, not the paper's: with alpha = 0 alone the "
+            "prompted rollouts would not change training (only raw rollouts enter GSPO), so each "
+            "hard prompt's prompted rollouts form their own GSPO group (advantages normalised "
+            "within it, log-probs under the prompted input, no KL, no NLL).", "",
+            f"Columns: `probe/*` = mean of the seven rewards over {config.sampling.num_samples} "
+            f"sampled rollouts per prompt on {probe_prompts} held-out prompts, and the fraction "
+            f"of those prompts with mean total < k1 = {config.rl.k1}; `V*` = V-STAR-style "
             "metrics (greedy, chain 1, judge rouge, correct = score >= 2) on the "
-            f"{config.synthetic.num_eval} held-out synthetic items.", ""]
+            f"{config.synthetic.num_eval} held-out synthetic items. World: "
+            f"{config.synthetic.distractors} distractor(s), occlusion "
+            f"{config.synthetic.occlusion}, {config.synthetic.min_objects}-"
+            f"{config.synthetic.max_objects} objects, {config.synthetic.min_frames}-"
+            f"{config.synthetic.max_frames} frames.", ""]
   return "\n".join(lines)
 
 
@@ -233,9 +241,12 @@ def _start(config, w: pathlib.Path, progress: bool, fast: bool, seconds: dict):
     print(f"== reusing the SFT start and selector cache of {w}")
     rl_config = config_lib.with_overrides(config, saved["overrides"])
     return rl_config, experiment.tokenizer(rl_config, w)
+  # No selector when the trainer would not read its cache (hard prompts then get `raw`).
+  select = config.rl.prompt_selector == "cache"
   rl_config, tok, _ = demo.cold_start(config, str(w), progress=progress, fast=fast,
-                                      seconds=seconds)
-  keys = ("data.tokenizer_dir", "data.tfds_dir", "model.checkpoint", "selector.cache")
+                                      seconds=seconds, select=select)
+  keys = ("data.tokenizer_dir", "data.tfds_dir", "model.checkpoint") + (
+      ("selector.cache",) if select else ())
   flat = config_lib.flatten(rl_config)
   marker.write_text(json.dumps({"overrides": [f"{k}={flat[k]}" for k in keys]}) + "\n")
   return rl_config, tok
@@ -288,7 +299,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
   start_run = w / "runs" / "start.json"
   rows = ([json.loads(start_run.read_text())] if start_run.is_file() else []) + runs
   stats = aggregate(rows)
-  markdown = _report(stats, rl_config, seeds, steps, command)
+  markdown = _report(stats, rl_config, seeds, steps, command,
+                     n_probe * rl_config.data.batch_size)
   plot = curve_plot(run_dirs, w / "reward_total.png")
   summary = {"command": command, "seeds": seeds, "steps": steps,
              "variants": {k: dataclasses.asdict(v) for k, v in VARIANTS.items()},

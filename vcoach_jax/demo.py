@@ -62,9 +62,9 @@ def _select(config, workdir: pathlib.Path, tok, fast: bool) -> str:
 
 
 def cold_start(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
-               fast: bool = False, seconds: dict | None = None):
+               fast: bool = False, seconds: dict | None = None, select: bool = True):
   """Phases 1-2 of the method, shared by `run` and `vcoach ablate`: cold-start SFT on the
-  grounded traces, then the VP-Selector (proxy-reasoner labels, training, cache).
+  grounded traces, then (`select`) the VP-Selector (proxy-reasoner labels, training, cache).
 
   Returns:
     (the RL config: `model.checkpoint` = the SFT policy, `selector.cache` set, tokenizer and data
@@ -86,9 +86,11 @@ def cold_start(config: ml_collections.ConfigDict, workdir: str, *, progress: boo
   policy = sft.export(w / "sft" / "policy")
   seconds["sft"] = time.perf_counter() - t0
 
+  start = config_lib.with_overrides(config, [f"model.checkpoint={policy}"])
+  if not select:
+    return start, tok, sft
   print("== 2/3 VP-Selector: proxy-reasoner labels, training, cache")
   t0 = time.perf_counter()
-  start = config_lib.with_overrides(config, [f"model.checkpoint={policy}"])
   cache = _select(start, w, tok, fast)
   seconds["selector"] = time.perf_counter() - t0
   return config_lib.with_overrides(start, [f"selector.cache={cache}"]), tok, sft
