@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("USE_TF", "0")
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from vcoach_jax import ablate  # noqa: E402
@@ -56,8 +57,12 @@ def test_ablate_fast_end_to_end(tmp_path):
                                        "metrics.jsonl") for v in ablate.VARIANTS}
   assert all(len(rows) == 1 for rows in logs.values())
   assert "prompted_total" not in logs["gspo"][0] and "prompted_total" in logs["coach"][0]
-  assert logs["coach"][0]["nll"] == 0.0 and logs["gspo"][0]["gspo_prompted"] == 0.0
-  assert logs["full"][0]["gspo_prompted"] == 0.0
+  # The loss each variant optimised: GSPO + beta * KL, plus the prompted GSPO term (coach, whose
+  # value is 0 at mu = 1: in-group advantages sum to 0) or alpha * NLL (full).
+  beta, alpha = 0.04, 0.1
+  for name, extra in (("gspo", 0.0), ("coach", 0.0), ("full", alpha * logs["full"][0]["nll"])):
+    m = logs[name][0]
+    assert m["loss"] == pytest.approx(m["gspo"] + beta * m["kl"] + extra, abs=1e-5), name
 
   with Image.open(workdir / "reward_total.png") as im:
     assert im.size[0] > 100 and np.asarray(im).std() > 0

@@ -25,6 +25,7 @@ A rerun with the same work folder reuses the SFT start and every finished run.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import pathlib
@@ -232,12 +233,27 @@ def _report(stats, config, seeds: int, steps: int, command: str, probe_prompts: 
 
 # --------------------------------------------------------------------------------------------
 
+RL_ONLY = ("rl.", "sampling.", "eval.", "checkpoint.", "optim.total_steps", "optim.lr")
+
+
+def fingerprint(config: ml_collections.ConfigDict, skip: Sequence[str] = ()) -> str:
+  """A short hash of a config (minus keys starting with `skip`): finished work is reused only
+  under the same one."""
+  flat = {k: v for k, v in config_lib.flatten(config).items() if not k.startswith(tuple(skip))}
+  text = json.dumps(flat, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _start(config, w: pathlib.Path, progress: bool, fast: bool, seconds: dict):
   """The shared SFT start and selector cache (reused when this work folder has them)."""
   from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
   marker = w / "start.json"
   if marker.is_file():
     saved = json.loads(marker.read_text())
+    if saved.get("fingerprint") != fingerprint(config, RL_ONLY):
+      raise ValueError(f"{marker}: this work folder's SFT start (and synthetic data) was made "
+                       "with another config; use a new --workdir (in the same one change only "
+                       "--steps, --seeds and rl., sampling., eval., optim.lr settings)")
     print(f"== reusing the SFT start and selector cache of {w}")
     rl_config = config_lib.with_overrides(config, saved["overrides"])
     return rl_config, experiment.tokenizer(rl_config, w)
@@ -248,7 +264,8 @@ def _start(config, w: pathlib.Path, progress: bool, fast: bool, seconds: dict):
   keys = ("data.tokenizer_dir", "data.tfds_dir", "model.checkpoint") + (
       ("selector.cache",) if select else ())
   flat = config_lib.flatten(rl_config)
-  marker.write_text(json.dumps({"overrides": [f"{k}={flat[k]}" for k in keys]}) + "\n")
+  marker.write_text(json.dumps({"overrides": [f"{k}={flat[k]}" for k in keys],
+                                "fingerprint": fingerprint(config, RL_ONLY)}) + "\n")
   return rl_config, tok
 
 
@@ -276,23 +293,27 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
       d = w / "runs" / name / f"seed{seed}"
       run_dirs[name].append(d)
       done = d / "result.json"
-      if done.is_file():
+      run_config = config_lib.with_overrides(rl_config, v.overrides)
+      key = fingerprint(run_config)
+      if done.is_file() and json.loads(done.read_text()).get("fingerprint") == key:
         runs.append(json.loads(done.read_text()))
         print(f"== {name} seed {seed}: done before, reused")
         continue
       shutil.rmtree(d, ignore_errors=True)  # an interrupted run starts over
       print(f"== RL {name} seed {seed} ({steps} steps): {v.description}")
-      rl = rl_trainer.Trainer(config_lib.with_overrides(rl_config, v.overrides), str(d),
-                              seed=seed, coach=v.coach, distill=v.distill, progress=progress)
-      start_file = w / "runs" / "start.json"
-      if not start_file.is_file():
+      rl = rl_trainer.Trainer(run_config, str(d), seed=seed, coach=v.coach, distill=v.distill,
+                              progress=progress)
+      start_file, start_key = w / "runs" / "start.json", fingerprint(rl_config)
+      if not (start_file.is_file()
+              and json.loads(start_file.read_text()).get("fingerprint") == start_key):
         metrics = evaluate_policy(rl, rl_config, tok, w / "runs" / "start",
                                   probe_batches=n_probe)
-        start_file.write_text(json.dumps({"variant": START, "seed": 0, "metrics": metrics}))
+        start_file.write_text(json.dumps({"variant": START, "seed": 0, "metrics": metrics,
+                                          "fingerprint": start_key}))
       rl.run()
       rl.writer.close()
       metrics = evaluate_policy(rl, rl_config, tok, d / "eval", probe_batches=n_probe)
-      result = {"variant": name, "seed": seed, "metrics": metrics}
+      result = {"variant": name, "seed": seed, "metrics": metrics, "fingerprint": key}
       done.write_text(json.dumps(result, indent=1) + "\n")
       runs.append(result)
   seconds["rl+eval"] = time.perf_counter() - t0
