@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "render": "vcoach_jax.commands.render",
     "generate": "vcoach_jax.commands.generate",
     "eval": "vcoach_jax.commands.eval",
+    "ablate": "vcoach_jax.commands.ablate",
     "plan": "vcoach_jax.commands.plan",
 }
 

@@ -61,16 +61,20 @@ def _select(config, workdir: pathlib.Path, tok, fast: bool) -> str:
   return paths["cache"]
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
-        fast: bool = False) -> DemoResult:
-  """SFT -> selector -> VisionCoach RL on `config`, probing before and after RL."""
+def cold_start(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
+               fast: bool = False, seconds: dict | None = None, select: bool = True):
+  """Phases 1-2 of the method, shared by `run` and `vcoach ablate`: cold-start SFT on the
+  grounded traces, then (`select`) the VP-Selector (proxy-reasoner labels, training, cache).
+
+  Returns:
+    (the RL config: `model.checkpoint` = the SFT policy, `selector.cache` set, tokenizer and data
+    folders shared inside `workdir`; the tokenizer; the SFT trainer). `seconds` gets the phases'
+    wall times.
+  """
   from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
-  from vcoach_jax.rl import probe as probe_lib  # pylint: disable=g-import-not-at-top
-  from vcoach_jax.rl import trainer as rl_trainer  # pylint: disable=g-import-not-at-top
-  from vcoach_jax.sampling import SamplingConfig  # pylint: disable=g-import-not-at-top
   from vcoach_jax.sft import trainer as sft_trainer  # pylint: disable=g-import-not-at-top
   w = pathlib.Path(workdir)
-  seconds = {}
+  seconds = {} if seconds is None else seconds
   t0 = time.perf_counter()
   tok = experiment.tokenizer(config, w)
   shared = [f"data.tokenizer_dir={w / 'tokenizer'}", f"data.tfds_dir={w / 'data'}"]
@@ -82,30 +86,48 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
   policy = sft.export(w / "sft" / "policy")
   seconds["sft"] = time.perf_counter() - t0
 
+  start = config_lib.with_overrides(config, [f"model.checkpoint={policy}"])
+  if not select:
+    return start, tok, sft
   print("== 2/3 VP-Selector: proxy-reasoner labels, training, cache")
   t0 = time.perf_counter()
-  start = config_lib.with_overrides(config, [f"model.checkpoint={policy}"])
   cache = _select(start, w, tok, fast)
   seconds["selector"] = time.perf_counter() - t0
+  return config_lib.with_overrides(start, [f"selector.cache={cache}"]), tok, sft
+
+
+def probe_policy(rl, config: ml_collections.ConfigDict, tok, workdir, num_batches: int,
+                 seed: int = 0) -> dict:
+  """The probe (`rl.probe`) of trainer `rl`'s current policy on the first `num_batches` batches
+  of the eval split (a fresh, unshuffled stream: every call sees the same prompts)."""
+  from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.rl import probe as probe_lib  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.sampling import SamplingConfig  # pylint: disable=g-import-not-at-top
+  eval_pipe = experiment.pipeline(config, tok, workdir, split="eval", shuffle_buffer=1)
+  return probe_lib.probe(rl.sampler, SamplingConfig.from_config(config.sampling), eval_pipe,
+                         model_config=rl.parts.model.config, num_batches=num_batches,
+                         k1=config.rl.k1, reward_options=config_lib.reward_options(config),
+                         state=rl.policy_state(), seed=seed)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
+        fast: bool = False) -> DemoResult:
+  """SFT -> selector -> VisionCoach RL on `config`, probing before and after RL."""
+  from vcoach_jax.rl import probe as probe_lib  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.rl import trainer as rl_trainer  # pylint: disable=g-import-not-at-top
+  w = pathlib.Path(workdir)
+  seconds = {}
+  rl_config, tok, sft = cold_start(config, workdir, progress=progress, fast=fast,
+                                   seconds=seconds)
 
   print("== 3/3 VisionCoach RL")
   t0 = time.perf_counter()
-  rl_config = config_lib.with_overrides(start, [f"selector.cache={cache}"])
   rl = rl_trainer.Trainer(rl_config, str(w / "rl"), progress=progress)
-  eval_pipe = experiment.pipeline(rl_config, tok, w / "rl", split="eval", shuffle_buffer=1)
-  sampling = SamplingConfig.from_config(rl_config.sampling)
   n = 1 if fast else PROBE_BATCHES
-
-  def measure():
-    return probe_lib.probe(rl.sampler, sampling, eval_pipe, model_config=rl.parts.model.config,
-                           num_batches=n, k1=rl_config.rl.k1,
-                           reward_options=config_lib.reward_options(rl_config),
-                           state=rl.policy_state())
-  before = measure()
-  eval_pipe = experiment.pipeline(rl_config, tok, w / "rl", split="eval", shuffle_buffer=1)
+  before = probe_policy(rl, rl_config, tok, w / "rl", n)
   rl.run()
   rl.export(w / "rl" / "policy")
-  after = measure()
+  after = probe_policy(rl, rl_config, tok, w / "rl", n)
   seconds["rl"] = time.perf_counter() - t0
   table = probe_lib.table({"SFT (before RL)": before, "VisionCoach RL": after})
   plots = [str(sft.writer.logdir / "curves.png"), str(rl.writer.logdir / "curves.png")]

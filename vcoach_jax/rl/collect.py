@@ -9,6 +9,11 @@
 Only the hard prompts are sampled again; for the train step their rollouts are laid out in a
 B-row prompted batch (padding rows repeat a hard prompt with weight 0), so the jitted train step
 compiles once per prompt-length bucket. The device work is the sampler's; the rest is numpy.
+
+`prompted_advantages` are the group advantages of each hard prompt's prompted rollouts,
+normalised within that prompted group (0 on the rows of easy / padding prompts): the
+`rl.prompted_gspo` ablation variant puts them in a GSPO term under the prompted input (coaching
+without self-distillation); the reference method does not use them.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class Collected:
   prompted_inputs: Any | None  # ModelInputs, B rows (None when no prompt is hard)
   prompted: Scored | None  # rows b*G + j of the prompted batch
   weights: np.ndarray  # [B*G] NLL weight of each prompted row
+  prompted_advantages: np.ndarray  # [B*G] in-group advantages of prompted rows (0: not hard)
   seconds: dict[str, float]  # sampling / rewards time
 
 
@@ -101,9 +107,11 @@ def collect(batch: pipeline_lib.HostBatch, *, model_config, sample: Callable,
   b = len(batch.ids)
   types = [""] * b
   weights = np.zeros((b * g,), np.float32)
+  prompted_adv = np.zeros((b * g,), np.float32)
   hard_rows = [i for i in range(b) if hard[i]]
   if not coach or not hard_rows:
-    return Collected(raw_inputs, raw, adv, hard, types, None, None, weights, seconds)
+    return Collected(raw_inputs, raw, adv, hard, types, None, None, weights, prompted_adv,
+                     seconds)
   for i in hard_rows:
     types[i] = prompt_type(batch.examples[i])
   # Sample the hard prompts only (the sampler pads them to its batch bucket) ...
@@ -136,5 +144,6 @@ def collect(batch: pipeline_lib.HostBatch, *, model_config, sample: Callable,
       raw.per_reward["ans_acc"][rows], scored.per_reward["ans_acc"],
       np.ones((len(hard_rows),), bool), g, rule=candidate_rule, raw_total=raw.total[rows],
       prompted_total=scored.total, num_positives=num_positives)
+  prompted_adv[rows] = np.asarray(advantages_lib.group_advantages(scored.total, g))
   return Collected(raw_inputs, raw, adv, hard, types, prompted_inputs, prompted, weights,
-                   seconds)
+                   prompted_adv, seconds)

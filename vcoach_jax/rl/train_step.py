@@ -5,6 +5,13 @@
 computing L = L_GSPO(raw rollouts; KL to the reference) + alpha * L_NLL(prompted positives),
 with the hard-prompt indicator carried by the positives' weights.
 
+With `rl.prompted_gspo` (the ablation's "coaching without self-distillation" variant, not the
+reference) the prompted rollouts of hard prompts also enter a GSPO term as their own groups:
+their advantages are normalised within each prompted group (`collect`), the log-probs are taken
+under the prompted input, no KL; rows of easy (padding) prompts carry advantage 0, and the term
+is averaged over all B*G rows like the raw one, so padding contributes nothing and each prompted
+group weighs what a raw group does.
+
   step, state, ref = setup(config, model, mesh)
   state, metrics = step(state, ref, raw, prompted, rng)
 
@@ -37,7 +44,7 @@ class RolloutBatch(NamedTuple):
   tokens: jax.Array  # [B*G, N] int32 completion ids
   mask: jax.Array  # [B*G, N] completion mask (1 up to and including the end token)
   old_logprobs: jax.Array | None  # [B*G, N] sampling-policy log-probs (used when mu > 1)
-  advantages: jax.Array | None  # [B*G] group advantages (raw batch)
+  advantages: jax.Array | None  # [B*G] group advantages (raw batch; prompted with prompted_gspo)
   weights: jax.Array | None  # [B*G] NLL weights of positives (prompted batch)
 
 
@@ -50,6 +57,7 @@ class LossConfig:
   beta: float = 0.04  # k3 KL weight
   alpha: float = 0.1  # self-distillation NLL weight
   use_old_logprobs: bool = False  # mu > 1: ratio against the stored old log-probs
+  prompted_gspo: bool = False  # prompted rollouts also enter GSPO as their own groups
 
   @classmethod
   def from_config(cls, config, group_size: int | None = None) -> LossConfig:
@@ -57,7 +65,7 @@ class LossConfig:
       group_size = config.sampling.num_samples
     r = config.rl
     return cls(group_size=int(group_size), eps_low=r.eps_low, eps_high=r.eps_high, beta=r.beta,
-               alpha=r.alpha, use_old_logprobs=r.mu > 1)
+               alpha=r.alpha, use_old_logprobs=r.mu > 1, prompted_gspo=r.prompted_gspo)
 
 
 def reference_logprobs(ref_model, raw: RolloutBatch, cfg: LossConfig) -> jax.Array | None:
@@ -79,8 +87,17 @@ def visioncoach_loss(model, ref_lp: jax.Array | None, raw: RolloutBatch,
   metrics["num_tokens"] = jnp.sum(raw.mask.astype(jnp.float32))
   if prompted is None:
     return loss, dict(metrics, nll=jnp.zeros(()), nll_nonfinite=jnp.zeros(()),
-                      num_positives=jnp.zeros(()))
+                      num_positives=jnp.zeros(()), gspo_prompted=jnp.zeros(()))
   plp = completion_logprobs(model, prompted.prompt, prompted.tokens, prompted.mask, g)
+  metrics["gspo_prompted"] = jnp.zeros(())
+  if cfg.prompted_gspo:
+    if prompted.advantages is None:
+      raise ValueError("rl.prompted_gspo needs the prompted batch's advantages")
+    p_old = prompted.old_logprobs if cfg.use_old_logprobs else None
+    p_loss, _ = gspo.gspo_loss(plp, p_old, None, prompted.mask, prompted.advantages,
+                               eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta=0.0)
+    loss = loss + p_loss
+    metrics["gspo_prompted"] = p_loss
   nll, nll_metrics = distill.nll_loss(plp, prompted.mask, prompted.weights,
                                       num_prompts=raw.prompt.input_ids.shape[0])
   return distill.combine(loss, nll, cfg.alpha), dict(metrics, **nll_metrics)

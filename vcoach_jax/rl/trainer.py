@@ -5,7 +5,8 @@ One step: a raw batch of B prompts -> G rollouts each -> rewards -> group advant
 prompts get a visual prompt (selector cache, else `raw`) and G prompted rollouts -> positives ->
 one jitted, sharded update (GSPO on raw rollouts + alpha * NLL on positives + beta * KL).
 Variants for the ablation: `coach=False` is plain GSPO; `distill=False` keeps the prompted
-rollouts but gives the NLL zero weight.
+rollouts but gives the NLL zero weight (which alone changes nothing: combine it with
+`rl.prompted_gspo`, as `vcoach ablate` does, for the prompted rollouts to enter GSPO).
 """
 
 from __future__ import annotations
@@ -137,7 +138,9 @@ class Trainer(training_loop.Runner):
     raw = rollout_batch(got.raw_inputs, got.raw, advantages=got.advantages)
     prompted = None
     if got.prompted is not None:
-      prompted = rollout_batch(got.prompted_inputs, got.prompted, weights=got.weights)
+      p_adv = got.prompted_advantages if c.rl.prompted_gspo else None
+      prompted = rollout_batch(got.prompted_inputs, got.prompted, advantages=p_adv,
+                               weights=got.weights)
     self.state, update = self.step_fn(self.state, self.ref, raw, prompted, k_step)
     update = jax.device_get(update)
     t_train = time.perf_counter() - t1

@@ -1,0 +1,72 @@
+"""`vcoach ablate --fast` end to end on a shrunk world: SFT once, the three variants, their
+evaluation (probe + V-STAR-style metrics), the table (markdown + JSON) and the reward plot."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+os.environ.setdefault("USE_TF", "0")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from vcoach_jax import ablate  # noqa: E402
+from vcoach_jax import cli  # noqa: E402
+from vcoach_jax import metrics_writer  # noqa: E402
+
+SHRINK = ("sft.steps=4", "data.batch_size=2", "synthetic.max_frames=4", "synthetic.num_train=12",
+          "synthetic.num_eval=6",
+          "sampling.max_new_tokens=12", "selector.max_new_tokens=12", "selector.steps=1",
+          "selector.batch_size=2", "data.tiny_vocab_size=400", "eval.batch_size=6",
+          "rl.prompt_selector=off",  # no selector phase: hard prompts get `raw` (hint only)
+          "rl.k1=100.0")  # every prompt hard: the coaching branches run
+
+
+def test_ablate_fast_end_to_end(tmp_path):
+  workdir = tmp_path / "ablate"
+  argv = ["ablate", "--fast", "--seeds", "1", "--steps", "1", "--no-progress",
+          "--workdir", str(workdir), "--compile-cache", str(tmp_path / "cache")]
+  for s in SHRINK:
+    argv += ["--set", s]
+  assert cli.main(argv) == 0
+
+  summary = json.loads((workdir / "ablation.json").read_text())
+  stats = summary["metrics"]
+  assert set(stats) == set(ablate.VARIANTS) | {ablate.START}
+  for name, per in stats.items():
+    assert set(per) == set(ablate.COLUMNS), name
+    for key, s in per.items():
+      assert len(s["values"]) == 1 and s["std"] == 0.0, (name, key)
+      assert math.isfinite(s["mean"]), (name, key)
+    assert per["probe/frac_hard"]["mean"] == 1.0  # k1 = 100
+    assert 0.0 <= per["eval/acc"]["mean"] <= 1.0 and per["probe/total"]["mean"] <= 4.0
+
+  table = (workdir / "ablation.md").read_text()
+  rows = [line for line in table.splitlines() if line.startswith("| ")]
+  names = [r.split("|")[1].strip() for r in rows]
+  order = ["variant", ablate.START, "gspo", "coach", "full"]
+  assert names == order * 2  # the probe table, then the V-STAR-style one
+  assert sum(r.count("±") for r in rows) == len(ablate.COLUMNS) * 4
+  assert "prompted rollouts of hard prompts as extra GSPO groups" in table
+
+  # The variants differ where they should: only coaching runs sample prompted rollouts.
+  logs = {v: metrics_writer.read_jsonl(workdir / "runs" / v / "seed0" / "metrics" /
+                                       "metrics.jsonl") for v in ablate.VARIANTS}
+  assert all(len(rows) == 1 for rows in logs.values())
+  assert "prompted_total" not in logs["gspo"][0] and "prompted_total" in logs["coach"][0]
+  # The loss each variant optimised: GSPO + beta * KL, plus the prompted GSPO term (coach, whose
+  # value is 0 at mu = 1: in-group advantages sum to 0) or alpha * NLL (full).
+  beta, alpha = 0.04, 0.1
+  for name, extra in (("gspo", 0.0), ("coach", 0.0), ("full", alpha * logs["full"][0]["nll"])):
+    m = logs[name][0]
+    assert m["loss"] == pytest.approx(m["gspo"] + beta * m["kl"] + extra, abs=1e-5), name
+
+  with Image.open(workdir / "reward_total.png") as im:
+    assert im.size[0] > 100 and np.asarray(im).std() > 0
+
+  # A rerun reuses the SFT start and the finished runs.
+  assert cli.main(argv) == 0
+  assert json.loads((workdir / "ablation.json").read_text())["metrics"] == stats

@@ -1,0 +1,82 @@
+"""The ablation's `rl.prompted_gspo` term (coaching without self-distillation): prompted rollouts
+of hard prompts enter GSPO as their own groups; rows with advantage 0 (easy prompts, the padding
+rows of the prompted batch) change nothing, so the gradient changes iff some hard row has a
+nonzero advantage."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import rl_testutil as ru
+from vcoach_jax import config as config_lib
+from vcoach_jax.rl import train_step as ts
+from vcoach_jax.rl.gspo import masked_mean
+
+
+def _grads(model, raw, prompted, cfg):
+  graphdef, params = nnx.split(model)
+
+  def loss(p):
+    return ts.visioncoach_loss(nnx.merge(graphdef, p), None, raw, prompted, cfg)
+  (value, metrics), g = jax.value_and_grad(loss, has_aux=True)(params)
+  return float(value), metrics, jax.tree.leaves(g)
+
+
+def _same(a, b) -> bool:
+  return all(np.allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-7) for x, y in zip(a, b))
+
+
+def test_prompted_gspo_term_changes_the_gradient_iff_a_hard_row_has_advantage():
+  model = ru.tiny_model(seed=4)
+  raw = ru.rollout_batch(model.config, 2)
+  base = ru.rollout_batch(model.config, 2, seed=7, prompted=True)
+  # alpha = 0 and beta = 0: the only possible effect of the prompted batch is the new term.
+  off = ts.LossConfig(group_size=ru.G, alpha=0.0, beta=0.0)
+  on = dataclasses.replace(off, prompted_gspo=True)
+  loss_off, _, g_off = _grads(model, raw, base._replace(advantages=None), off)
+
+  # Prompt 0 hard with a spread of prompted rewards, prompt 1 easy (a padding row: advantage 0).
+  adv = np.zeros((2 * ru.G,), np.float32)
+  adv[:ru.G] = np.asarray(base.advantages[:ru.G])
+  assert np.abs(adv).max() > 0
+  loss_on, m_on, g_on = _grads(model, raw, base._replace(advantages=adv), on)
+  assert not _same(g_on, g_off)
+  # At mu = 1 the term's value is -mean over all B*G rows of A (ratio == 1): padding rows are 0.
+  np.testing.assert_allclose(float(m_on["gspo_prompted"]), -adv.sum() / adv.size, atol=1e-6)
+  np.testing.assert_allclose(loss_on, loss_off + float(m_on["gspo_prompted"]), atol=1e-6)
+
+  # Its gradient is that of -sum_rows(A * mean_t lp) / (B*G) under the prompted input.
+  graphdef, params = nnx.split(model)
+
+  def surrogate(p):
+    lp = ts.completion_logprobs(nnx.merge(graphdef, p), base.prompt, base.tokens, base.mask,
+                                ru.G)
+    return -jnp.sum(adv * masked_mean(lp, base.mask)) / adv.size
+  g_sur = jax.tree.leaves(jax.grad(surrogate)(params))
+  for a, b, c in zip(g_on, g_off, g_sur):
+    np.testing.assert_allclose(np.asarray(a) - np.asarray(b), np.asarray(c), atol=1e-5)
+
+  # All advantages 0 (no hard prompt with a reward spread): exactly the gradient without the term.
+  loss_zero, m_zero, g_zero = _grads(model, raw, base._replace(advantages=np.zeros_like(adv)), on)
+  assert _same(g_zero, g_off) and loss_zero == loss_off and float(m_zero["gspo_prompted"]) == 0.0
+  # ... and the flag off ignores the prompted advantages.
+  _, _, g_ignored = _grads(model, raw, base._replace(advantages=adv), off)
+  assert _same(g_ignored, g_off)
+
+
+def test_prompted_gspo_config_field_is_validated():
+  cfg = config_lib.load(None, ["rl.prompted_gspo=True"])
+  assert cfg.rl.prompted_gspo is True
+  assert ts.LossConfig.from_config(cfg).prompted_gspo
+  assert not ts.LossConfig.from_config(config_lib.load(None, [])).prompted_gspo
+  try:
+    config_lib.load(None, ["rl.prompted_gspo=3"])
+  except ValueError as e:
+    assert "prompted_gspo" in str(e)
+  else:
+    raise AssertionError("a non-bool rl.prompted_gspo was accepted")

@@ -1,0 +1,332 @@
+"""The method's ablation in miniature (DESIGN.md §10, COMPASS area 6): on the synthetic world,
+cold-start SFT once (and the VP-Selector), then three RL variants from that same start, on the
+same data order, for several seeds each:
+
+  gspo   GSPO with the grounding rewards only, no coaching (`Trainer(coach=False)`).
+  coach  + visual-prompt coaching without self-distillation. With alpha = 0 the prompted
+         rollouts would change nothing (only raw rollouts enter GSPO, §8.3), so this variant is
+         defined as: the prompted rollouts of hard prompts also enter the GSPO loss as their own
+         groups (advantages normalised within each prompted group, log-probs under the prompted
+         input), no NLL (`rl.prompted_gspo = True`, alpha = 0). Not the reference method.
+  full   + self-distillation: the method (GSPO on raw rollouts + alpha * NLL on positives).
+
+Each run is evaluated on the held-out synthetic split two ways: the probe (`rl.probe`: G
+sampled rollouts per prompt, the seven rewards' means, the fraction of hard prompts) and the
+V-STAR-style metrics of `vcoach_jax.eval` (greedy, raw video, through the sampler with the
+trained policy). Writes ablation.md / ablation.json (mean ± std over seeds) and
+reward_total.png (the raw rollouts' mean total reward per step, mean over seeds).
+
+  result = run(ablate_config(), "vcoach_ablate", seeds=3)
+  print(result.markdown)
+
+A rerun with the same work folder reuses the SFT start and every finished run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import pathlib
+import shutil
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+from vcoach_jax import config as config_lib
+from vcoach_jax import demo
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  coach: bool  # hard prompts get prompted rollouts
+  distill: bool  # alpha * NLL on their positives
+  overrides: tuple[str, ...]  # config changes of the variant
+  description: str
+
+
+VARIANTS: dict[str, Variant] = {
+    "gspo": Variant(False, False, (), "GSPO, grounding rewards only (no coaching)"),
+    "coach": Variant(True, False, ("rl.prompted_gspo=True",),
+                     "+ visual-prompt coaching: prompted rollouts of hard prompts as extra GSPO "
+                     "groups, no NLL"),
+    "full": Variant(True, True, (), "+ self-distillation (VisionCoach: GSPO + alpha * NLL on "
+                    "positives)"),
+}
+
+# The ablation's changes to the demo's settings: a harder world (two distractors, occluding bars
+# on a quarter of the frames) so the SFT policy finds most prompts hard, a larger held-out split,
+# and short RL runs of 4 prompts x G = 4, sized for 9 of them on 2 CPU cores.
+ABLATE = (
+    "synthetic.distractors=2", "synthetic.occlusion=0.25", "synthetic.num_eval=24",
+    "data.batch_size=4", "optim.total_steps=10", "optim.lr=0.0003", "selector.steps=20",
+    "eval.batch_size=8",
+)
+FAST = ("sft.steps=30", "optim.total_steps=2", "sampling.max_new_tokens=24",
+        "sampling.num_samples=2", "synthetic.num_train=24", "synthetic.num_eval=6",
+        "data.tiny_vocab_size=500", "selector.steps=2", "selector.max_new_tokens=24")
+PROBE_BATCHES = 4  # eval batches of the probe per run (fast: 1)
+
+PROBE_COLUMNS = ("format", "ans_acc", "ans_tiou", "thk_temporal_point", "thk_temporal_segment",
+                 "thk_spatial", "total", "frac_hard")
+EVAL_COLUMNS = ("acc", "tIoU", "R1@0.5", "mIoU", "mAP@0.5", "AM", "LGM")
+COLUMNS = tuple(f"probe/{c}" for c in PROBE_COLUMNS) + tuple(f"eval/{c}" for c in EVAL_COLUMNS)
+HEADERS = {"probe/format": "format", "probe/ans_acc": "accuracy", "probe/ans_tiou": "answer tIoU",
+           "probe/thk_temporal_point": "when (pt)", "probe/thk_temporal_segment": "when (seg)",
+           "probe/thk_spatial": "where", "probe/total": "total R", "probe/frac_hard": "frac hard",
+           "eval/acc": "V* acc", "eval/tIoU": "V* tIoU", "eval/R1@0.5": "V* R1@0.5",
+           "eval/mIoU": "V* mIoU", "eval/mAP@0.5": "V* mAP@0.5", "eval/AM": "V* AM",
+           "eval/LGM": "V* LGM"}
+START = "sft (start)"  # the row of the shared SFT start
+
+
+@dataclasses.dataclass
+class AblationResult:
+  markdown: str  # the table with the variants' definitions (ablation.md)
+  summary: dict  # ablation.json: per variant, per metric: mean, std, values
+  plot: str  # reward_total.png
+  seconds: dict  # wall time per phase
+
+
+def ablate_config(fast: bool = False, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """The demo's config with the ablation's settings (and `fast`: a ~2 minute smoke version)."""
+  return demo.demo_config(fast=fast, overrides=list(ABLATE) + (list(FAST) if fast else [])
+                          + list(overrides))
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation of one policy.
+
+def sampler_generate_fn(sampler, processor, texts, config: ml_collections.ConfigDict, state,
+                        pad_id: int, seed: int = 0) -> Callable[[list], list]:
+  """Eval requests -> greedy completions of the policy `state` through `sampler` (raw video, no
+  visual prompt; synthetic items are re-rendered from their world index)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.data import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.data import video  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.eval import prompting  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.model import batching  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.sampling import SamplingConfig  # pylint: disable=g-import-not-at-top
+  world = synthetic.SyntheticWorld(synthetic.WorldSpec.from_config(config.synthetic))
+  build = prompting.PromptBuilder(texts, video.VideoSpec.from_config(config.video), world)
+  shapes = pipeline_lib.BatchShapes.from_config(config.data)
+  greedy = SamplingConfig(greedy=True, max_new_tokens=config.sampling.max_new_tokens)
+  rng = jax.random.key(seed)
+
+  def generate(requests):
+    items = []
+    for req, prompt in zip(requests, build(requests)):
+      enc = processor(prompt)
+      items.append({"input_ids": enc["input_ids"][0], "pixel_values": enc["pixel_values"],
+                    "image_grid_thw": enc["image_grid_thw"],
+                    "target_ids": np.zeros((0,), np.int32), "sample": None, "id": req.item.id})
+    host = pipeline_lib.collate(items, shapes, pad_id)
+    inputs = batching.batch_inputs(sampler.model.config, host.arrays)
+    return sampler.generate(inputs, greedy, rng, state=state).texts
+  return generate
+
+
+def evaluate_policy(rl, config: ml_collections.ConfigDict, tok, workdir: pathlib.Path, *,
+                    probe_batches: int, progress: bool = False) -> dict[str, float]:
+  """Flat metrics of trainer `rl`'s current policy: `probe/<reward>` (sampled, G per prompt)
+  and `eval/<metric>` (greedy, V-STAR-style, over the whole held-out split)."""
+  from vcoach_jax import eval as vc_eval  # pylint: disable=g-import-not-at-top
+  out = {f"probe/{k}": v for k, v in
+         demo.probe_policy(rl, config, tok, workdir, probe_batches).items()}
+  generate = sampler_generate_fn(rl.sampler, rl.pipe.processor, rl.parts.texts, config,
+                                 rl.policy_state(), rl.pad_id)
+  workdir.mkdir(parents=True, exist_ok=True)
+  jsonl = workdir / "synthetic.jsonl"
+  jsonl.unlink(missing_ok=True)  # a fresh policy: never resume another one's completions
+  summary = vc_eval.evaluate(
+      vc_eval.loaders.synthetic_items(config, "eval"), generate, "synthetic",
+      out_jsonl=str(jsonl), batch_size=config.eval.batch_size,
+      options=vc_eval.EvalOptions.from_config(config.eval),
+      reward_options=config_lib.reward_options(config), progress=progress)
+  (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+  block = summary["vstar"]["overall"]
+  chain = block["chain1"]
+  figures = {"acc": block["acc"], "tIoU": chain["mean_tiou"], "R1@0.5": chain.get("R1@0.5"),
+             "mIoU": chain["mean_miou"], "mAP@0.5": chain.get("mAP@0.5"), "AM": chain["AM"],
+             "LGM": chain["LGM"]}
+  out.update({f"eval/{k}": math.nan if v is None else float(v) for k, v in figures.items()})
+  return out
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation and outputs.
+
+def aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+  """{variant: {metric: {mean, std (over seeds, ddof 0), values}}} of the finished runs."""
+  out: dict[str, dict[str, dict[str, Any]]] = {}
+  for run_ in runs:
+    per = out.setdefault(run_["variant"], {})
+    for key in COLUMNS:
+      per.setdefault(key, {"values": []})["values"].append(float(run_["metrics"][key]))
+  for per in out.values():
+    for stats in per.values():
+      v = np.asarray(stats["values"], np.float64)
+      stats["mean"], stats["std"] = float(np.mean(v)), float(np.std(v))
+  return out
+
+
+def markdown_table(stats: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                   columns: Sequence[str] = COLUMNS) -> str:
+  """One row per variant, `mean ± std` per metric."""
+  head = "| variant | seeds | " + " | ".join(HEADERS.get(c, c) for c in columns) + " |"
+  lines = [head, "|" + "---|" * (len(columns) + 2)]
+  for name, per in stats.items():
+    n = len(next(iter(per.values()))["values"])
+    cells = [f"{per[c]['mean']:.3f} ± {per[c]['std']:.3f}" for c in columns]
+    lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def curve_plot(run_dirs: Mapping[str, Sequence[pathlib.Path]], path: pathlib.Path,
+               key: str = "reward_total") -> pathlib.Path:
+  """`key` per step of each variant's runs (their metrics/metrics.jsonl), mean over seeds."""
+  from vcoach_jax import metrics_writer  # pylint: disable=g-import-not-at-top
+  series = {}
+  for name, dirs in run_dirs.items():
+    by_step: dict[int, list[float]] = {}
+    for d in dirs:
+      for row in metrics_writer.read_jsonl(d / "metrics" / "metrics.jsonl"):
+        by_step.setdefault(int(row["step"]), []).append(float(row[key]))
+    series[name] = [(s + 1, float(np.mean(v))) for s, v in sorted(by_step.items())]
+  n = max((len(d) for d in run_dirs.values()), default=0)
+  metrics_writer.line_plot(series, path, title=f"{key} of raw rollouts, mean over {n} seed(s)")
+  return path
+
+
+def _report(stats, config, seeds: int, steps: int, command: str, probe_prompts: int) -> str:
+  lines = [f"# Ablation in miniature ({seeds} seed(s), {steps} RL steps per run)", ""]
+  if command:
+    lines += ["```", command, "```", ""]
+  probe_cols = [c for c in COLUMNS if c.startswith("probe/")]
+  eval_cols = [c for c in COLUMNS if c.startswith("eval/")]
+  lines += ["Per-reward means on held-out prompts (probe, sampled):", "",
+            markdown_table(stats, probe_cols), "",
+            "V-STAR-style metrics on the held-out split (greedy):", "",
+            markdown_table(stats, eval_cols), "",
+            "Variants (same SFT start and data order; the seed changes the RL sampling):", ""]
+  lines += [f"- `{name}`: {v.description}" for name, v in VARIANTS.items()]
+  lines += [f"- `{START}`: the shared cold-start SFT policy, before RL (one evaluation)", "",
+            "`coach` is this project's definition, not the paper's: with alpha = 0 alone the "
+            "prompted rollouts would not change training (only raw rollouts enter GSPO), so each "
+            "hard prompt's prompted rollouts form their own GSPO group (advantages normalised "
+            "within it, log-probs under the prompted input, no KL, no NLL).", "",
+            f"Columns: `probe/*` = mean of the seven rewards over {config.sampling.num_samples} "
+            f"sampled rollouts per prompt on {probe_prompts} held-out prompts, and the fraction "
+            f"of those prompts with mean total < k1 = {config.rl.k1}; `V*` = V-STAR-style "
+            "metrics (greedy, chain 1, judge rouge, correct = score >= 2) on the "
+            f"{config.synthetic.num_eval} held-out synthetic items. World: "
+            f"{config.synthetic.distractors} distractor(s), occlusion "
+            f"{config.synthetic.occlusion}, {config.synthetic.min_objects}-"
+            f"{config.synthetic.max_objects} objects, {config.synthetic.min_frames}-"
+            f"{config.synthetic.max_frames} frames.", ""]
+  return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+
+RL_ONLY = ("rl.", "sampling.", "eval.", "checkpoint.", "optim.total_steps", "optim.lr")
+
+
+def fingerprint(config: ml_collections.ConfigDict, skip: Sequence[str] = ()) -> str:
+  """A short hash of a config (minus keys starting with `skip`): finished work is reused only
+  under the same one."""
+  flat = {k: v for k, v in config_lib.flatten(config).items() if not k.startswith(tuple(skip))}
+  text = json.dumps(flat, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _start(config, w: pathlib.Path, progress: bool, fast: bool, seconds: dict):
+  """The shared SFT start and selector cache (reused when this work folder has them)."""
+  from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
+  marker = w / "start.json"
+  if marker.is_file():
+    saved = json.loads(marker.read_text())
+    if saved.get("fingerprint") != fingerprint(config, RL_ONLY):
+      raise ValueError(f"{marker}: this work folder's SFT start (and synthetic data) was made "
+                       "with another config; use a new --workdir (in the same one change only "
+                       "--steps, --seeds and rl., sampling., eval., optim.lr settings)")
+    print(f"== reusing the SFT start and selector cache of {w}")
+    rl_config = config_lib.with_overrides(config, saved["overrides"])
+    return rl_config, experiment.tokenizer(rl_config, w)
+  # No selector when the trainer would not read its cache (hard prompts then get `raw`).
+  select = config.rl.prompt_selector == "cache"
+  rl_config, tok, _ = demo.cold_start(config, str(w), progress=progress, fast=fast,
+                                      seconds=seconds, select=select)
+  keys = ("data.tokenizer_dir", "data.tfds_dir", "model.checkpoint") + (
+      ("selector.cache",) if select else ())
+  flat = config_lib.flatten(rl_config)
+  marker.write_text(json.dumps({"overrides": [f"{k}={flat[k]}" for k in keys],
+                                "fingerprint": fingerprint(config, RL_ONLY)}) + "\n")
+  return rl_config, tok
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
+        steps: int | None = None, progress: bool = True, fast: bool = False,
+        variants: Sequence[str] = tuple(VARIANTS), command: str = "") -> AblationResult:
+  """SFT once, then every variant x seed; evaluates each and writes the table and the plot."""
+  from vcoach_jax.rl import trainer as rl_trainer  # pylint: disable=g-import-not-at-top
+  unknown = [v for v in variants if v not in VARIANTS]
+  if unknown or seeds < 1:
+    raise ValueError(f"variants must be among {list(VARIANTS)} (got {unknown}) and seeds >= 1 "
+                     f"(got {seeds})")
+  w = pathlib.Path(workdir)
+  w.mkdir(parents=True, exist_ok=True)
+  seconds: dict[str, float] = {}
+  rl_config, tok = _start(config, w, progress, fast, seconds)
+  steps = steps or rl_config.optim.total_steps
+  rl_config = config_lib.with_overrides(rl_config, [f"optim.total_steps={steps}"])
+  n_probe = 1 if fast else PROBE_BATCHES
+  runs, run_dirs = [], {name: [] for name in variants}
+  t0 = time.perf_counter()
+  for seed in range(seeds):
+    for name in variants:
+      v = VARIANTS[name]
+      d = w / "runs" / name / f"seed{seed}"
+      run_dirs[name].append(d)
+      done = d / "result.json"
+      run_config = config_lib.with_overrides(rl_config, v.overrides)
+      key = fingerprint(run_config)
+      if done.is_file() and json.loads(done.read_text()).get("fingerprint") == key:
+        runs.append(json.loads(done.read_text()))
+        print(f"== {name} seed {seed}: done before, reused")
+        continue
+      shutil.rmtree(d, ignore_errors=True)  # an interrupted run starts over
+      print(f"== RL {name} seed {seed} ({steps} steps): {v.description}")
+      rl = rl_trainer.Trainer(run_config, str(d), seed=seed, coach=v.coach, distill=v.distill,
+                              progress=progress)
+      start_file, start_key = w / "runs" / "start.json", fingerprint(rl_config)
+      if not (start_file.is_file()
+              and json.loads(start_file.read_text()).get("fingerprint") == start_key):
+        metrics = evaluate_policy(rl, rl_config, tok, w / "runs" / "start",
+                                  probe_batches=n_probe)
+        start_file.write_text(json.dumps({"variant": START, "seed": 0, "metrics": metrics,
+                                          "fingerprint": start_key}))
+      rl.run()
+      rl.writer.close()
+      metrics = evaluate_policy(rl, rl_config, tok, d / "eval", probe_batches=n_probe)
+      result = {"variant": name, "seed": seed, "metrics": metrics, "fingerprint": key}
+      done.write_text(json.dumps(result, indent=1) + "\n")
+      runs.append(result)
+  seconds["rl+eval"] = time.perf_counter() - t0
+  start_run = w / "runs" / "start.json"
+  rows = ([json.loads(start_run.read_text())] if start_run.is_file() else []) + runs
+  stats = aggregate(rows)
+  markdown = _report(stats, rl_config, seeds, steps, command,
+                     n_probe * rl_config.data.batch_size)
+  plot = curve_plot(run_dirs, w / "reward_total.png")
+  summary = {"command": command, "seeds": seeds, "steps": steps,
+             "variants": {k: dataclasses.asdict(v) for k, v in VARIANTS.items()},
+             "metrics": stats, "runs": rows, "seconds": seconds,
+             "config": json.loads(rl_config.to_json_best_effort())}
+  (w / "ablation.md").write_text(markdown, encoding="utf-8")
+  (w / "ablation.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+  return AblationResult(markdown, summary, str(plot), seconds)
