@@ -31,7 +31,7 @@ import math
 import pathlib
 import shutil
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 import numpy as np
@@ -100,36 +100,6 @@ def ablate_config(fast: bool = False, overrides: Sequence[str] = ()) -> ml_colle
 # --------------------------------------------------------------------------------------------
 # Evaluation of one policy.
 
-def sampler_generate_fn(sampler, processor, texts, config: ml_collections.ConfigDict, state,
-                        pad_id: int, seed: int = 0) -> Callable[[list], list]:
-  """Eval requests -> greedy completions of the policy `state` through `sampler` (raw video, no
-  visual prompt; synthetic items are re-rendered from their world index)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from vcoach_jax.data import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
-  from vcoach_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  from vcoach_jax.data import video  # pylint: disable=g-import-not-at-top
-  from vcoach_jax.eval import prompting  # pylint: disable=g-import-not-at-top
-  from vcoach_jax.model import batching  # pylint: disable=g-import-not-at-top
-  from vcoach_jax.sampling import SamplingConfig  # pylint: disable=g-import-not-at-top
-  world = synthetic.SyntheticWorld(synthetic.WorldSpec.from_config(config.synthetic))
-  build = prompting.PromptBuilder(texts, video.VideoSpec.from_config(config.video), world)
-  shapes = pipeline_lib.BatchShapes.from_config(config.data)
-  greedy = SamplingConfig(greedy=True, max_new_tokens=config.sampling.max_new_tokens)
-  rng = jax.random.key(seed)
-
-  def generate(requests):
-    items = []
-    for req, prompt in zip(requests, build(requests)):
-      enc = processor(prompt)
-      items.append({"input_ids": enc["input_ids"][0], "pixel_values": enc["pixel_values"],
-                    "image_grid_thw": enc["image_grid_thw"],
-                    "target_ids": np.zeros((0,), np.int32), "sample": None, "id": req.item.id})
-    host = pipeline_lib.collate(items, shapes, pad_id)
-    inputs = batching.batch_inputs(sampler.model.config, host.arrays)
-    return sampler.generate(inputs, greedy, rng, state=state).texts
-  return generate
-
-
 def evaluate_policy(rl, config: ml_collections.ConfigDict, tok, workdir: pathlib.Path, *,
                     probe_batches: int, progress: bool = False) -> dict[str, float]:
   """Flat metrics of trainer `rl`'s current policy: `probe/<reward>` (sampled, G per prompt)
@@ -137,8 +107,16 @@ def evaluate_policy(rl, config: ml_collections.ConfigDict, tok, workdir: pathlib
   from vcoach_jax import eval as vc_eval  # pylint: disable=g-import-not-at-top
   out = {f"probe/{k}": v for k, v in
          demo.probe_policy(rl, config, tok, workdir, probe_batches).items()}
-  generate = sampler_generate_fn(rl.sampler, rl.pipe.processor, rl.parts.texts, config,
-                                 rl.policy_state(), rl.pad_id)
+  from vcoach_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.data import video  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.eval import generation, prompting  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.sampling import SamplingConfig  # pylint: disable=g-import-not-at-top
+  world = synthetic.SyntheticWorld(synthetic.WorldSpec.from_config(config.synthetic))
+  generate = generation.SamplerGenerate(
+      rl.sampler, SamplingConfig(greedy=True, max_new_tokens=config.sampling.max_new_tokens),
+      rl.pipe.shapes, prompting.PromptBuilder(rl.parts.texts,
+                                              video.VideoSpec.from_config(config.video), world),
+      batch_size=config.eval.batch_size, state=rl.policy_state())
   workdir.mkdir(parents=True, exist_ok=True)
   jsonl = workdir / "synthetic.jsonl"
   jsonl.unlink(missing_ok=True)  # a fresh policy: never resume another one's completions

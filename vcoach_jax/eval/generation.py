@@ -53,15 +53,18 @@ class SamplerGenerate:
     builder: requests -> chat prompts (None: only `generate_texts` is usable).
     batch_size: prompts per `Sampler.generate` call.
     seed: PRNG seed (only matters when not greedy).
+    state: policy weights (`nnx.State`) to use instead of the sampler model's own (a trainer's
+      current parameters).
   """
 
   def __init__(self, sampler, sampling, shapes: pipeline_lib.BatchShapes,
-               builder: PromptBuilder | None = None, *, batch_size: int = 8, seed: int = 0):
+               builder: PromptBuilder | None = None, *, batch_size: int = 8, seed: int = 0,
+               state=None):
     import jax  # pylint: disable=g-import-not-at-top
     if batch_size < 1:
       raise ValueError(f"eval.batch_size must be >= 1, got {batch_size}")
     self.sampler, self.sampling, self.shapes, self.builder = sampler, sampling, shapes, builder
-    self.batch_size = batch_size
+    self.batch_size, self.state = batch_size, state
     self.processor = chat.Processor(sampler.tokenizer)
     self.rng = jax.random.key(seed)
     self.calls = 0  # Sampler.generate calls so far
@@ -137,7 +140,7 @@ class SamplerGenerate:
     host = pipeline_lib.collate(items, shapes, self.sampler.pad_id)
     inputs = batching.batch_inputs(self.sampler.model.config, host.arrays)
     t0 = time.perf_counter()
-    texts = self.sampler.generate(inputs, self.sampling, self.rng).texts
+    texts = self.sampler.generate(inputs, self.sampling, self.rng, state=self.state).texts
     self.sampler_seconds += time.perf_counter() - t0
     self.calls += 1
     return texts
