@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vcoach_jax import config as config_lib
+from vcoach_jax.commands import training_flags
 from vcoach_jax.parallel import distributed
 
 HELP = "cold-start SFT on grounded reasoning traces (DESIGN.md §8.8)"
@@ -26,28 +27,14 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--workdir", required=True, metavar="DIR",
-                      help="folder for checkpoints, metrics and the exported policy")
-  parser.add_argument("--steps", type=int, default=None, help="override sft.steps")
-  parser.add_argument("--resume", action="store_true",
-                      help="continue from the latest checkpoint in --workdir")
-  parser.add_argument("--seed", type=int, default=0, help="initialisation and sampling seed")
-  parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-  config_lib.add_config_flags(parser)
-  distributed.add_flags(parser)
+  training_flags.add(parser, "sft.steps")
 
 
 def run(args: argparse.Namespace) -> int:
   distributed.initialize(args)
   from vcoach_jax.sft import trainer as sft_trainer  # pylint: disable=g-import-not-at-top
   config = config_lib.load(args.config, args.overrides)
-  steps = args.steps or config.sft.steps
   trainer = sft_trainer.SFTTrainer(config, args.workdir, seed=args.seed,
                                    progress=not args.no_progress)
-  result = trainer.run(steps, resume=args.resume)
-  if result.interrupted:
-    print(f"interrupted at step {result.last_step}; resume with --resume")
-    return 130
-  path = trainer.export(f"{args.workdir}/policy")
-  print(f"SFT done ({result.last_step} steps, {result.skipped} skipped); policy: {path}")
-  return 0
+  result = trainer.run(args.steps or config.sft.steps, resume=args.resume)
+  return training_flags.finish(trainer, result, args.workdir, "SFT")
