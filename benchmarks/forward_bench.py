@@ -80,7 +80,8 @@ def video_inputs(size: str, frames: int = 8, text_len: int = 32):
   }
 
 
-def _median_time(fn, repeats: int) -> float:
+def median_time(fn, repeats: int) -> float:
+  """Median wall seconds of `repeats` calls of `fn` (warm it up first: compiles are not timed)."""
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
@@ -128,8 +129,8 @@ def bench(size: str, repeats: int) -> None:
   out = np.asarray(run_jax())  # compile + warm-up
   diff = float(np.abs(ref - out).max())
   run_torch()
-  t_torch = _median_time(run_torch, repeats)
-  t_jax = _median_time(run_jax, repeats)
+  t_torch = median_time(run_torch, repeats)
+  t_jax = median_time(run_jax, repeats)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state))
   print(f"[{size}] params {n_params / 1e6:.1f}M  tokens {inputs['input_ids'].shape[1]}  "
         f"patches {inputs['pixel_values_videos'].shape[0]}  max|diff| {diff:.2e}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import statistics
 import sys
 import tempfile
 import time
@@ -66,12 +65,9 @@ def bench(size: str, batch: int, new_tokens: int, repeats: int, hf=None, jm=None
   out = sampler.generate(prepared, cfg, jax.random.key(0))
   t_compile = time.perf_counter() - t0
   assert out.mask.all() and sampler.last_num_steps == new_tokens
-  times = []
-  for r in range(repeats):
-    t0 = time.perf_counter()
-    sampler.generate(prepared, cfg, jax.random.key(r + 1))
-    times.append(time.perf_counter() - t0)
-  t_jax = statistics.median(times)
+  keys = iter(range(1, repeats + 1))
+  t_jax = forward_bench.median_time(
+      lambda: sampler.generate(prepared, cfg, jax.random.key(next(keys))), repeats)
 
   kw = {k: torch.from_numpy(v) for k, v in inputs.items()}
   kw["second_per_grid_ts"] = kw["second_per_grid_ts"].tolist()
