@@ -196,7 +196,7 @@ class Pipeline:
     self._iterator = iter(self._dataset)
     self._checkpoint = tf.train.Checkpoint(iterator=self._iterator)
     pad = processor.tokenizer.pad_token_id
-    self._pad_id = int(pad if pad is not None else 0)
+    self.pad_id = int(pad if pad is not None else 0)  # prompt padding of every host batch
     self.step_percent = 1.0  # set by the trainer: (step + 1) / total_steps
 
   @classmethod
@@ -235,7 +235,7 @@ class Pipeline:
     examples = [self.next_example() for _ in range(self.shapes.batch_size)]
     items = [encode_example(e, self.processor, self.texts, self.shapes, self.step_percent)
              for e in examples]
-    batch = collate(items, self.shapes, self._pad_id)
+    batch = collate(items, self.shapes, self.pad_id)
     batch.examples = examples
     return batch
 

@@ -92,7 +92,6 @@ class Trainer(training_loop.Runner):
     self.ckpt = checkpointing.Checkpointer(
         config.checkpoint.dir or str(self.workdir / "checkpoints"), keep=config.checkpoint.keep)
     self.writer = metrics_writer.MetricsWriter(str(self.workdir / "metrics"))
-    self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else 0)
 
   def total_steps(self) -> int:
     return self.config.optim.total_steps
@@ -130,7 +129,7 @@ class Trainer(training_loop.Runner):
         inputs, self.sampling, next(keys), state=policy)
     got = collect_lib.collect(
         batch, model_config=self.parts.model.config, sample=sample, encode=self._encode,
-        prompt_type=self._prompt_type, shapes=self.pipe.shapes, pad_id=self.pad_id, g=self.g,
+        prompt_type=self._prompt_type, shapes=self.pipe.shapes, pad_id=self.pipe.pad_id, g=self.g,
         k1=c.rl.k1, k1_per_task=dict(c.rl.k1_per_task), candidate_rule=c.rl.candidate_rule,
         num_positives=c.rl.num_positives, reward_options=config_lib.reward_options(c),
         coach=self.coach)
