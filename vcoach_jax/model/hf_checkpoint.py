@@ -2,9 +2,11 @@
 
 `load_hf` builds the model abstractly (`nnx.eval_shape`), checks every tensor name and shape in
 the safetensors headers against it (one error listing all missing / unexpected names and shape
-mismatches), then reads the memory-mapped tensors one at a time and `device_put`s each straight
-to its sharding, so the whole model never sits in one host buffer. `save_hf` writes config.json
-and safetensors (sharded with an index above `max_shard_bytes`) that transformers loads.
+mismatches), then builds each parameter with `jax.make_array_from_callback` from its
+memory-mapped tensor: a process reads only the slices its own devices hold, so neither the whole
+model nor (on a multi-host mesh) a whole sharded tensor ever sits in one host buffer. `save_hf`
+writes config.json and safetensors (sharded with an index above `max_shard_bytes`) that
+transformers loads, streaming one shard at a time.
 
 The name table `_RULES` maps HF names to NNX paths; linear weights are transposed to `[in, out]`
 and the Conv3d patch embedding is flattened to a `[C*Tp*P*P, D]` matrix.
@@ -206,17 +208,27 @@ def load_hf(path: str | pathlib.Path, dtype=jnp.float32, mesh: jax.sharding.Mesh
       parts.append(f"  shape mismatches ({len(mismatched)}):\n    " + "\n    ".join(mismatched))
     raise CheckpointError("\n".join(parts))
 
-  device = jax.local_devices()[0]
+  single = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   values = {}
   for target, (name, transform) in plan.items():
-    host = _to_model_layout(files[name].tensor(name), transform).astype(dtype)
-    if mesh is None:
-      values[target] = jax.device_put(host, device)
-    else:
-      values[target] = jax.device_put(
-          host, mesh_lib.variable_sharding(expected[target], mesh, rules))
+    sharding = single if mesh is None else mesh_lib.variable_sharding(expected[target], mesh, rules)
+    values[target] = _place(_to_model_layout(files[name].tensor(name), transform), dtype,
+                            sharding)
   state = nnx.from_flat_state({p: v.replace(values[p]) for p, v in expected.items()})
   return nnx.merge(graphdef, state)
+
+
+def _place(src: np.ndarray, dtype, sharding: jax.sharding.Sharding) -> jax.Array:
+  """A global array from `src` (a memory-mapped view) that reads only the slices this process's
+  devices hold; each distinct slice is read and cast once, however many devices replicate it."""
+  slices: dict[tuple, np.ndarray] = {}
+
+  def read(index: tuple[slice, ...]) -> np.ndarray:
+    key = tuple((s.start, s.stop, s.step) for s in index)
+    if key not in slices:
+      slices[key] = np.array(src[index], dtype=dtype)  # a copy: never alias the read-only map
+    return slices[key]
+  return jax.make_array_from_callback(src.shape, sharding, read)
 
 
 def _host(x: jax.Array) -> np.ndarray:
@@ -249,36 +261,49 @@ def save_hf(model: Qwen2_5_VL, path: str | pathlib.Path, dtype=None,
   """Writes `model` as a HF Qwen2.5-VL folder (config.json + safetensors [+ index]), with the
   tokenizer files when a `tokenizer` (transformers) is given, so the folder is self-contained.
 
-  LoRA adapters are merged into the written weights. Only process 0 writes.
+  LoRA adapters are merged into the written weights. Tensors are gathered one at a time (every
+  process takes part in the gather of a tensor sharded across hosts) and each safetensors shard
+  is written by process 0 as soon as it is full, so at most one shard sits in host memory.
   """
   path = pathlib.Path(path)
-  tensors = dict(hf_tensors(model, dtype))
-  if jax.process_index() != 0:
-    return
-  path.mkdir(parents=True, exist_ok=True)
-  if tokenizer is not None:
-    tokenizer.save_pretrained(str(path))
-  cfg_json = model.config.to_hf()
-  first = next(iter(tensors.values()))
-  cfg_json["torch_dtype"] = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
-                             np.dtype(ml_dtypes.bfloat16): "bfloat16"}.get(first.dtype, "float32")
-  (path / "config.json").write_text(json.dumps(cfg_json, indent=2))
-  shards, current, size = [], {}, 0
-  for name, x in tensors.items():
+  writer = jax.process_index() == 0
+  if writer:
+    path.mkdir(parents=True, exist_ok=True)
+  shard_files: list[tuple[pathlib.Path, list[str]]] = []
+  current: dict[str, np.ndarray] = {}
+  size = total = 0
+  first_dtype = None
+
+  def flush():
+    part = path / f".part-{len(shard_files):05d}.safetensors"
+    if writer:
+      _write_safetensors(part, current)
+    shard_files.append((part, list(current)))
+
+  for name, x in hf_tensors(model, dtype):
+    first_dtype = first_dtype or x.dtype
     if current and size + x.nbytes > max_shard_bytes:
-      shards.append(current)
+      flush()
       current, size = {}, 0
     current[name] = x
     size += x.nbytes
-  shards.append(current)
-  if len(shards) == 1:
-    _write_safetensors(path / "model.safetensors", shards[0])
+    total += x.nbytes
+  flush()
+  if not writer:
+    return
+  if tokenizer is not None:
+    tokenizer.save_pretrained(str(path))
+  cfg_json = model.config.to_hf()
+  cfg_json["torch_dtype"] = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
+                             np.dtype(ml_dtypes.bfloat16): "bfloat16"}.get(first_dtype, "float32")
+  (path / "config.json").write_text(json.dumps(cfg_json, indent=2))
+  if len(shard_files) == 1:
+    shard_files[0][0].replace(path / "model.safetensors")
     return
   weight_map = {}
-  for i, shard in enumerate(shards):
-    fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-    _write_safetensors(path / fname, shard)
-    weight_map.update({name: fname for name in shard})
-  total = sum(x.nbytes for x in tensors.values())
+  for i, (part, names) in enumerate(shard_files):
+    fname = f"model-{i + 1:05d}-of-{len(shard_files):05d}.safetensors"
+    part.replace(path / fname)
+    weight_map.update({name: fname for name in names})
   (path / "model.safetensors.index.json").write_text(json.dumps(
       {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
