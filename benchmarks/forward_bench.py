@@ -6,11 +6,17 @@ fp32) on the same random weights and the same input: one 8-frame video plus a te
 Prints, per size, both median times, the speed-up (torch / jax; target >= 1.5x on CPU) and, on an
 accelerator, the forward throughput in tokens/s and the model-FLOPs utilisation.
 
-Measured 2026-11-24 on a shared 2-core CPU (torch 2 threads, median of 3; max|diff| <= 1e-5):
-  tiny  (19.6M params, 98 tokens, 256 patches):   torch   90.8 ms, jax   31.0 ms, 2.93x
-  0.5b  (563M params, 290 tokens, 1024 patches):  torch 2591.5 ms, jax 2277.5 ms, 1.14x
-  0.5b split: vision tower 1387 ms torch vs 886 ms jax (segmented window attention);
-  text + head 1256 ms torch vs 1314 ms jax (both at the matmul roofline of 2 cores).
+Measured 2026-11-24 on a shared 2-core CPU (torch 2 threads, median of 5; max|diff| <= 1e-5),
+two runs of the same build (the machine's noise is +-25%):
+  tiny  (19.6M params, 98 tokens, 256 patches):   torch 32.9 / 31.8 ms, jax 27.2 / 39.8 ms,
+        1.21x / 0.80x (75% of it is the [98, 64] x [64, 151936] LM head: a GEMM either way)
+  0.5b  (563M params, 290 tokens, 1024 patches):  torch 2546 / 2905 ms, jax 1978 / 2376 ms,
+        1.29x / 1.22x
+  GEMM ceiling (same run): text MLP 290x896x4864 XLA/torch 1.08x, vision MLP 1024x640x1728 0.90x.
+The target of 1.5x is not met: both sides are bound by fp32 GEMMs (about 90% of the 0.5b
+FLOPs), where XLA's CPU kernels (YNNPACK) and torch's oneDNN run at the same speed (+-10%); the
+gain comes from the vision tower's segmented attention (886 vs 1387 ms). bf16 does not help on
+this CPU (no AMX: 130-150 GFLOP/s against 200-260 fp32, for both libraries).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import time
 os.environ.setdefault("USE_TF", "0")
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -106,12 +113,44 @@ def forward_flops(model: vm.Qwen2_5_VL, inputs) -> float:
   return float(vit + text)
 
 
-def bench(size: str, repeats: int) -> None:
+def gemm_ceiling(size: str, tokens: int, repeats: int) -> None:
+  """The bound on any forward speed-up: the throughput of the model's two dominant fp32 matmuls
+  (text MLP [T, D] x [D, F], vision MLP [N, Dv] x [Dv, Fv]) in XLA and in torch. On a CPU both
+  models spend most of their time there, so the forward ratio can only exceed this one by what
+  attention, gathers and elementwise work save."""
+  text, vision, side = SIZES[size]
+  patches = (8 // 2) * (side // 14) ** 2
+  for name, (m, k, n) in (("text mlp", (tokens, text["hidden_size"], text["intermediate_size"])),
+                          ("vision mlp", (patches, vision["hidden_size"],
+                                          vision["intermediate_size"]))):
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(s, dtype=np.float32) for s in ((m, k), (k, n)))
+    ja, jb = jax.device_put(a), jax.device_put(b)
+    matmul = jax.jit(jnp.matmul)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    matmul(ja, jb).block_until_ready()
+    t_jax = median_time(lambda: matmul(ja, jb).block_until_ready(), max(repeats, 5))  # noqa: B023
+    t_torch = median_time(lambda: torch.matmul(ta, tb), max(repeats, 5))  # noqa: B023
+    flop = 2 * m * k * n / 1e9
+    print(f"[{size}] GEMM {name} {m}x{k}x{n}: torch {flop / t_torch:6.1f} GFLOP/s, "
+          f"XLA {flop / t_jax:6.1f} GFLOP/s, ratio {t_torch / t_jax:.2f}x")
+
+
+# Dense bf16 peak FLOP/s per chip, for the MFU line on accelerators (vendor datasheets).
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12,
+             "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12}
+
+
+def peak_flops(device_kind: str) -> float | None:
+  return next((v for k, v in PEAK_BF16.items() if k.lower() in device_kind.lower()), None)
+
+
+def bench(size: str, repeats: int, dtype: str = "float32") -> None:
   hf = hf_model(size)
   inputs = video_inputs(size)
   with tempfile.TemporaryDirectory() as d:
     hf.save_pretrained(d)
-    jm = vm.load_hf(d)
+    jm = vm.load_hf(d, dtype=jnp.dtype(dtype))
   torch_kw = {k: torch.from_numpy(v) for k, v in inputs.items()}
   torch_kw["second_per_grid_ts"] = [1.0]
 
@@ -137,19 +176,26 @@ def bench(size: str, repeats: int) -> None:
   print(f"[{size}] torch eager fp32 {t_torch * 1e3:9.1f} ms   vcoach_jax jit {t_jax * 1e3:9.1f} ms"
         f"   speed-up {t_torch / t_jax:.2f}x  ({jax.default_backend()}, "
         f"torch threads {torch.get_num_threads()})")
+  gemm_ceiling(size, inputs["input_ids"].shape[1], repeats)
   if jax.default_backend() != "cpu":
     flops = forward_flops(jm, inputs)
     print(f"[{size}] {jax.devices()[0].device_kind}: "
           f"{inputs['input_ids'].shape[1] / t_jax:.0f} tokens/s, {flops / t_jax / 1e12:.2f} TFLOP/s")
+    peak = peak_flops(jax.devices()[0].device_kind)
+    if peak:
+      print(f"[{size}] MFU {flops / t_jax / peak:.1%} of the {peak / 1e12:.0f} TFLOP/s bf16 peak "
+            f"(jax dtype {dtype})")
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--sizes", default="tiny,0.5b")
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="vcoach_jax's dtype (torch stays fp32); bfloat16 for accelerators")
   args = parser.parse_args()
   for size in args.sizes.split(","):
-    bench(size, args.repeats)
+    bench(size, args.repeats, args.dtype)
 
 
 if __name__ == "__main__":
