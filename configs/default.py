@@ -40,7 +40,10 @@ def get_config(arg=None):
   config.model.checkpoint = ""  # HF Qwen2.5-VL folder (config.json + safetensors); "" = random
   config.model.preset = "tiny"  # tiny | qwen2_5_vl_3b | qwen2_5_vl_7b (ModelConfig presets)
   config.model.dtype = "float32"  # float32 | bfloat16: params and compute (softmax/norms fp32)
-  config.model.attention_impl = "xla"  # xla (CPU, tests) | dot_product_attention | cudnn
+  # xla (CPU, tests) | chunked (xla in query blocks: O(block x keys) memory) |
+  # dot_product_attention | cudnn
+  config.model.attention_impl = "xla"
+  config.model.attention_chunk = 512  # query block of attention_impl=chunked
   config.model.remat_policy = "none"  # none | full | dots | dots_no_batch (layers.remat_policy)
   config.model.lora_rank = 0  # 0 = no LoRA; otherwise adapters on lora_targets
   config.model.lora_alpha = 16.0  # LoRA scale = alpha / rank

@@ -58,9 +58,7 @@ def test_one_video(pair):
   _check(pair, qt.make_inputs([row], videos=[grid], seconds=[1.0]))
 
 
-def test_mixed_left_padded_batch(pair):
-  """Row 0: image then video; row 1 (shorter, left-padded): another video of another grid;
-  second_per_grid_ts != 1 so video time ids are scaled."""
+def _mixed_batch():
   rng = np.random.default_rng(4)
   g_img, g_v1, g_v2 = (1, 4, 6), (2, 4, 4), (3, 6, 6)
   rows = [
@@ -68,9 +66,24 @@ def test_mixed_left_padded_batch(pair):
       + qt.vision_run(qt.VIDEO, g_v1) + qt.text_row(rng, 2),
       qt.text_row(rng, 2) + qt.vision_run(qt.VIDEO, g_v2) + qt.text_row(rng, 3),
   ]
-  inputs = qt.make_inputs(rows, images=[g_img], videos=[g_v1, g_v2], seconds=[0.5, 1.7])
+  return qt.make_inputs(rows, images=[g_img], videos=[g_v1, g_v2], seconds=[0.5, 1.7])
+
+
+def test_mixed_left_padded_batch(pair):
+  """Row 0: image then video; row 1 (shorter, left-padded): another video of another grid;
+  second_per_grid_ts != 1 so video time ids are scaled."""
+  inputs = _mixed_batch()
   assert inputs["attention_mask"].min() == 0  # really padded
   _check(pair, inputs)
+
+
+def test_chunked_attention_model_matches_transformers(pair, tmp_path):
+  """attention_impl="chunked" with blocks of 8 queries: text rows (53 tokens) and the vision
+  segments (frames of 24 and 36 patches) both split into several blocks, the last one padded."""
+  hf, _ = pair
+  hf.save_pretrained(tmp_path)
+  chunked = vm.load_hf(tmp_path, attention_impl="chunked", attention_chunk=8)
+  _check((hf, chunked), _mixed_batch())
 
 
 def test_rope_index_matches_transformers(pair):

@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("USE_TF", "0")
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
@@ -74,6 +75,33 @@ def test_attention_impls_agree():
   a = lyr.attention(q, k, v, mask, "xla")
   b = lyr.attention(q, k, v, mask, "dot_product_attention")
   np.testing.assert_allclose(np.asarray(a)[:, 1:], np.asarray(b)[:, 1:], atol=1e-5)
+
+
+def test_chunked_attention_equals_plain_values_and_gradients():
+  """13 queries in blocks of 4 (the last padded), a padded key and a query row with no key."""
+  k1, k2, k3, k4 = jax.random.split(jax.random.key(1), 4)
+  q = jax.random.normal(k1, (2, 13, 4, 8))
+  k = jax.random.normal(k2, (2, 13, 2, 8))
+  v = jax.random.normal(k3, (2, 13, 2, 8))
+  cot = jax.random.normal(k4, (2, 13, 4, 8))
+  mask = np.tril(np.ones((13, 13), bool))[None].repeat(2, 0)
+  mask[1, :, 0] = False
+  mask[1, 0] = False  # query 0 of row 1 attends nothing: finite, equal in both
+
+  def loss(impl):
+    return lambda q, k, v: jnp.sum(lyr.attention(q, k, v, mask, impl, chunk=4) * cot)
+  plain = lyr.attention(q, k, v, mask, "xla")
+  chunked = jax.jit(lambda q, k, v: lyr.attention(q, k, v, mask, "chunked", chunk=4))(q, k, v)
+  np.testing.assert_allclose(np.asarray(chunked), np.asarray(plain), atol=1e-6)
+  grads_plain = jax.grad(loss("xla"), argnums=(0, 1, 2))(q, k, v)
+  grads_chunked = jax.jit(jax.grad(loss("chunked"), argnums=(0, 1, 2)))(q, k, v)
+  for a, b in zip(grads_chunked, grads_plain):
+    assert np.isfinite(np.asarray(a)).all()
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  # No block of the chunked program holds more than [B, K, G, chunk, S] scores.
+  hlo = jax.jit(lambda q, k, v: lyr.attention(q, k, v, mask, "chunked", chunk=4)).lower(
+      q, k, v).as_text()
+  assert "2x2x2x4x13" in hlo and "2x2x2x13x13" not in hlo
 
 
 def test_from_config_builds_the_default_tiny_model():

@@ -49,7 +49,7 @@ def from_config(config: ml_collections.ConfigDict, seed: int = 0, tokenizer=None
   dtype = DTYPES[m.dtype]
   mesh = mesh_lib.make_mesh(dict(config.parallel.mesh))
   rules = mesh_lib.rules_from_config(config.parallel.rules)
-  runtime = dict(attention_impl=m.attention_impl, remat_policy=m.remat_policy)
+  runtime = ModelConfig.runtime_options(m)
   if m.checkpoint:
     model = load_hf(m.checkpoint, dtype=dtype, mesh=mesh, rules=rules, **runtime)
   else:

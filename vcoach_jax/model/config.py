@@ -13,8 +13,10 @@ import json
 import pathlib
 from typing import Any
 
-ATTENTION_IMPLS = ("xla", "cudnn", "dot_product_attention")
+ATTENTION_IMPLS = ("xla", "chunked", "cudnn", "dot_product_attention")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+# Fields set by the run config, not by config.json.
+RUNTIME_FIELDS = ("attention_impl", "attention_chunk", "remat_policy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +74,7 @@ class ModelConfig:
   vision: VisionConfig = dataclasses.field(default_factory=VisionConfig)
   # Runtime options (not part of config.json).
   attention_impl: str = "xla"  # one of ATTENTION_IMPLS
+  attention_chunk: int = 512  # query block of the "chunked" implementation
   remat_policy: str = "none"  # one of REMAT_POLICIES
 
   def __post_init__(self):
@@ -85,12 +88,19 @@ class ModelConfig:
                        f"{self.head_dim // 2}")
     if self.attention_impl not in ATTENTION_IMPLS:
       raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
+    if self.attention_chunk < 1:
+      raise ValueError(f"attention_chunk must be >= 1, got {self.attention_chunk}")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
 
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_attention_heads
+
+  @staticmethod
+  def runtime_options(section) -> dict[str, Any]:
+    """The runtime fields a run config's `model` section sets (missing ones keep defaults)."""
+    return {name: section[name] for name in RUNTIME_FIELDS if name in section}
 
   def replace(self, **kw) -> ModelConfig:
     return dataclasses.replace(self, **kw)
@@ -151,7 +161,7 @@ class ModelConfig:
     dflt = cls()
     fields = {}
     for f in dataclasses.fields(cls):
-      if f.name in ("vision", "mrope_section", "attention_impl", "remat_policy"):
+      if f.name in ("vision", "mrope_section") + RUNTIME_FIELDS:
         continue
       if f.name in text and text[f.name] is not None:
         fields[f.name] = text[f.name]
@@ -167,7 +177,7 @@ class ModelConfig:
   def to_hf(self) -> dict[str, Any]:
     """The `config.json` dict transformers' `Qwen2_5_VLConfig` reads."""
     out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-           if f.name not in ("vision", "mrope_section", "attention_impl", "remat_policy")}
+           if f.name not in ("vision", "mrope_section") + RUNTIME_FIELDS}
     v = self.vision
     out.update(
         architectures=["Qwen2_5_VLForConditionalGeneration"],

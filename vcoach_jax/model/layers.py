@@ -64,7 +64,8 @@ class RMSNorm(nnx.Module):
     return self.weight[...].astype(self.dtype) * x32.astype(self.dtype)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: str = "xla"):
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: str = "xla",
+              chunk: int = 512):
   """Grouped-query attention.
 
   Args:
@@ -73,14 +74,18 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: s
     v: [B, S, K, H] values.
     mask: [B, T, S] bool, True where a query may attend a key. A row with no True key gives a
       finite (meaningless) output, never NaN.
-    impl: "xla" (plain einsum + fp32 softmax), "dot_product_attention" or "cudnn"
+    impl: "xla" (plain einsum + fp32 softmax), "chunked" (the same in blocks of `chunk`
+      queries, see `chunked_attention`), "dot_product_attention" or "cudnn"
       (`jax.nn.dot_product_attention`).
+    chunk: query block of "chunked".
 
   Returns:
     [B, T, N, H] in q's dtype.
   """
   b, t, n, h = q.shape
   kv = k.shape[2]
+  if impl == "chunked":
+    return chunked_attention(q, k, v, mask, chunk)
   if impl != "xla":
     return jax.nn.dot_product_attention(
         q, k, v, mask=mask[:, None], implementation=None if impl == "dot_product_attention"
@@ -92,6 +97,28 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: s
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkgts,bskh->btkgh", probs, v)
   return out.reshape(b, t, n, h)
+
+
+def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+                      chunk: int) -> jax.Array:
+  """`attention` over blocks of `chunk` queries (`lax.map`), each block rematerialised in the
+  backward pass, so scores never exist for more than one block: memory O(B x N x chunk x S)
+  instead of O(B x N x T x S), where no fused kernel exists (CPU, and XLA's plan of a run).
+  Exactly the plain result: softmax runs over all keys of a query, and blocks are independent."""
+  b, t, n, h = q.shape
+  if t <= chunk:
+    return attention(q, k, v, mask, "xla")
+  pad = -t % chunk
+  blocks = (t + pad) // chunk
+  qb = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(b, blocks, chunk, n, h)
+  mb = jnp.pad(mask, ((0, 0), (0, pad), (0, 0))).reshape(b, blocks, chunk, mask.shape[-1])
+
+  @jax.checkpoint
+  def block(args):
+    q_blk, m_blk = args
+    return attention(q_blk, k, v, m_blk, "xla")
+  out = jax.lax.map(block, (qb.swapaxes(0, 1), mb.swapaxes(0, 1)))  # [blocks, B, chunk, N, H]
+  return out.swapaxes(0, 1).reshape(b, t + pad, n, h)[:, :t]
 
 
 def remat_policy(name: str):

@@ -62,7 +62,8 @@ class Qwen2_5_VL(nnx.Module):
     rngs = rngs or nnx.Rngs(0)
     self.config = cfg
     self.visual = VisionTower(cfg.vision, dtype=dtype, param_dtype=param_dtype,
-                              impl=cfg.attention_impl, remat=cfg.remat_policy, rngs=rngs)
+                              impl=cfg.attention_impl, chunk=cfg.attention_chunk,
+                              remat=cfg.remat_policy, rngs=rngs)
     self.model = TextModel(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.lm_head = None if cfg.tie_word_embeddings else lyr.Linear(
         cfg.hidden_size, cfg.vocab_size, axes=(lyr.EMBED, lyr.VOCAB), bias=False, dtype=dtype,

@@ -26,7 +26,7 @@ class Attention(nnx.Module):
     self.v_proj = lyr.Linear(d, cfg.num_key_value_heads * h, axes=(lyr.EMBED, lyr.KV_HEADS), bias=True, **kw)
     self.o_proj = lyr.Linear(cfg.num_attention_heads * h, d, axes=(lyr.HEADS, lyr.EMBED), bias=False, **kw)
     self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, h
-    self.impl = cfg.attention_impl
+    self.impl, self.chunk = cfg.attention_impl, cfg.attention_chunk
 
   @jax.named_scope("attention")
   def __call__(self, x, cos, sin, mask, kv=None, write_index=None):
@@ -41,7 +41,7 @@ class Attention(nnx.Module):
       k_cache, v_cache = kv
       k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, write_index, 0, 0))
       v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, write_index, 0, 0))
-    out = lyr.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, self.impl)
+    out = lyr.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, self.impl, self.chunk)
     return self.o_proj(out.reshape(b, t, -1)), (k, v)
 
 

@@ -88,12 +88,13 @@ def vision_aux(cfg: VisionConfig, grid_thw: np.ndarray) -> VisionAux:
 class VisionAttention(nnx.Module):
   """Multi-head attention with a fused qkv projection and 2-D rotary."""
 
-  def __init__(self, cfg: VisionConfig, *, dtype, param_dtype, impl: str, rngs: nnx.Rngs):
+  def __init__(self, cfg: VisionConfig, *, dtype, param_dtype, impl: str, chunk: int = 512,
+               rngs: nnx.Rngs):
     d = cfg.hidden_size
     kw = dict(bias=True, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.qkv = lyr.Linear(d, 3 * d, axes=(lyr.VIT_EMBED, lyr.VIT_HEADS), **kw)
     self.proj = lyr.Linear(d, d, axes=(lyr.VIT_HEADS, lyr.VIT_EMBED), **kw)
-    self.num_heads, self.head_dim, self.impl = cfg.num_heads, cfg.head_dim, impl
+    self.num_heads, self.head_dim, self.impl, self.chunk = cfg.num_heads, cfg.head_dim, impl, chunk
 
   @jax.named_scope("vision_attention")
   def __call__(self, x, cos, sin, seg: Segments):
@@ -104,16 +105,17 @@ class VisionAttention(nnx.Module):
     q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
     q, k, v = q[seg.gather], k[seg.gather], v[seg.gather]  # [S, L, heads, H]
     mask = seg.valid[:, :, None] & seg.valid[:, None, :]  # [S, L, L]
-    out = lyr.attention(q, k, v, mask, self.impl)
+    out = lyr.attention(q, k, v, mask, self.impl, self.chunk)
     out = out.reshape(-1, self.num_heads, self.head_dim)[seg.inverse]  # [N, heads, H]
     return self.proj(out.reshape(n, -1))
 
 
 class VisionBlock(nnx.Module):
-  def __init__(self, cfg: VisionConfig, *, dtype, param_dtype, impl: str, rngs: nnx.Rngs):
+  def __init__(self, cfg: VisionConfig, *, dtype, param_dtype, impl: str, chunk: int = 512,
+               rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype)
     self.norm1 = lyr.RMSNorm(cfg.hidden_size, eps=1e-6, **kw)
-    self.attn = VisionAttention(cfg, impl=impl, rngs=rngs, **kw)
+    self.attn = VisionAttention(cfg, impl=impl, chunk=chunk, rngs=rngs, **kw)
     self.norm2 = lyr.RMSNorm(cfg.hidden_size, eps=1e-6, **kw)
     self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, axes=(lyr.VIT_EMBED, lyr.VIT_MLP),
                    bias=True, rngs=rngs, **kw)
@@ -145,11 +147,11 @@ class VisionTower(nnx.Module):
   """HF `visual.*`: flattened patches [N, C*Tp*P*P] -> merged tokens [N / 4, out_hidden]."""
 
   def __init__(self, cfg: VisionConfig, *, dtype, param_dtype, impl: str = "xla",
-               remat: str = "none", rngs: nnx.Rngs):
+               chunk: int = 512, remat: str = "none", rngs: nnx.Rngs):
     self.patch_embed = lyr.Linear(cfg.patch_dim, cfg.hidden_size, axes=(lyr.PATCH, lyr.VIT_EMBED),
                                   bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.blocks = nnx.List([VisionBlock(cfg, dtype=dtype, param_dtype=param_dtype, impl=impl,
-                                        rngs=rngs) for _ in range(cfg.depth)])
+                                        chunk=chunk, rngs=rngs) for _ in range(cfg.depth)])
     self.merger = PatchMerger(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.full_blocks = tuple(cfg.fullatt_block_indexes)
     self.head_dim = cfg.head_dim

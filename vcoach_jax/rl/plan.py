@@ -55,7 +55,7 @@ def model_config(config) -> ModelConfig:
   """The `ModelConfig` of a run config without reading any weights (a checkpoint's
   config.json, else the preset)."""
   m = config.model
-  runtime = dict(attention_impl=m.attention_impl, remat_policy=m.remat_policy)
+  runtime = ModelConfig.runtime_options(m)
   if m.checkpoint:
     return ModelConfig.from_file(f"{m.checkpoint}/config.json", **runtime)
   return build.preset_config(m.preset, **runtime)
