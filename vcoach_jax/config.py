@@ -25,7 +25,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "rewards.spatial_norm_mode": ("all", "matched"),
     "model.preset": ("tiny", "qwen2_5_vl_3b", "qwen2_5_vl_7b"),
     "model.dtype": ("float32", "bfloat16"),
-    "model.attention_impl": ("xla", "dot_product_attention", "cudnn"),
+    "model.attention_impl": ("xla", "chunked", "dot_product_attention", "cudnn"),
     "model.remat_policy": ("none", "full", "dots", "dots_no_batch"),
     "data.source": ("synthetic", "tfds"),
     "prompting.draw_on": ("key_frames_st_only", "key_and_nearest"),
@@ -40,6 +40,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 
 # Fields that must be positive integers.
 POSITIVE_INTS: tuple[str, ...] = (
+    "model.attention_chunk",
     "rewards.max_times",
     "rewards.max_claims",
     "rewards.max_boxes",
