@@ -32,6 +32,9 @@ INSTALL_REQUIRES = [
 # build: an unpinned torch pulls several GB of CUDA wheels. Never torchvision.
 TEST_REQUIRES = [
     "pytest==9.2.0",
+    # The suite runs its files on 2 workers (pytest.ini): most of its time is single-threaded
+    # XLA compilation, which a second process overlaps.
+    "pytest-xdist==3.8.0",
     "hypothesis==6.170.17",
     "torch==2.13.0",
     "transformers==4.51.3",
