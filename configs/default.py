@@ -45,6 +45,9 @@ def get_config(arg=None):
   config.model.attention_impl = "xla"
   config.model.attention_chunk = 512  # query block of attention_impl=chunked
   config.model.remat_policy = "none"  # none | full | dots | dots_no_batch (layers.remat_policy)
+  # Decoder layers stacked on a leading axis and run by one lax.scan: one compiled layer body
+  # (compile time flat in depth); weights load and save in the HF layout either way.
+  config.model.scan_layers = False
   config.model.lora_rank = 0  # 0 = no LoRA; otherwise adapters on lora_targets
   config.model.lora_alpha = 16.0  # LoRA scale = alpha / rank
   config.model.lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",

@@ -21,6 +21,7 @@ def get_config(arg=None):
   config.model.dtype = "bfloat16"  # bf16 compute; fp32 master weights and optimizer state
   config.model.attention_impl = "dot_product_attention"
   config.model.remat_policy = "full"
+  config.model.scan_layers = True  # 28 decoder layers, one compiled body
   config.parallel.mesh = (("data", 1), ("fsdp", -1), ("tensor", 1))  # FSDP over all chips
 
   config.data.source = "tfds"

@@ -16,7 +16,7 @@ from typing import Any
 ATTENTION_IMPLS = ("xla", "chunked", "cudnn", "dot_product_attention")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 # Fields set by the run config, not by config.json.
-RUNTIME_FIELDS = ("attention_impl", "attention_chunk", "remat_policy")
+RUNTIME_FIELDS = ("attention_impl", "attention_chunk", "remat_policy", "scan_layers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +76,7 @@ class ModelConfig:
   attention_impl: str = "xla"  # one of ATTENTION_IMPLS
   attention_chunk: int = 512  # query block of the "chunked" implementation
   remat_policy: str = "none"  # one of REMAT_POLICIES
+  scan_layers: bool = False  # decoder layers stacked and run by one lax.scan (fast compiles)
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads:

@@ -27,6 +27,7 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
+from vcoach_jax.model import layers as lyr
 from vcoach_jax.model.config import ModelConfig
 from vcoach_jax.model.qwen2_5_vl import Qwen2_5_VL
 from vcoach_jax.parallel import mesh as mesh_lib
@@ -185,19 +186,27 @@ def load_hf(path: str | pathlib.Path, dtype=jnp.float32, mesh: jax.sharding.Mesh
 
   plan, unexpected, mismatched = {}, [], []
   for name, f in files.items():
-    mapped = hf_to_path(name)
-    if mapped is None or mapped[0] not in expected:
+    target, transform, layer = _target(hf_to_path(name), cfg)
+    if target not in expected or (layer is not None and layer >= cfg.num_hidden_layers):
       if not (name == "lm_head.weight" and cfg.tie_word_embeddings):
         unexpected.append(name)
       continue
-    target, transform = mapped
     got = _model_shape(tuple(f.header[name]["shape"]), transform)
-    want = tuple(expected[target].get_value().shape)
+    want = tuple(expected[target].get_value().shape)[0 if layer is None else 1:]
     if got != want:
       mismatched.append(f"{name}: checkpoint {tuple(f.header[name]['shape'])} -> {got}, "
                         f"config.json implies {want}")
-    plan[target] = (name, transform)
-  missing = [path_to_hf(p)[0] for p in expected if p not in plan]
+    if layer is None:
+      plan[target] = (name, transform)
+    else:
+      plan.setdefault(target, {})[layer] = (name, transform)
+  missing = []
+  for p in expected:
+    if not lyr.is_stacked_layer_path(p):
+      missing += [] if p in plan else [path_to_hf(p)[0]]
+    else:
+      missing += [path_to_hf(_layer_path(p, i))[0] for i in range(cfg.num_hidden_layers)
+                  if i not in plan.get(p, {})]
   if missing or unexpected or mismatched:
     parts = [f"checkpoint {path} does not match its config.json:"]
     if missing:
@@ -210,25 +219,48 @@ def load_hf(path: str | pathlib.Path, dtype=jnp.float32, mesh: jax.sharding.Mesh
 
   single = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   values = {}
-  for target, (name, transform) in plan.items():
+  for target, entry in plan.items():
     sharding = single if mesh is None else mesh_lib.variable_sharding(expected[target], mesh, rules)
-    values[target] = _place(_to_model_layout(files[name].tensor(name), transform), dtype,
-                            sharding)
+    if isinstance(entry, dict):  # stacked layers: slice [l0:l1, rest] reads layers l0..l1-1
+      srcs = [_to_model_layout(files[n].tensor(n), t) for n, t in (entry[i] for i in sorted(entry))]
+      shape = (len(srcs),) + srcs[0].shape
+      read = lambda idx, srcs=srcs: np.stack([x[idx[1:]] for x in srcs[idx[0]]])  # noqa: E731
+    else:
+      src = _to_model_layout(files[entry[0]].tensor(entry[0]), entry[1])
+      shape, read = src.shape, src.__getitem__
+    values[target] = _place(shape, read, dtype, sharding)
   state = nnx.from_flat_state({p: v.replace(values[p]) for p, v in expected.items()})
   return nnx.merge(graphdef, state)
 
 
-def _place(src: np.ndarray, dtype, sharding: jax.sharding.Sharding) -> jax.Array:
-  """A global array from `src` (a memory-mapped view) that reads only the slices this process's
-  devices hold; each distinct slice is read and cast once, however many devices replicate it."""
+def _target(mapped, cfg: ModelConfig):
+  """(NNX path, transform, layer) of a mapped HF name; with `scan_layers`, a decoder layer's
+  tensor goes to the stacked path and its index to `layer` (else `layer` is None)."""
+  if mapped is None:
+    return None, None, None
+  target, transform = mapped
+  if cfg.scan_layers and len(target) > 2 and target[:2] == ("model", "layers"):
+    return target[:2] + target[3:], transform, target[2]
+  return target, transform, None
+
+
+def _layer_path(path: tuple, i: int) -> tuple:
+  """The unrolled path of layer `i` of a stacked-layer path."""
+  return tuple(path[:2]) + (i,) + tuple(path[2:])
+
+
+def _place(shape: tuple[int, ...], read, dtype, sharding: jax.sharding.Sharding) -> jax.Array:
+  """A global array whose slices come from `read(index)` (views of memory-mapped tensors): a
+  process reads only the slices its own devices hold, each distinct one once, however many
+  devices replicate it."""
   slices: dict[tuple, np.ndarray] = {}
 
-  def read(index: tuple[slice, ...]) -> np.ndarray:
+  def one(index: tuple[slice, ...]) -> np.ndarray:
     key = tuple((s.start, s.stop, s.step) for s in index)
     if key not in slices:
-      slices[key] = np.array(src[index], dtype=dtype)  # a copy: never alias the read-only map
+      slices[key] = np.array(read(index), dtype=dtype)  # a copy: never alias the read-only map
     return slices[key]
-  return jax.make_array_from_callback(src.shape, sharding, read)
+  return jax.make_array_from_callback(tuple(shape), sharding, one)
 
 
 def _host(x: jax.Array) -> np.ndarray:
@@ -243,17 +275,26 @@ def hf_tensors(model: Qwen2_5_VL, dtype=None) -> Iterator[tuple[str, np.ndarray]
   from vcoach_jax.model import lora  # pylint: disable=g-import-not-at-top
   cfg = model.config
   for path, value in lora.merged_params(model):
-    name, transform = path_to_hf(path)
-    x = _host(value)
-    if dtype is not None:
-      x = x.astype(dtype)
-    if transform == "T":
-      x = x.T
-    elif transform == "patch":
-      v = cfg.vision
-      x = x.T.reshape(v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size,
-                      v.patch_size)
-    yield name, np.ascontiguousarray(x)
+    if lyr.is_stacked_layer_path(path):
+      for i in range(value.shape[0]):
+        yield _hf_tensor(cfg, _layer_path(path, i), value[i], dtype)
+    else:
+      yield _hf_tensor(cfg, path, value, dtype)
+
+
+def _hf_tensor(cfg: ModelConfig, path: tuple, value: jax.Array, dtype) -> tuple[str, np.ndarray]:
+  """(HF name, host array in HF layout) of one unstacked parameter."""
+  name, transform = path_to_hf(path)
+  x = _host(value)
+  if dtype is not None:
+    x = x.astype(dtype)
+  if transform == "T":
+    x = x.T
+  elif transform == "patch":
+    v = cfg.vision
+    x = x.T.reshape(v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size,
+                    v.patch_size)
+  return name, np.ascontiguousarray(x)
 
 
 def save_hf(model: Qwen2_5_VL, path: str | pathlib.Path, dtype=None,

@@ -22,6 +22,7 @@ VIT_MLP = "vit_mlp"
 VIT_HEADS = "vit_heads"
 PATCH = "patch"  # flattened input patch
 LORA_RANK = "lora_rank"
+LAYERS = "layers"  # leading axis of the stacked weights of scanned decoder layers
 
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
@@ -119,6 +120,25 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
     return attention(q_blk, k, v, m_blk, "xla")
   out = jax.lax.map(block, (qb.swapaxes(0, 1), mb.swapaxes(0, 1)))  # [blocks, B, chunk, N, H]
   return out.swapaxes(0, 1).reshape(b, t + pad, n, h)[:, :t]
+
+
+def stack_modules(modules: list[nnx.Module]) -> nnx.Module:
+  """One module of the same type whose every variable is the stack of the `modules`' (a new
+  leading axis, named `LAYERS` in the logical axes): what `jax.lax.scan` runs over."""
+  graphdef, _ = nnx.split(modules[0])
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(m) for m in modules])
+  for _, var in nnx.to_flat_state(stacked):
+    axes = var.get_metadata().get("logical_axes")
+    if axes is not None:
+      var.set_metadata("logical_axes", (LAYERS,) + tuple(axes))
+  return nnx.merge(graphdef, stacked)
+
+
+def is_stacked_layer_path(path: tuple) -> bool:
+  """Whether a state path is inside the stacked decoder layers (`model.layers.<name>...`, where
+  an unrolled model has `model.layers.<index>...`)."""
+  return (len(path) > 2 and tuple(path[:2]) == ("model", LAYERS)
+          and not isinstance(path[2], int))
 
 
 def remat_policy(name: str):

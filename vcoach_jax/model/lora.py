@@ -40,7 +40,7 @@ class LoRAAdapter(nnx.Module):
     return jnp.einsum("...r,ro->...o", h, self.b[...].astype(self.dtype)) * self.scale
 
   def delta(self) -> jax.Array:
-    """[din, dout] fp32: the update this adapter adds to the kernel."""
+    """[(layers,) din, dout] fp32: the update this adapter adds to the kernel."""
     return (self.a[...].astype(jnp.float32) @ self.b[...].astype(jnp.float32)) * self.scale
 
 
@@ -70,10 +70,16 @@ def apply_lora(model: nnx.Module, rank: int, alpha: float,
   found = [(p, n) for p, n in nnx.iter_graph(model)
            if isinstance(n, lyr.Linear) and _targets_match(tuple(p), targets)]
   for _, linear in found:
-    din, dout = linear.kernel.get_value().shape
-    axes = linear.kernel.get_metadata().get("logical_axes", (None, None))
-    linear.lora = LoRAAdapter(din, dout, rank=rank, alpha=alpha, axes=axes, dtype=linear.dtype,
-                              param_dtype=linear.kernel.get_value().dtype, rngs=rngs)
+    kernel = linear.kernel.get_value()
+    axes = tuple(linear.kernel.get_metadata().get("logical_axes", (None,) * kernel.ndim))
+
+    def adapter(linear=linear, kernel=kernel, axes=axes):
+      return LoRAAdapter(*kernel.shape[-2:], rank=rank, alpha=alpha, axes=axes[-2:],
+                         dtype=linear.dtype, param_dtype=kernel.dtype, rngs=rngs)
+    # A stacked kernel [layers, din, dout] (scanned decoder layers) gets stacked adapters, so
+    # each layer's slice inside the scan carries its own A and B.
+    linear.lora = (lyr.stack_modules([adapter() for _ in range(kernel.shape[0])])
+                   if kernel.ndim == 3 else adapter())
   if not found:
     raise ValueError(f"no linear layer matches the LoRA targets {targets}")
   return len(found)

@@ -86,8 +86,12 @@ class TextModel(nnx.Module):
     self.embed_tokens = nnx.Param(
         (jax.random.normal(rngs.params(), (cfg.vocab_size, cfg.hidden_size)) * 0.02
          ).astype(param_dtype), logical_axes=(lyr.VOCAB, lyr.EMBED))
-    self.layers = nnx.List([DecoderLayer(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-                            for _ in range(cfg.num_hidden_layers)])
+    layers = [DecoderLayer(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+              for _ in range(cfg.num_hidden_layers)]
+    # scan_layers: one DecoderLayer whose weights carry a leading layer axis, run by lax.scan
+    # (one compiled layer body however deep the model); otherwise a list, unrolled.
+    self.layers = lyr.stack_modules(layers) if cfg.scan_layers else nnx.List(layers)
+    self.scan = cfg.scan_layers
     self.norm = lyr.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype,
                             param_dtype=param_dtype)
     self.dtype = dtype
@@ -111,6 +115,9 @@ class TextModel(nnx.Module):
     Returns:
       (hidden [B, T, D] after the final norm, cache_k, cache_v).
     """
+    if self.scan:
+      x, cache_k, cache_v = self._scan(x, cos, sin, mask, cache_k, cache_v, write_index)
+      return self.norm(x), cache_k, cache_v
     do_remat, policy = lyr.remat_policy(self.remat)
 
     def run(layer, x, kv):
@@ -124,3 +131,24 @@ class TextModel(nnx.Module):
         cache_k = cache_k.at[i].set(k)
         cache_v = cache_v.at[i].set(v)
     return self.norm(x), cache_k, cache_v
+
+  def _scan(self, x, cos, sin, mask, cache_k, cache_v, write_index):
+    """The stacked layers under `lax.scan`; the caches ride in the carry and each layer's slice
+    is updated in place (`dynamic_update_index_in_dim`), never copied whole per layer."""
+    graphdef, stacked = nnx.split(self.layers)
+    do_remat, policy = lyr.remat_policy(self.remat)
+
+    def body(carry, layer_state):
+      x, ck, cv, i = carry
+      layer = nnx.merge(graphdef, layer_state)
+      kv = None if ck is None else (ck[i], cv[i])
+      x, (k, v) = layer(x, cos, sin, mask, kv, write_index)
+      if ck is not None:
+        ck = jax.lax.dynamic_update_index_in_dim(ck, k.astype(ck.dtype), i, 0)
+        cv = jax.lax.dynamic_update_index_in_dim(cv, v.astype(cv.dtype), i, 0)
+      return (x, ck, cv, i + 1), None
+    if do_remat:
+      body = jax.checkpoint(body, policy=policy, prevent_cse=False)
+    (x, cache_k, cache_v, _), _ = jax.lax.scan(
+        body, (x, cache_k, cache_v, jnp.zeros((), jnp.int32)), stacked)
+    return x, cache_k, cache_v

@@ -33,9 +33,12 @@ def learning_rate_schedule(optim: Any) -> optax.Schedule:
 
 
 def decay_mask(params) -> Any:
-  """True for tensors that get weight decay: matrices (and higher); biases and norm scales are
-  1-D, so they do not."""
-  return jax.tree.map(lambda x: x.ndim >= 2, params)
+  """True for tensors that get weight decay: kernels, embeddings, LoRA factors; not biases and
+  norm scales (named `bias` / `weight`), whatever their rank (stacked layers add an axis)."""
+  def decays(path, x) -> bool:
+    names = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    return x.ndim >= 2 and not (names and names[-1] in ("bias", "weight"))
+  return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def make_optimizer(optim: Any) -> optax.GradientTransformation:
