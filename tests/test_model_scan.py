@@ -153,3 +153,19 @@ def test_missing_layer_tensor_is_named(ckpt, tmp_path):
   (tmp_path / "config.json").write_text((path / "config.json").read_text())
   with pytest.raises(CheckpointError, match=r"missing \(1\).*model\.layers\.1\.mlp\.up_proj"):
     vm.load_hf(tmp_path, scan_layers=True)
+
+
+def test_sampler_on_scanned_layers_equals_unrolled(ckpt):
+  """The sampler's one-program prefill + while-loop decode runs the scan inside its loop."""
+  from vcoach_jax.sampling import Sampler, SamplingConfig  # pylint: disable=g-import-not-at-top
+  _, path = ckpt
+  raw = _inputs()
+  outs = []
+  for scan in (False, True):
+    model = vm.load_hf(path, scan_layers=scan)
+    sampler = Sampler(model, None, end_ids=(505,), pad_id=0)
+    cfg = SamplingConfig(temperature=1.0, top_p=0.95, top_k=50, max_new_tokens=6,
+                         num_samples=2)
+    outs.append(sampler.generate(prepare_inputs(model.config, raw), cfg, jax.random.key(3)))
+  np.testing.assert_array_equal(outs[0].tokens, outs[1].tokens)
+  np.testing.assert_allclose(outs[0].logprobs, outs[1].logprobs, atol=1e-5)

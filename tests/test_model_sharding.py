@@ -1,6 +1,6 @@
 """On 8 simulated CPU devices (fsdp=4 x tensor=2) the sharded forward equals the single-device
-forward, and the parameters really are sharded. Runs in a subprocess so that the rest of the
-test session keeps one device."""
+forward, and the parameters really are sharded (decoder layers unrolled and scanned). Runs in a
+subprocess so that the rest of the test session keeps one device."""
 
 from __future__ import annotations
 
@@ -59,7 +59,17 @@ _SCRIPT = textwrap.dedent("""
     valid = inputs["attention_mask"].astype(bool)
     diff = np.abs(out - ref)[valid].max()
     assert diff <= 1e-5, diff
-    print("SHARDED_OK", diff)
+
+    # Scanned layers: the stacked axis stays replicated, the rest shards as above.
+    scanned = vm.load_hf({ckpt!r}, mesh=mesh, scan_layers=True)
+    q = scanned.model.layers.self_attn.q_proj.kernel.get_value()
+    assert q.sharding.spec == P(None, "fsdp", "tensor"), q.sharding
+    assert q.addressable_shards[0].data.shape == (q.shape[0], q.shape[1] // 4, q.shape[2] // 2)
+    with mesh:
+      out_scan = np.asarray(vm.logits(scanned, inputs))
+    diff_scan = np.abs(out_scan - ref)[valid].max()
+    assert diff_scan <= 1e-5, diff_scan
+    print("SHARDED_OK", diff, diff_scan)
 """)
 
 
