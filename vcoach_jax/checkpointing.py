@@ -21,6 +21,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 DATA_DIR = "data_iter"
@@ -93,6 +94,9 @@ class Checkpointer:
     under the step folder. Older steps beyond `keep` are deleted."""
     typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
     data = jax.random.key_data(rng) if typed else rng
+    if jax.process_count() > 1:  # orbax writes global arrays only: the same key everywhere
+      data = np.asarray(data)
+      data = jax.make_array_from_callback(data.shape, _everywhere(), lambda i: data[i])
     meta = {"step": int(step), "rng_impl": str(jax.random.key_impl(rng)) if typed else None,
             "rng_shape": list(data.shape), "rng_dtype": str(data.dtype),
             "has_data": data_save is not None, "extra": extra or {}}
@@ -100,12 +104,14 @@ class Checkpointer:
              "meta": ocp.args.JsonSave(meta)}
     if config is not None:
       items["config"] = ocp.args.JsonSave(_config_json(config))
-    if data_save is not None:
+    # Every process holds the same data position (each reads the global batch): process 0
+    # writes it, before the step commits.
+    if data_save is not None and jax.process_index() == 0:
       pathlib.Path(self.data_path(step)).parent.mkdir(parents=True, exist_ok=True)
       data_save(self.data_path(step))
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
     self._manager.wait_until_finished()
-    if data_save is not None:
+    if data_save is not None and jax.process_index() == 0:
       self._prune_data()
 
   def restore(self, state_like: Any, step: int | None = None) -> Restored:
@@ -120,7 +126,8 @@ class Checkpointer:
     meta = self._manager.restore(step, args=ocp.args.Composite(
         meta=ocp.args.JsonRestore()))["meta"]
     typed = meta["rng_impl"] is not None
-    rng_like = jax.ShapeDtypeStruct(tuple(meta["rng_shape"]), jnp.dtype(meta["rng_dtype"]))
+    rng_like = jax.ShapeDtypeStruct(tuple(meta["rng_shape"]), jnp.dtype(meta["rng_dtype"]),
+                                    sharding=_everywhere() if jax.process_count() > 1 else None)
     target = {"train": _abstract(state_like), "rng": rng_like}
     items = {"state": ocp.args.StandardRestore(target)}
     has_config = (self.step_dir(step) / "config").exists()
@@ -128,6 +135,8 @@ class Checkpointer:
       items["config"] = ocp.args.JsonRestore()
     out = self._manager.restore(step, args=ocp.args.Composite(**items))
     rng = out["state"]["rng"]
+    if jax.process_count() > 1:
+      rng = jnp.asarray(np.asarray(rng))  # back to this process's own (replicated) copy
     if typed:
       rng = jax.random.wrap_key_data(rng, impl=meta["rng_impl"])
     return Restored(state=out["state"]["train"], rng=rng, step=int(meta["step"]),
@@ -137,3 +146,9 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _everywhere() -> jax.sharding.NamedSharding:
+  """Replicated over every device of every process."""
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("all",))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

@@ -30,16 +30,26 @@ def _scalar(value: Any) -> float:
 
 
 class MetricsWriter:
-  """Appends metrics to `<logdir>/metrics.jsonl` and (optionally) TensorBoard event files."""
+  """Appends metrics to `<logdir>/metrics.jsonl` and (optionally) TensorBoard event files.
 
-  def __init__(self, logdir: str | pathlib.Path, tensorboard: bool = True):
+  In a multi-process run only process 0 writes (`enabled` defaults to that); the others still
+  return the values and keep the history."""
+
+  def __init__(self, logdir: str | pathlib.Path, tensorboard: bool = True,
+               enabled: bool | None = None):
+    if enabled is None:
+      import jax  # pylint: disable=g-import-not-at-top
+      enabled = jax.process_index() == 0
+    self.enabled = enabled
     self.logdir = pathlib.Path(logdir)
-    self.logdir.mkdir(parents=True, exist_ok=True)
     self.jsonl_path = self.logdir / "metrics.jsonl"
+    self._history: dict[str, list[tuple[int, float]]] = {}
+    self._jsonl = self._tb = None
+    if not enabled:
+      return
+    self.logdir.mkdir(parents=True, exist_ok=True)
     # Kept open for the run (closed by `close`).
     self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")  # pylint: disable=R1732
-    self._history: dict[str, list[tuple[int, float]]] = {}
-    self._tb = None
     if tensorboard:
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
@@ -55,10 +65,12 @@ class MetricsWriter:
     values = {k: _scalar(v) for k, v in metrics.items()}
     record = {"step": int(step)}
     record.update({k: (v if math.isfinite(v) else str(v)) for k, v in values.items()})
-    self._jsonl.write(json.dumps(record) + "\n")
-    self._jsonl.flush()
     for k, v in values.items():
       self._history.setdefault(k, []).append((int(step), v))
+    if self._jsonl is None:
+      return values
+    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.flush()
     if self._tb is not None:
       with self._tb.as_default():
         for k, v in values.items():
@@ -80,7 +92,8 @@ class MetricsWriter:
     return path
 
   def close(self) -> None:
-    self._jsonl.close()
+    if self._jsonl is not None:
+      self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
 

@@ -142,8 +142,11 @@ class Runner:
       self.plot()
 
   def plot(self):
-    """Draws `plot_keys` over the whole run (all sessions of the metrics file) to a PNG."""
+    """Draws `plot_keys` over the whole run (all sessions of the metrics file) to a PNG (the
+    writing process only; None elsewhere)."""
     from vcoach_jax import metrics_writer  # pylint: disable=g-import-not-at-top
+    if not self.writer.enabled:
+      return None
     rows = metrics_writer.read_jsonl(self.writer.jsonl_path)
     series = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
               for k in self.plot_keys}

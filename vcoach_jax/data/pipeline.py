@@ -205,12 +205,14 @@ class Pipeline:
     """A pipeline over `data_dir` (default `config.data.tfds_dir`) as the config says.
 
     With `data.source = "synthetic"` the world of `config.synthetic` is written there first if
-    the folder has no dataset yet.
+    the folder has no dataset yet. By default every process reads the whole global batch (the
+    trainers hand the jitted steps host arrays, which must then be the same on every process);
+    `process_index` / `process_count` give each host its own slice of the split instead, for
+    callers that assemble global arrays with `to_global`.
     """
     from vcoach_jax.data import tfds_stgr  # pylint: disable=g-import-not-at-top
     if process_index is None or process_count is None:
-      import jax  # pylint: disable=g-import-not-at-top
-      process_index, process_count = jax.process_index(), jax.process_count()
+      process_index, process_count = 0, 1
     d = config.data
     data_dir = data_dir or d.tfds_dir
     if not data_dir:

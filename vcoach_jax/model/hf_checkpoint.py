@@ -330,8 +330,16 @@ def save_hf(model: Qwen2_5_VL, path: str | pathlib.Path, dtype=None,
     size += x.nbytes
     total += x.nbytes
   flush()
-  if not writer:
-    return
+  if writer:
+    _finish_folder(model, path, shard_files, total, first_dtype, tokenizer)
+  if jax.process_count() > 1:  # nobody reads the folder before process 0 has finished it
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(f"save_hf {path}")
+
+
+def _finish_folder(model, path: pathlib.Path, shard_files, total: int, first_dtype,
+                   tokenizer) -> None:
+  """Process 0: tokenizer files, config.json, the shards under their final names (+ index)."""
   if tokenizer is not None:
     tokenizer.save_pretrained(str(path))
   cfg_json = model.config.to_hf()

@@ -22,6 +22,15 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                      help="this process's index, 0..N-1")
 
 
+def sync(name: str) -> None:
+  """Waits until every process reaches the barrier `name` (a no-op in a single-process run):
+  for host-side files one process writes and the others then read."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
 def initialize(args: argparse.Namespace) -> None:
   """Joins the run when `--distributed` is given; a no-op otherwise."""
   if not getattr(args, "distributed", False):

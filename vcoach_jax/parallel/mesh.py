@@ -100,6 +100,21 @@ def shard_model(model: nnx.Module, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> 
   return model
 
 
+def put_global(tree: Any, shardings: Any) -> Any:
+  """Host (numpy) leaves that hold the same value on every process -> global jax.Arrays with
+  the matching `shardings` (a tree of the same structure or a prefix of it); each
+  process places only its own devices' slices. jax.Array leaves pass through. Multi-host jit
+  refuses sharded numpy arguments, so every host batch goes through here."""
+  def one(x, sharding):
+    if x is None or isinstance(x, jax.Array):
+      return x
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  def subtree(sharding, sub):  # `shardings` may be a prefix of `tree` (one for a subtree)
+    return None if sub is None else jax.tree.map(lambda x: one(x, sharding), sub)
+  return jax.tree.map(subtree, shardings, tree, is_leaf=lambda s: s is None)
+
+
 def _is_var(x) -> bool:
   return isinstance(x, nnx.Variable)
 

@@ -243,4 +243,10 @@ class TrainStep:
     return self._cache[key]
 
   def __call__(self, state: TrainState, aux, batch, rng):
-    return self.jitted(state, aux, batch)(state, aux, batch, rng)
+    fn = self.jitted(state, aux, batch)
+    if self.mesh is not None:  # host batches -> global arrays (what multi-host jit accepts)
+      batch = mesh_lib.put_global(
+          batch, rows_shardings(batch, self.mesh, self.rules, stacked=self.grad_accum > 1))
+      aux = mesh_lib.put_global(aux, state_shardings(aux, self.mesh, self.rules))
+      rng = mesh_lib.put_global(rng, NamedSharding(self.mesh, PartitionSpec()))
+    return fn(state, aux, batch, rng)

@@ -187,20 +187,20 @@ class Sampler:
   def _place_rows(self, x: np.ndarray):
     if self.mesh is None:
       return jnp.asarray(x)
-    return jax.device_put(x, self._sharding(("batch",) + (None,) * (x.ndim - 1), x.shape))
+    return mesh_lib.put_global(x, self._sharding(("batch",) + (None,) * (x.ndim - 1), x.shape))
 
   def _place(self, inputs: qwen.ModelInputs) -> qwen.ModelInputs:
     """Token arrays sharded by rows; vision arrays (shared by all rows) replicated."""
     if self.mesh is None:
       return jax.tree.map(jnp.asarray, inputs)
     replicated = NamedSharding(self.mesh, PartitionSpec())
-    placed = jax.tree.map(lambda x: jax.device_put(x, replicated), inputs)
+    placed = mesh_lib.put_global(inputs, replicated)
     return placed._replace(
         input_ids=self._place_rows(inputs.input_ids),
         attention_mask=self._place_rows(inputs.attention_mask),
         rope_deltas=self._place_rows(inputs.rope_deltas),
-        positions=jax.device_put(inputs.positions,
-                                 self._sharding((None, "batch", None), inputs.positions.shape)))
+        positions=mesh_lib.put_global(
+            inputs.positions, self._sharding((None, "batch", None), inputs.positions.shape)))
 
   def _pin(self, x: jax.Array, axes) -> jax.Array:
     if self.mesh is None:
