@@ -20,9 +20,13 @@ and 80 GiB (H100) per device.
 
 The batch is a full one of the config: data.batch_size prompts of --prompt-length tokens
 (images filling data.max_patches, the rest text), sampling.num_samples completions of
-sampling.max_new_tokens tokens each, split in optim.grad_accum micro-batches. On CPU the
-attention scores are materialised (XLA attention), so temporaries are an upper bound for a GPU
-with cuDNN flash attention. The compile of a 7B step takes minutes on a small machine.
+sampling.max_new_tokens tokens each, split in optim.grad_accum micro-batches. On CPU
+dot_product_attention materialises every score matrix; --set model.attention_impl=chunked
+bounds them to one block of queries, closer to what a flash kernel needs. Even so, CPU
+temporaries are an upper bound (the 7B step of configs/visioncoach_7b.py at fsdp=8: 681 GiB
+with scanned layers and chunked attention, 1,430 unrolled, 3,369 with full score matrices), not
+yet a fit verdict for a GPU or TPU. The compile of that step takes about 2 minutes with
+model.scan_layers (10 unrolled) on a 2-core machine.
 
 examples:
   vcoach plan --config configs/visioncoach_7b.py --mesh fsdp=8
