@@ -14,7 +14,8 @@ import sys
 import numpy as np
 import safetensors.numpy
 
-ARGS = ["sft", "--steps", "2", "--no-progress", "--set", "data.batch_size=4"]
+ARGS = ["sft", "--steps", "2", "--no-progress", "--set", "data.batch_size=4",
+        "--set", "synthetic.num_train=16", "--set", "synthetic.num_eval=4"]
 
 
 def _vcoach(args, env, **kw):
