@@ -1,4 +1,5 @@
-"""`scan_layers=True`: the decoder layers stacked on a leading axis and run by one `lax.scan`.
+"""`scan_layers=True`: decoder layers and vision blocks stacked on a leading axis, each run by one
+`lax.scan` (vision blocks pick window or full attention by `lax.cond`).
 
 Same checkpoint, same numbers as the unrolled model: logits at parity with transformers, KV-cache
 decode, gradients layer by layer, LoRA, `save_hf` back to the HF layout, and load errors that
@@ -51,6 +52,7 @@ def test_stacked_weights_and_their_sharding(ckpt):
   model = vm.load_hf(path, scan_layers=True)
   q = model.model.layers.self_attn.q_proj.kernel
   assert q.get_value().shape == (3, 64, 64)
+  assert model.visual.blocks.attn.qkv.kernel.get_value().shape == (3, 32, 96)  # 3 blocks
   assert q.get_metadata()["logical_axes"] == ("layers", "embed", "heads")
   assert mesh_lib.logical_to_spec(q.get_metadata()["logical_axes"]) == P(None, "fsdp", "tensor")
   # Stacked biases and norm scales are 2-D but still get no weight decay.
@@ -60,7 +62,7 @@ def test_stacked_weights_and_their_sharding(ckpt):
   assert not mask[("model", "layers", "input_layernorm", "weight")]
   assert mask[("model", "layers", "self_attn", "q_proj", "kernel")]
   assert mask[("model", "embed_tokens")]
-  assert not mask[("visual", "blocks", 0, "attn", "qkv", "bias")]
+  assert not mask[("visual", "blocks", "attn", "qkv", "bias")]
 
 
 def test_logits_and_decode_match(ckpt):
@@ -99,18 +101,16 @@ def test_gradients_equal_the_unrolled_model_layer_by_layer(ckpt):
     return jax.jit(jax.grad(loss))(params)
   g_u, g_s = grads(unrolled), grads(scanned)
   flat_s = {tuple(p): v.get_value() for p, v in nnx.to_flat_state(g_s)}
-  checked = 0
+  stacked = (("model", "layers"), ("visual", "blocks"))
+  seen = set()
   for p, v in nnx.to_flat_state(g_u):
     p = tuple(p)
-    if p[:2] == ("model", "layers"):
-      got = flat_s[p[:2] + p[3:]][p[2]]
-    else:
-      got = flat_s[p]
+    key = p[:2] + p[3:] if p[:2] in stacked else p
+    got = flat_s[key][p[2]] if p[:2] in stacked else flat_s[key]
     np.testing.assert_allclose(np.asarray(got), np.asarray(v.get_value()), atol=2e-4, rtol=1e-4,
                                err_msg=str(p))
-    checked += 1
-  assert checked == len(flat_s) + (3 - 1) * sum(
-      1 for p in flat_s if p[:2] == ("model", "layers"))
+    seen.add(key)
+  assert seen == set(flat_s)  # every stacked tensor compared, layer by layer
 
 
 def test_lora_on_stacked_layers_saves_merged_weights_transformers_loads(ckpt, tmp_path):

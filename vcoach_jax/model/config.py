@@ -76,7 +76,7 @@ class ModelConfig:
   attention_impl: str = "xla"  # one of ATTENTION_IMPLS
   attention_chunk: int = 512  # query block of the "chunked" implementation
   remat_policy: str = "none"  # one of REMAT_POLICIES
-  scan_layers: bool = False  # decoder layers stacked and run by one lax.scan (fast compiles)
+  scan_layers: bool = False  # decoder layers and vision blocks stacked, each run by one lax.scan
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads:

@@ -187,7 +187,7 @@ def load_hf(path: str | pathlib.Path, dtype=jnp.float32, mesh: jax.sharding.Mesh
   plan, unexpected, mismatched = {}, [], []
   for name, f in files.items():
     target, transform, layer = _target(hf_to_path(name), cfg)
-    if target not in expected or (layer is not None and layer >= cfg.num_hidden_layers):
+    if target not in expected or (layer is not None and layer >= _depth(cfg, target)):
       if not (name == "lm_head.weight" and cfg.tie_word_embeddings):
         unexpected.append(name)
       continue
@@ -205,7 +205,7 @@ def load_hf(path: str | pathlib.Path, dtype=jnp.float32, mesh: jax.sharding.Mesh
     if not lyr.is_stacked_layer_path(p):
       missing += [] if p in plan else [path_to_hf(p)[0]]
     else:
-      missing += [path_to_hf(_layer_path(p, i))[0] for i in range(cfg.num_hidden_layers)
+      missing += [path_to_hf(_layer_path(p, i))[0] for i in range(_depth(cfg, p))
                   if i not in plan.get(p, {})]
   if missing or unexpected or mismatched:
     parts = [f"checkpoint {path} does not match its config.json:"]
@@ -234,14 +234,19 @@ def load_hf(path: str | pathlib.Path, dtype=jnp.float32, mesh: jax.sharding.Mesh
 
 
 def _target(mapped, cfg: ModelConfig):
-  """(NNX path, transform, layer) of a mapped HF name; with `scan_layers`, a decoder layer's
-  tensor goes to the stacked path and its index to `layer` (else `layer` is None)."""
+  """(NNX path, transform, layer) of a mapped HF name; with `scan_layers`, a decoder layer's or
+  vision block's tensor goes to the stacked path and its index to `layer` (else None)."""
   if mapped is None:
     return None, None, None
   target, transform = mapped
-  if cfg.scan_layers and len(target) > 2 and target[:2] == ("model", "layers"):
+  if cfg.scan_layers and len(target) > 2 and target[:2] in lyr.STACKED_PREFIXES:
     return target[:2] + target[3:], transform, target[2]
   return target, transform, None
+
+
+def _depth(cfg: ModelConfig, path: tuple) -> int:
+  """How many layers the stacked path `path` holds."""
+  return cfg.num_hidden_layers if path[0] == "model" else cfg.vision.depth
 
 
 def _layer_path(path: tuple, i: int) -> tuple:

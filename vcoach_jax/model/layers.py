@@ -134,10 +134,14 @@ def stack_modules(modules: list[nnx.Module]) -> nnx.Module:
   return nnx.merge(graphdef, stacked)
 
 
+# State path prefixes of the layer lists that `scan_layers` stacks: decoder layers, vision blocks.
+STACKED_PREFIXES = (("model", "layers"), ("visual", "blocks"))
+
+
 def is_stacked_layer_path(path: tuple) -> bool:
-  """Whether a state path is inside the stacked decoder layers (`model.layers.<name>...`, where
-  an unrolled model has `model.layers.<index>...`)."""
-  return (len(path) > 2 and tuple(path[:2]) == ("model", LAYERS)
+  """Whether a state path is inside stacked layers (`model.layers.<name>...`,
+  `visual.blocks.<name>...`, where an unrolled model has `<prefix>.<index>...`)."""
+  return (len(path) > 2 and tuple(path[:2]) in STACKED_PREFIXES
           and not isinstance(path[2], int))
 
 

@@ -63,7 +63,7 @@ class Qwen2_5_VL(nnx.Module):
     self.config = cfg
     self.visual = VisionTower(cfg.vision, dtype=dtype, param_dtype=param_dtype,
                               impl=cfg.attention_impl, chunk=cfg.attention_chunk,
-                              remat=cfg.remat_policy, rngs=rngs)
+                              remat=cfg.remat_policy, scan=cfg.scan_layers, rngs=rngs)
     self.model = TextModel(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.lm_head = None if cfg.tie_word_embeddings else lyr.Linear(
         cfg.hidden_size, cfg.vocab_size, axes=(lyr.EMBED, lyr.VOCAB), bias=False, dtype=dtype,

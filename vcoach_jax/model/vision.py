@@ -147,11 +147,14 @@ class VisionTower(nnx.Module):
   """HF `visual.*`: flattened patches [N, C*Tp*P*P] -> merged tokens [N / 4, out_hidden]."""
 
   def __init__(self, cfg: VisionConfig, *, dtype, param_dtype, impl: str = "xla",
-               chunk: int = 512, remat: str = "none", rngs: nnx.Rngs):
+               chunk: int = 512, remat: str = "none", scan: bool = False, rngs: nnx.Rngs):
     self.patch_embed = lyr.Linear(cfg.patch_dim, cfg.hidden_size, axes=(lyr.PATCH, lyr.VIT_EMBED),
                                   bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.blocks = nnx.List([VisionBlock(cfg, dtype=dtype, param_dtype=param_dtype, impl=impl,
-                                        chunk=chunk, rngs=rngs) for _ in range(cfg.depth)])
+    blocks = [VisionBlock(cfg, dtype=dtype, param_dtype=param_dtype, impl=impl, chunk=chunk,
+                          rngs=rngs) for _ in range(cfg.depth)]
+    # scan: one VisionBlock with stacked weights under lax.scan (see TextModel).
+    self.blocks = lyr.stack_modules(blocks) if scan else nnx.List(blocks)
+    self.scan = scan
     self.merger = PatchMerger(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.full_blocks = tuple(cfg.fullatt_block_indexes)
     self.head_dim = cfg.head_dim
@@ -164,6 +167,8 @@ class VisionTower(nnx.Module):
     x = self.patch_embed(pixels)
     cos, sin = vision_cos_sin(rotary_ids, self.head_dim)
     do_remat, policy = lyr.remat_policy(self.remat)
+    if self.scan:
+      return self.merger(self._scan(x, cos, sin, windows, frames, do_remat, policy))
 
     def run(block, x, seg):
       return block(x, cos, sin, seg)
@@ -172,3 +177,21 @@ class VisionTower(nnx.Module):
     for i, block in enumerate(self.blocks):
       x = run(block, x, frames if i in self.full_blocks else windows)
     return self.merger(x)
+
+  def _scan(self, x, cos, sin, windows: Segments, frames: Segments, do_remat, policy):
+    """The stacked blocks under `lax.scan`; a full-attention block takes the frame segments and
+    a window block the window ones (`lax.cond` on the block's index)."""
+    graphdef, stacked = nnx.split(self.blocks)
+    depth = jax.tree.leaves(stacked)[0].shape[0]
+    full = jnp.asarray([i in self.full_blocks for i in range(depth)])
+
+    def body(x, xs):
+      block_state, is_full = xs
+      block = nnx.merge(graphdef, block_state)
+      x = jax.lax.cond(is_full, lambda x: block(x, cos, sin, frames),
+                       lambda x: block(x, cos, sin, windows), x)
+      return x, None
+    if do_remat:
+      body = jax.checkpoint(body, policy=policy, prevent_cse=False)
+    x, _ = jax.lax.scan(body, x, (stacked, full))
+    return x
