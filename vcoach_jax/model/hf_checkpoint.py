@@ -30,6 +30,7 @@ from flax import nnx
 from vcoach_jax.model import layers as lyr
 from vcoach_jax.model.config import ModelConfig
 from vcoach_jax.model.qwen2_5_vl import Qwen2_5_VL
+from vcoach_jax.parallel import distributed
 from vcoach_jax.parallel import mesh as mesh_lib
 
 # (HF name regex, NNX dotted path template, transform). First match wins.
@@ -337,9 +338,7 @@ def save_hf(model: Qwen2_5_VL, path: str | pathlib.Path, dtype=None,
   flush()
   if writer:
     _finish_folder(model, path, shard_files, total, first_dtype, tokenizer)
-  if jax.process_count() > 1:  # nobody reads the folder before process 0 has finished it
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices(f"save_hf {path}")
+  distributed.sync(f"save_hf {path}")  # nobody reads the folder before process 0 finished it
 
 
 def _finish_folder(model, path: pathlib.Path, shard_files, total: int, first_dtype,

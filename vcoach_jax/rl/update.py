@@ -226,12 +226,16 @@ class TrainStep:
 
   def jitted(self, state, aux, batch):
     """The jitted step for this structure of arguments (for `.lower(...)` / AOT plans)."""
+    return self._entry(state, aux, batch)[0]
+
+  def _entry(self, state, aux, batch):
+    """(jitted step, shardings of (aux, batch, rng) or None), built once per structure."""
     key = (jax.tree.structure((state, aux, batch)),
            tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves((aux, batch))))
     if key not in self._cache:
       donate = (0,) if self.donate else ()
       if self.mesh is None:
-        fn = jax.jit(self._step, donate_argnums=donate)
+        self._cache[key] = (jax.jit(self._step, donate_argnums=donate), None)
       else:
         rep = NamedSharding(self.mesh, PartitionSpec())
         state_sh = state_shardings(state, self.mesh, self.rules)
@@ -239,14 +243,13 @@ class TrainStep:
         batch_sh = rows_shardings(batch, self.mesh, self.rules, stacked=self.grad_accum > 1)
         fn = jax.jit(self._step, in_shardings=(state_sh, aux_sh, batch_sh, rep),
                      out_shardings=(state_sh, rep), donate_argnums=donate)
-      self._cache[key] = fn
+        self._cache[key] = (fn, (aux_sh, batch_sh, rep))
     return self._cache[key]
 
   def __call__(self, state: TrainState, aux, batch, rng):
-    fn = self.jitted(state, aux, batch)
-    if self.mesh is not None:  # host batches -> global arrays (what multi-host jit accepts)
-      batch = mesh_lib.put_global(
-          batch, rows_shardings(batch, self.mesh, self.rules, stacked=self.grad_accum > 1))
-      aux = mesh_lib.put_global(aux, state_shardings(aux, self.mesh, self.rules))
-      rng = mesh_lib.put_global(rng, NamedSharding(self.mesh, PartitionSpec()))
+    fn, placement = self._entry(state, aux, batch)
+    if placement is not None:  # host batches -> global arrays (what multi-host jit accepts)
+      aux_sh, batch_sh, rep = placement
+      aux, batch = mesh_lib.put_global(aux, aux_sh), mesh_lib.put_global(batch, batch_sh)
+      rng = mesh_lib.put_global(rng, rep)
     return fn(state, aux, batch, rng)
