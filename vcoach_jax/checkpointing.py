@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vcoach_jax.parallel import mesh as mesh_lib
+
 DATA_DIR = "data_iter"
 
 
@@ -95,8 +97,7 @@ class Checkpointer:
     typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
     data = jax.random.key_data(rng) if typed else rng
     if jax.process_count() > 1:  # orbax writes global arrays only: the same key everywhere
-      data = np.asarray(data)
-      data = jax.make_array_from_callback(data.shape, _everywhere(), lambda i: data[i])
+      data = mesh_lib.put_global(np.asarray(data), _everywhere())
     meta = {"step": int(step), "rng_impl": str(jax.random.key_impl(rng)) if typed else None,
             "rng_shape": list(data.shape), "rng_dtype": str(data.dtype),
             "has_data": data_save is not None, "extra": extra or {}}

@@ -68,13 +68,6 @@ def pipeline(config: ml_collections.ConfigDict, tok, workdir: str | os.PathLike,
   for key, value in overrides.items():
     local.data[key] = value
   data_dir = local.data.tfds_dir or str(pathlib.Path(workdir) / "data")
-  if local.data.source == "synthetic":  # process 0 writes the world, then everyone reads it
-    import jax  # pylint: disable=g-import-not-at-top
-    from vcoach_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
-    if jax.process_index() == 0:
-      from vcoach_jax.data import tfds_stgr  # pylint: disable=g-import-not-at-top
-      tfds_stgr.synthetic_from_config(local, data_dir)
-    distributed.sync("pipeline: synthetic world written")
   return pipeline_lib.Pipeline.from_config(local, tok, data_dir)
 
 

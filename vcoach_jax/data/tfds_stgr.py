@@ -356,10 +356,15 @@ def build_synthetic(out_dir: str, world_spec, splits: Mapping[str, tuple[int, in
 
 def synthetic_from_config(config, out_dir: str):
   """The synthetic world of `config.synthetic` as a TFDS dataset in `out_dir`, written there
-  first if it is not yet (splits `train` and `eval`, seeded apart); returns a reading builder."""
+  first if it is not yet (splits `train` and `eval`, seeded apart); returns a reading builder.
+  In a multi-process run process 0 writes it and the others wait for it."""
+  import jax  # pylint: disable=g-import-not-at-top
   from vcoach_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  if not os.path.isfile(os.path.join(out_dir, "stgr", VERSION, "dataset_info.json")):
+  from vcoach_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
+  done = os.path.isfile(os.path.join(out_dir, "stgr", VERSION, "dataset_info.json"))
+  if not done and jax.process_index() == 0:
     s = config.synthetic
     build_synthetic(out_dir, synthetic.WorldSpec.from_config(s),
                     {"train": (0, s.num_train), "eval": (EVAL_OFFSET, s.num_eval)})
+  distributed.sync(f"synthetic world {out_dir}")
   return load(out_dir)

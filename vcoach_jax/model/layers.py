@@ -22,7 +22,7 @@ VIT_MLP = "vit_mlp"
 VIT_HEADS = "vit_heads"
 PATCH = "patch"  # flattened input patch
 LORA_RANK = "lora_rank"
-LAYERS = "layers"  # leading axis of the stacked weights of scanned decoder layers
+LAYERS = "layers"  # leading axis of stacked (scanned) decoder-layer / vision-block weights
 
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 

@@ -76,7 +76,7 @@ def apply_lora(model: nnx.Module, rank: int, alpha: float,
     def adapter(linear=linear, kernel=kernel, axes=axes):
       return LoRAAdapter(*kernel.shape[-2:], rank=rank, alpha=alpha, axes=axes[-2:],
                          dtype=linear.dtype, param_dtype=kernel.dtype, rngs=rngs)
-    # A stacked kernel [layers, din, dout] (scanned decoder layers) gets stacked adapters, so
+    # A stacked kernel [layers, din, dout] (scanned layers or blocks) gets stacked adapters, so
     # each layer's slice inside the scan carries its own A and B.
     linear.lora = (lyr.stack_modules([adapter() for _ in range(kernel.shape[0])])
                    if kernel.ndim == 3 else adapter())

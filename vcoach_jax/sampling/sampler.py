@@ -194,7 +194,8 @@ class Sampler:
     if self.mesh is None:
       return jax.tree.map(jnp.asarray, inputs)
     replicated = NamedSharding(self.mesh, PartitionSpec())
-    placed = mesh_lib.put_global(inputs, replicated)
+    rows = dict(input_ids=None, attention_mask=None, rope_deltas=None, positions=None)
+    placed = mesh_lib.put_global(inputs._replace(**rows), replicated)  # the vision fields
     return placed._replace(
         input_ids=self._place_rows(inputs.input_ids),
         attention_mask=self._place_rows(inputs.attention_mask),
