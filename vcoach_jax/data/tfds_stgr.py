@@ -37,21 +37,22 @@ def features():
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   image = lambda: tfds.features.Tensor(shape=(None, None, None, 3), dtype=np.uint8,
                                        encoding="zlib")
+  # tf.train.Example keeps floats as float32; raw bytes keep a float64 exactly.
+  exact = lambda shape: tfds.features.Tensor(shape=shape, dtype=np.float64, encoding="bytes")
   return tfds.features.FeaturesDict({
       "id": tfds.features.Text(), "task": tfds.features.Text(),
       "source": tfds.features.Text(), "question": tfds.features.Text(),
       "answer": tfds.features.Text(), "reasoning_process": tfds.features.Text(),
       "sft_answer": tfds.features.Text(),
       "frames": image(),  # [n, h, w, 3]; n = 1 for a still image
-      "timestamps": tfds.features.Tensor(shape=(None,), dtype=np.float64),
+      "timestamps": exact((None,)),
       "key_frames": image(),  # [k, h, w, 3] resized to the frame size
-      "key_frame_times": tfds.features.Tensor(shape=(None,), dtype=np.float64),
+      "key_frame_times": exact((None,)),
       "key_frame_idx": tfds.features.Tensor(shape=(None,), dtype=np.int32),
       "key_items": tfds.features.Text(),  # JSON {str(idx): {name: [[x1,y1,x2,y2] 0..1]}}
       "image_size": tfds.features.Tensor(shape=(2,), dtype=np.int32),
       "image_size_refine": tfds.features.Tensor(shape=(2,), dtype=np.int32),
-      "video_sample_fps": tfds.features.Tensor(shape=(), dtype=np.float64),
-      "video_duration": tfds.features.Tensor(shape=(), dtype=np.float64),
+      "video_sample_fps": exact(()), "video_duration": exact(()),
   })
 
 
@@ -74,6 +75,15 @@ def _builder_class():
                  **kwargs):
       self._examples = examples or {}
       super().__init__(**kwargs)
+
+    # TFDS prints "Downloading and preparing dataset ..." and "... downloaded and prepared to
+    # <folder>" on stdout, where the command's summary goes; nothing is downloaded here and the
+    # folder named is a staging one, so both stay silent.
+    def _log_download_bytes(self):
+      pass
+
+    def _log_download_done(self):
+      pass
 
     def _info(self):
       return self.dataset_info_from_configs(features=features())
