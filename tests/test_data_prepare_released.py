@@ -207,13 +207,17 @@ def test_interrupted_run_says_so(released, tmp_path, capsys, monkeypatch):
   assert len(_examples(out)) == 8
 
 
-@pytest.mark.parametrize("case", ["folder", "no_media_root", "no_valid_record", "missing_json"])
+@pytest.mark.parametrize("case", ["folder", "no_media_root", "no_valid_record", "missing_json",
+                                  "no_root_for_source"])
 def test_one_clear_line(released, tmp_path, capsys, case):
   _, src, flags = released
   args = {"folder": ["--json", str(tmp_path)] + flags,
           "no_media_root": ["--json", str(src)],
           "no_valid_record": ["--json", str(tmp_path / "bad.json")] + flags,
-          "missing_json": ["--json", str(tmp_path / "nothere.json")] + flags}[case]
+          "missing_json": ["--json", str(tmp_path / "nothere.json")] + flags,
+          "no_root_for_source": ["--json", str(tmp_path / "vqa.json"), "--media-root", "STR=/x"]
+          }[case]
+  (tmp_path / "vqa.json").write_text(json.dumps([RECORDS[5]]))
   (tmp_path / "bad.json").write_text(json.dumps([dict(RECORDS[3], answer="later")]))
   rc, out, err = _run(args + ["--out", str(tmp_path / "o")], capsys)
   assert rc == 2 and "Traceback" not in err
@@ -222,7 +226,8 @@ def test_one_clear_line(released, tmp_path, capsys, case):
               "no_media_root": f"--media-root is required: the folder the video/image paths of {src}",
               "no_valid_record": f"file {tmp_path / 'bad.json'}: no valid record among 1 "
                                  "(bad_answer 1); nothing written for split 'train'",
-              "missing_json": f"records file {tmp_path / 'nothere.json'} does not exist"}[case]
+              "missing_json": f"records file {tmp_path / 'nothere.json'} does not exist",
+              "no_root_for_source": "no valid record among 1 (no_media_root 1)"}[case]
   assert line.startswith("vcoach prepare: error: ") and expected in line, err
 
 
@@ -236,3 +241,13 @@ def test_no_progress_silences_tfds_bars(released, tmp_path, capfd):
   assert cli.main(base + ["--out", str(tmp_path / "loud")]) == 0
   loud = capfd.readouterr().err
   assert "Generating" in loud and "Generating" not in quiet and "rec/s" not in quiet
+
+
+def test_root_for_longest_source_prefix():
+  roots = {"": "/fallback", "STR": "/str", "STR_plm": "/plm", "gqa": "/gqa"}
+  assert tfds_stgr.root_for(roots, "STR_plm_rdcap") == "/plm"
+  assert tfds_stgr.root_for(roots, "STR_vidstg") == "/str"
+  assert tfds_stgr.root_for(roots, "gqa") == "/gqa"
+  assert tfds_stgr.root_for(roots, "videor1") == "/fallback"
+  assert tfds_stgr.root_for(roots, "") == "/fallback"
+  assert tfds_stgr.root_for({"STR": "/str"}, "gqa") is None
