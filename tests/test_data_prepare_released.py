@@ -150,8 +150,11 @@ def test_second_split_into_the_same_out(released, tmp_path, capsys):
   assert rc == 0 and re.search(r"^written\s+2$", table, re.M)
   assert set(_examples(out, "eval")) == {"tg-eval", "mcq"}
   assert len(_examples(out, "train")) == 8
-  # Preparing train again (unchanged) keeps eval, decodes nothing, and says so.
+  # Preparing train again (unchanged) keeps eval, decodes nothing, writes nothing, says so.
+  info = tfds_stgr.dataset_dir(out) / "dataset_info.json"
+  os.utime(info, (1, 1))
   rc, table, _ = _run(["--json", str(src), "--out", str(out)] + flags, capsys)
+  assert os.stat(info).st_mtime == 1  # the dataset in place was already the one to write
   assert rc == 0 and "(8 unchanged records reused from an earlier run)" in table
   assert "interrupted" not in table
   assert set(_examples(out, "eval")) == {"tg-eval", "mcq"} and len(_examples(out, "train")) == 8

@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import uuid
 from typing import Any, Iterator, Mapping
 
@@ -291,6 +292,8 @@ def prepare(json_path, roots: Mapping[str, str], out_dir,
     Counts written / skipped by reason, clipped, reused.
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  if not re.fullmatch(r"[A-Za-z0-9_]+", split):
+    raise ValueError(f"--split {split!r}: a split name is letters, digits and '_'")
   raws = read_json_records(json_path)
   out = storage.path(out_dir)
   work = out / "_work"
@@ -334,7 +337,10 @@ def prepare(json_path, roots: Mapping[str, str], out_dir,
   manifests = _manifests(splits_dir)
   splits = {name: m["keys"] for name, m in manifests.items() if name != split and m.get("keys")}
   splits[split] = ok
-  _write_dataset(out, splits, progress)
+  built = work / "dataset.json"  # the splits the dataset in place was written from
+  if _read_json(built) != splits or not tfds_stgr.dataset_dir(out).exists():
+    _write_dataset(out, splits, progress)
+    storage.write_text(built, json.dumps(splits))
   _write_manifest(splits_dir, split, running=False, keys=ok, seen=seen)
   _collect_garbage(records_dir, _manifests(splits_dir))
   return PrepareResult(len(ok), skipped, cached if interrupted else 0, os.fspath(out_dir),

@@ -17,9 +17,8 @@ rewards' 1-second gates. The train loop never decodes video.
 from __future__ import annotations
 
 import json
-import logging
 import os
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -29,7 +28,6 @@ from vcoach_jax.data import video as video_lib
 
 VERSION = "1.1.0"  # 1.1.0: float64 times and rates
 EVAL_OFFSET = 10 ** 6  # synthetic eval records are world samples from this index on
-log = logging.getLogger(__name__)
 
 
 def features():
