@@ -1,4 +1,4 @@
-"""The STGR record schema (DESIGN.md §6) and its validation.
+"""The STGR record schema (docs/data.md) and its validation.
 
 A record is a JSON object:
 

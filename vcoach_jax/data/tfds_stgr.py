@@ -1,4 +1,4 @@
-"""STGR records + media -> TFDS examples of decoded, resized frames (DESIGN.md §6).
+"""STGR records + media -> TFDS examples of decoded, resized frames (docs/data.md).
 
   ds = load("/data/stgr_tfds").as_dataset(split="train")
 
