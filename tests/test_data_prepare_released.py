@@ -128,7 +128,8 @@ def test_released_layout_every_record_kept(released, tmp_path, capsys):
   assert st["timestamps"].tolist() == [0.0, 0.5, 1.0, 1.75, 2.25, 2.75]
   assert float(st["video_duration"]) == 3.0 and float(st["video_sample_fps"]) == 2.0
   # Each key frame is the JPEG under its source's key-frame root, resized to the frame size.
-  for rid, source in (("st-str", ""), ("st-plm", "STR_plm"), ("st-ve", "videoespresso_train_video")):
+  for rid, source in (("st-str", ""), ("st-plm", "STR_plm"),
+                      ("st-ve", "videoespresso_train_video")):
     k = ex[rid]["key_frames"]
     assert k.shape[1:] == ex[rid]["frames"].shape[1:]
     assert abs(float(k.mean()) - KEY_FRAME_LEVEL[source]) < 3, rid
@@ -203,7 +204,11 @@ def test_interrupted_run_says_so(released, tmp_path, capsys, monkeypatch):
     return real(record, *a, **k)
 
   monkeypatch.setattr(tfds_stgr, "decode_record", interrupted)
+  (out / "_work").mkdir(parents=True)  # work files of the earlier layout: removed
+  for name in ("status.jsonl", "0123abcd.npz"):
+    (out / "_work" / name).write_text("{}")
   assert _run(["--json", str(src), "--out", str(out)] + flags, capsys)[0] == 130
+  assert not any((out / "_work" / name).exists() for name in ("status.jsonl", "0123abcd.npz"))
   monkeypatch.setattr(tfds_stgr, "decode_record", real)
   rc, table, _ = _run(["--json", str(src), "--out", str(out)] + flags, capsys)
   assert rc == 0 and "(2 records taken from an earlier interrupted run)" in table
@@ -226,7 +231,8 @@ def test_one_clear_line(released, tmp_path, capsys, case):
   assert rc == 2 and "Traceback" not in err
   line = err.strip().splitlines()[-1]
   expected = {"folder": f"records file {tmp_path} is a folder",
-              "no_media_root": f"--media-root is required: the folder the video/image paths of {src}",
+              "no_media_root": "--media-root is required: the folder the video/image paths of "
+                               f"{src}",
               "no_valid_record": f"file {tmp_path / 'bad.json'}: no valid record among 1 "
                                  "(bad_answer 1); nothing written for split 'train'",
               "missing_json": f"records file {tmp_path / 'nothere.json'} does not exist",

@@ -65,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="stop at the first bad record instead of skipping it")
   parser.add_argument("--synthetic", action="store_true",
                       help="write the synthetic world of the config (`synthetic.*`) instead")
-  parser.add_argument("--no-progress", action="store_true", help="no progress bars (ours and TFDS's)")
+  parser.add_argument("--no-progress", action="store_true",
+                      help="no progress bars (ours and TFDS's)")
   config_lib.add_config_flags(parser)
 
 

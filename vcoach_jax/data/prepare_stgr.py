@@ -169,10 +169,13 @@ def _load_example(path: storage.Path) -> tuple[str, dict[str, Any]]:
 
 def _recover(out: storage.Path) -> None:
   """Puts back a dataset moved aside by a run interrupted while swapping; removes half-built
-  ones."""
+  ones, and the work files of the earlier layout (keyed on position and id, never reusable)."""
   work, final = out / "_work", tfds_stgr.dataset_dir(out)
   if not work.exists():
     return
+  for p in list(work.glob("*.npz")) + list(work.glob("status.jsonl")):
+    with contextlib.suppress(OSError):
+      p.unlink()
   for p in sorted(work.glob("old-*")):
     if not final.exists():
       final.parent.mkdir(parents=True, exist_ok=True)
