@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
   logging.basicConfig(level=logging.WARNING, format="%(message)s")
   config = config_lib.load(args.config, args.overrides)
   if args.synthetic:
-    tfds_stgr.synthetic_from_config(config, args.out)
+    with tfds_stgr.tfds_progress(not args.no_progress):
+      tfds_stgr.synthetic_from_config(config, args.out)
     s = config.synthetic
     print(f"wrote the synthetic world ({s.num_train} train, {s.num_eval} eval) to {args.out}")
     return 0

@@ -186,19 +186,6 @@ def _recover(out: storage.Path) -> None:
     p.rmtree()
 
 
-@contextlib.contextmanager
-def _tfds_progress(enable: bool):
-  """TFDS's own progress bars on or off for the block, then as they were (TFDS keeps the switch
-  in a module global with no getter)."""
-  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
-  before = getattr(tqdm_utils, "_active", True)
-  tqdm_utils.display_progress_bar(enable)
-  try:
-    yield
-  finally:
-    tqdm_utils.display_progress_bar(before)
-
-
 def _write_dataset(out: storage.Path, splits: Mapping[str, list[str]], progress: bool) -> None:
   """Writes the TFDS dataset of `splits` ({name: work keys}) into a folder beside the old one,
   then swaps it in."""
@@ -212,7 +199,7 @@ def _write_dataset(out: storage.Path, splits: Mapping[str, list[str]], progress:
 
   tag = uuid.uuid4().hex[:12]
   staging = out / "_work" / f"build-{tag}"
-  with _tfds_progress(progress):
+  with tfds_stgr.tfds_progress(progress):
     tfds_stgr.builder(staging, {name: generator(keys) for name, keys in splits.items()}
                       ).download_and_prepare()
   final = tfds_stgr.dataset_dir(out)

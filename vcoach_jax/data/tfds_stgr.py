@@ -16,6 +16,7 @@ rewards' 1-second gates. The train loop never decodes video.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any, Callable, Iterable, Mapping
@@ -106,6 +107,19 @@ def builder(out_dir, examples=None):
   if _BUILDER is None:
     _BUILDER = _builder_class()
   return _BUILDER(data_dir=storage.path(out_dir), examples=examples)
+
+
+@contextlib.contextmanager
+def tfds_progress(enable: bool):
+  """TFDS's own progress bars on or off for the block, then as they were (TFDS keeps the switch
+  in a module global with no getter)."""
+  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
+  before = getattr(tqdm_utils, "_active", True)
+  tqdm_utils.display_progress_bar(enable)
+  try:
+    yield
+  finally:
+    tqdm_utils.display_progress_bar(before)
 
 
 def dataset_dir(out_dir) -> "storage.Path":
@@ -226,7 +240,9 @@ def decode_record(record: Mapping[str, Any], roots: Mapping[str, str],
       except OSError as e:
         fail("corrupt_media", f"key_frames[{i}].path", kf["path"], f"unreadable image: {e}")
     elif kf["path"]:
-      fail("missing_media", f"key_frames[{i}].path", kf["path"], f"expected a JPEG at {kpath}")
+      fail("missing_media", f"key_frames[{i}].path", kf["path"],
+           f"expected a JPEG at {kpath} (key-frame paths are relative to the record's key-frame "
+           "root, --key-frame-root, else to its media root)")
     else:  # no JPEG: the video frame nearest the key frame's time
       keys.append(v.frames[int(np.argmin(np.abs(v.timestamps - kf["time"])))])
   return example(record, v.frames, v.timestamps, np.asarray(keys).reshape(-1, h, w, 3), v.size,
