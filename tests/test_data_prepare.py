@@ -76,12 +76,12 @@ def prepared(tmp_path_factory):
   src = root / "stgr.jsonl"
   _write(src, recs, ['{"id": "cut", "task": '])
   out = tmp_path_factory.mktemp("out")
-  # Interrupted (Ctrl-C) while decoding the third record; the first video then disappears: the
-  # resumed run must take it from the first run's work files.
+  # Interrupted (Ctrl-C) while decoding the third record: the resumed run takes the first two
+  # verdicts from the first run's work files and decodes only the others.
   real_decode, calls = tfds_stgr.decode_record, []
 
   def interrupted(*args, **kwargs):
-    calls.append(1)
+    calls.append(args[0]["id"])
     if len(calls) == 3:
       raise KeyboardInterrupt
     return real_decode(*args, **kwargs)
@@ -90,8 +90,9 @@ def prepared(tmp_path_factory):
     mp.setattr(tfds_stgr, "decode_record", interrupted)
     with pytest.raises(KeyboardInterrupt):
       tfds_stgr.prepare(str(src), {"": str(root)}, str(out), progress=False)
-  os.remove(root / "v" / "first.mp4")
-  result = tfds_stgr.prepare(str(src), {"": str(root)}, str(out), progress=False)
+    assert calls == ["first", "corrupt", "st"]
+    result = tfds_stgr.prepare(str(src), {"": str(root)}, str(out), progress=False)
+  assert calls[3:] == ["st", "missing", "vqa", "mcq", "late"]  # the others fail validation
   return root, src, out, result
 
 

@@ -1,5 +1,6 @@
 """STGR record validation: every error names the record id, the field, the value, the expectation."""
 
+import collections
 import copy
 
 import pytest
@@ -115,3 +116,56 @@ def test_reward_sample_sizes():
   assert s["image_size"] == [420, 224] and s["image_size_refine"] == [420, 224]
   assert set(s) == {"task", "answer", "key_frames", "key_items", "image_size",
                     "image_size_refine", "step_percent"}
+
+
+def _vqa(items):
+  return {"id": "v", "task": "visual QA", "image_path": "i.jpg", "question": "q",
+          "answer": "<obj>cup</obj><box>[10, 20, 300, 200]</box>", "image_size": [320, 240],
+          "key_items": items}
+
+
+def test_visual_qa_key_items_without_frame_level():
+  # The released form {name: [boxes]} is given the frame level: the image is frame 0.
+  r = records.validate_record(_vqa({"cup": [[0.1, 0.2, 0.5, 0.6]], "plate": None}))
+  assert r["key_items"] == {"0": {"cup": [[0.1, 0.2, 0.5, 0.6]]}}
+  # The project's own form is kept as it is; all-null items are no items.
+  assert records.validate_record(_vqa({"0": {"cup": [[0.1, 0.2, 0.5, 0.6]]}}))["key_items"] == {
+      "0": {"cup": [[0.1, 0.2, 0.5, 0.6]]}}
+  assert records.validate_record(_vqa({"cup": None}))["key_items"] == {}
+  with pytest.raises(records.RecordError, match=r"key_items\['cup'\]\[0\]") as e:
+    records.validate_record(_vqa({"cup": [[0.1, 0.2, 0.5]]}))
+  assert e.value.reason == "bad_box"
+  with pytest.raises(records.RecordError, match="without the frame level") as e:
+    records.validate_record(_vqa({"cup": [[0.1, 0.2, 0.5, 0.6]], "0": {"x": [[0, 0, 1, 1]]}}))
+  assert e.value.reason == "wrong_type"
+
+
+def test_flat_key_items_only_for_visual_qa():
+  _bad(lambda r: r.update(key_items={"man": [[0.1, 0.2, 0.5, 0.9]]}), "wrong_type",
+       "key_items['man']")
+
+
+@pytest.mark.parametrize("value, kept, clipped", [
+    (1.0004, 1.0, 1), (1.01, 1.0, 1), (-0.004, 0.0, 1), (1.0, 1.0, 0), (1.0101, None, 0),
+    (-0.02, None, 0)])
+def test_box_tolerance(value, kept, clipped):
+  rec = copy.deepcopy(GOOD_ST)
+  rec["key_items"]["3"]["man"] = [[0.0, 0.2, 0.5, 0.9], [0.1, 0.2, 0.5, 0.9]]
+  rec["key_items"]["3"]["man"][0][0 if value < 0 else 2] = value
+  counts = collections.Counter()
+  if kept is None:  # beyond the tolerance: refused with the message it always had
+    with pytest.raises(records.RecordError, match=r"\['man'\]\[0\].*normalised to 0..1") as e:
+      records.validate_record(rec, counts=counts)
+    assert e.value.reason == "bad_box"
+    return
+  box = records.validate_record(rec, counts=counts)["key_items"]["3"]["man"][0]
+  assert box[0 if value < 0 else 2] == kept and counts["clipped_box"] == clipped
+
+
+def test_key_frame_order_and_times_kept():
+  rec = copy.deepcopy(GOOD_ST)
+  rec["key_items"]["1"] = {"man": [[0.1, 0.2, 0.5, 0.9]]}
+  rec["key_frames"] = [{"idx": 3, "time": 2.0000001, "path": "b.jpg"},
+                       {"idx": 1, "time": 0.5, "path": "a.jpg"}]
+  frames = records.validate_record(rec)["key_frames"]
+  assert [(f["idx"], f["time"]) for f in frames] == [(3, 2.0000001), (1, 0.5)]

@@ -1,4 +1,4 @@
-"""The STGR record schema (DESIGN.md §6) and its validation.
+"""The STGR record schema (docs/data.md) and its validation.
 
 A record is a JSON object:
 
@@ -10,8 +10,13 @@ A record is a JSON object:
   answer             str: free text; an option letter; "[s, e]" (temporal QA); letter + "\\n" +
                      "[s, e]" (temporal MCQ); "<obj>name</obj><box>[x1,y1,x2,y2]</box>" in
                      pixels of the original image (visual QA)
-  key_frames         [{idx, time, path}] (temporal-spatial task; optional elsewhere)
-  key_items          {str(idx): {object_name: [[x1,y1,x2,y2] in 0..1, ...]}}; null entries dropped
+  key_frames         [{idx, time, path}] (temporal-spatial task; optional elsewhere); `path` is
+                     relative to the key-frame root; the list order is kept as given
+  key_items          {str(idx): {object_name: [[x1,y1,x2,y2] in 0..1, ...]}}; null entries dropped.
+                     Visual QA may use the released form {object_name: [[x1,y1,x2,y2], ...]}
+                     (no frame level): it is stored as {"0": {object_name: [...]}}, the image
+                     being frame 0. A coordinate at most BOX_TOLERANCE outside 0..1 (annotation
+                     rounding, e.g. 1.0004) is clipped into it and counted as `clipped_box`.
   image_size         [W, H] (original size for images; replaced by the frame size for videos)
   reasoning_process  str, the SFT target (optional)
   sft_answer         str, the answer as the SFT target writes it when it differs from `answer`
@@ -26,6 +31,7 @@ what was expected.
 from __future__ import annotations
 
 import ast
+import collections
 import json
 import math
 from typing import Any, Mapping
@@ -35,6 +41,8 @@ from vcoach_jax.rewards import parsing  # the one box pattern of the project
 from vcoach_jax.rewards.targets import (  # pylint: disable=g-importing-member
     TASK_FREE, TASK_MCQ, TASK_ST, TASK_TG, TASK_TG_MCQ, TASK_VQA, TASKS)
 
+# How far outside 0..1 a normalised box coordinate may be and still be kept (clipped into 0..1).
+BOX_TOLERANCE = 0.01
 
 
 class RecordError(ValueError):
@@ -102,29 +110,56 @@ def _check_answer(r: Mapping[str, Any], task: str, fail) -> None:
       fail("bad_box", "answer", answer, f"a box inside the {w}x{h} image with x1<=x2, y1<=y2")
 
 
-def _check_key_items(items: Any, fail) -> dict[str, dict[str, list[list[float]]]]:
+def _clip_box(box: list[float]) -> list[float] | None:
+  """`box` with coordinates at most BOX_TOLERANCE outside 0..1 clipped into it; None when one
+  lies further out."""
+  if not all(-BOX_TOLERANCE <= v <= 1 + BOX_TOLERANCE for v in box):
+    return None
+  return [min(max(float(v), 0.0), 1.0) for v in box]
+
+
+def _check_boxes(boxes: Any, where: str, fail, counts) -> list[list[float]]:
+  if not isinstance(boxes, list) or not boxes:
+    fail("bad_box", where, boxes, "a non-empty list of boxes")
+  out = []
+  for b, box in enumerate(boxes):
+    at = f"{where}[{b}]"
+    if not isinstance(box, list) or len(box) != 4 or not all(map(_is_num, box)):
+      fail("bad_box", at, box, "a box of 4 numbers [x1, y1, x2, y2]")
+    clipped = _clip_box(box)
+    if clipped is None or box[0] > box[2] or box[1] > box[3]:
+      fail("bad_box", at, box, "coordinates normalised to 0..1 with x1<=x2, y1<=y2")
+    if clipped != [float(v) for v in box]:
+      counts["clipped_box"] += 1
+    out.append(clipped)
+  return out
+
+
+def _is_flat_items(items: Mapping[str, Any]) -> bool:
+  """True for the released visual-QA form {object name: [boxes]} (no frame level)."""
+  values = [v for v in items.values() if v is not None]
+  return bool(values) and all(isinstance(v, list) for v in values)
+
+
+def _check_key_items(items: Any, task: str, fail, counts
+                     ) -> dict[str, dict[str, list[list[float]]]]:
   if not isinstance(items, dict):
     fail("wrong_type", "key_items", items, "an object {frame idx: {object name: [boxes]}}")
+  if task == TASK_VQA and _is_flat_items(items):
+    kept = {str(name): _check_boxes(boxes, f"key_items[{name!r}]", fail, counts)
+            for name, boxes in items.items() if boxes is not None}
+    return {"0": kept}
   out = {}
   for idx, objects in items.items():
     if objects is None:
       continue
     if not isinstance(objects, dict):
-      fail("wrong_type", f"key_items[{idx!r}]", objects, "an object {object name: [boxes]}")
-    kept = {}
-    for name, boxes in objects.items():
-      if boxes is None:
-        continue
-      if not isinstance(boxes, list) or not boxes:
-        fail("bad_box", f"key_items[{idx!r}][{name!r}]", boxes, "a non-empty list of boxes")
-      for b, box in enumerate(boxes):
-        where = f"key_items[{idx!r}][{name!r}][{b}]"
-        if not isinstance(box, list) or len(box) != 4 or not all(map(_is_num, box)):
-          fail("bad_box", where, box, "a box of 4 numbers [x1, y1, x2, y2]")
-        if not all(0 <= v <= 1 for v in box) or box[0] > box[2] or box[1] > box[3]:
-          fail("bad_box", where, box, "coordinates normalised to 0..1 with x1<=x2, y1<=y2")
-      kept[str(name)] = [[float(v) for v in box] for box in boxes]
-    out[str(idx)] = kept
+      fail("wrong_type", f"key_items[{idx!r}]", objects, "an object {object name: [boxes]}"
+           + (" (or, for visual QA, {object name: [boxes]} without the frame level)"
+              if task == TASK_VQA else ""))
+    out[str(idx)] = {str(name): _check_boxes(boxes, f"key_items[{idx!r}][{name!r}]", fail,
+                                             counts)
+                     for name, boxes in objects.items() if boxes is not None}
   return out
 
 
@@ -148,13 +183,16 @@ def _check_key_frames(frames: Any, items: Mapping[str, Any], fail) -> list[dict[
   return out
 
 
-def validate_record(raw: Any, *, where: str = "", index: int | None = None) -> dict[str, Any]:
-  """Checks one STGR record and returns a normalised copy (null key items dropped, id a str).
+def validate_record(raw: Any, *, where: str = "", index: int | None = None,
+                    counts: collections.Counter | None = None) -> dict[str, Any]:
+  """Checks one STGR record and returns a normalised copy (null key items dropped, id a str,
+  visual-QA key items given the frame level, boxes a hair outside 0..1 clipped).
 
   Args:
     raw: the record as loaded from JSON.
     where: prefix for messages, e.g. "file data.json, " .
     index: position in the file, used as the id when the record has none.
+    counts: if given, `counts["clipped_box"]` grows by the number of boxes clipped.
 
   Raises:
     RecordError: naming the record id, field, value and what was expected.
@@ -185,7 +223,8 @@ def validate_record(raw: Any, *, where: str = "", index: int | None = None) -> d
                            or not all(_is_num(v) and v > 0 for v in size)):
     fail("wrong_type", "image_size", size, "[W, H] of the original image, positive numbers")
   _check_answer(raw, task, fail)
-  items = _check_key_items(raw.get("key_items") or {}, fail)
+  counts = collections.Counter() if counts is None else counts
+  items = _check_key_items(raw.get("key_items") or {}, task, fail, counts)
   frames = _check_key_frames(raw.get("key_frames") or [], items, fail)
   if task == TASK_ST and not frames:
     fail("bad_key_frame", "key_frames", raw.get("key_frames"),
