@@ -117,3 +117,18 @@ def test_reference_needs_the_sampling_fps_and_the_mode_is_checked():
                             REF)
   with pytest.raises(ValueError, match="video.timestamps"):
     chat.PromptTexts.load(timestamps="rounded")
+
+
+def test_config_field_and_recipes():
+  from vcoach_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  default = config_lib.load()
+  assert default.video.timestamps == "exact" and default.sft.loss_on == "assistant"
+  assert chat.PromptTexts.from_config(default).timestamps == "exact"
+  for recipe in ("configs/visioncoach_7b.py", "configs/sft_coldstart.py"):
+    cfg = config_lib.load(recipe)
+    assert cfg.video.timestamps == "reference"
+    assert chat.PromptTexts.from_config(cfg).timestamps == "reference"
+  with pytest.raises(config_lib.ConfigError, match="video.timestamps"):
+    config_lib.load(None, ["video.timestamps=rounded"])
+  with pytest.raises(config_lib.ConfigError, match="sft.loss_on"):
+    config_lib.load(None, ["sft.loss_on=all"])

@@ -95,8 +95,8 @@ class PromptTexts:
     sft = raw.get("sft", {})
     unknown = set(sft) - set(REQUIRED) - set(OPTIONAL) if isinstance(sft, dict) else {"sft"}
     if unknown:
-      raise ValueError(f"prompts file {path!r}: 'sft' may only override {REQUIRED + tuple(OPTIONAL)}"
-                       f"; got {sorted(unknown)}")
+      raise ValueError(f"prompts file {path!r}: 'sft' may only override "
+                       f"{REQUIRED + tuple(OPTIONAL)}; got {sorted(unknown)}")
     _check_texts(path, "sft.", _with_overrides(fields, sft))
     return cls(**fields, sft_overrides=sft, timestamps=timestamps)
 
@@ -130,9 +130,11 @@ def _check_texts(path: str, where: str, fields: Mapping[str, Any]) -> None:
     if not isinstance(fields["hints"].get(hint), str):
       raise ValueError(f"prompts file {path!r}: '{where}hints' has no text for prompt type "
                        f"{hint!r}")
+  for name in ("image_label", "image_separator"):  # written as they are
+    if not isinstance(fields[name], str):
+      raise ValueError(f"prompts file {path!r}: '{where}{name}' must be a text")
   samples = {"frame_label": dict(index=1, time=0.5), "key_frame_label": dict(index=2, time=1),
-             "duration_line": dict(seconds=2.5, whole_seconds=2), "image_label": {},
-             "image_separator": {}}
+             "duration_line": dict(seconds=2.5, whole_seconds=2)}
   for name, values in samples.items():
     text = fields[name]
     try:
@@ -141,7 +143,7 @@ def _check_texts(path: str, where: str, fields: Mapping[str, Any]) -> None:
       text.format(**values)
     except (KeyError, IndexError, ValueError, TypeError) as e:
       raise ValueError(f"prompts file {path!r}: '{where}{name}' = {text!r} is not a text with "
-                       f"the placeholders {sorted(values) or 'none'} ({e})") from None
+                       f"the placeholders {sorted(values)} ({e})") from None
 
 
 @dataclasses.dataclass
