@@ -82,6 +82,9 @@ def get_config(arg=None):
   config.video.total_pixels = 90316800  # 128000*28*28*0.9: pixel budget over a video's frames
   config.video.image_min_pixels = 3136  # 4*28*28, still images (visual QA)
   config.video.image_max_pixels = 200704  # 256*28*28
+  # Frame labels and key-frame insertion (docs/prompts.md): exact (true times) | reference (the
+  # released trainers' rule, for checkpoints trained by the authors' code).
+  config.video.timestamps = "exact"
 
   # --- Data: prompts, tokenizer, TFDS input pipeline (DESIGN.md §6, §8.2).
   config.prompts_file = ""  # JSON of system/frame/hint texts; "" = vcoach_jax/assets/prompts.json
@@ -205,5 +208,8 @@ def get_config(arg=None):
   config.sft = ml_collections.ConfigDict()
   config.sft.steps = 200  # optimizer steps
   config.sft.lr = 1e-6  # peak learning rate (replaces optim.lr during SFT)
+  # assistant (the target turn only) | sequence (the released SFT: every non-pad token of prompt
+  # and target except the image placeholders; docs/prompts.md)
+  config.sft.loss_on = "assistant"
 
   return config

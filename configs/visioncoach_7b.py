@@ -26,6 +26,7 @@ def get_config(arg=None):
   config.model.scan_layers = True  # 28 decoder layers, one compiled body
   config.parallel.mesh = (("data", 1), ("fsdp", -1), ("tensor", 1))  # FSDP over all chips
 
+  config.video.timestamps = "reference"  # the released trainers' frame labels (docs/prompts.md)
   config.data.source = "tfds"
   config.data.tfds_dir = ""  # `vcoach prepare --out`
   config.data.tokenizer_dir = ""  # "" = the checkpoint's tokenizer

@@ -160,3 +160,64 @@ def test_video_mode_patchify_parity(n):
   np.testing.assert_array_equal(grid, ref["video_grid_thw"])
   np.testing.assert_array_equal(grid, [[(n + 1) // 2, 4, 6]])
   np.testing.assert_allclose(ours, ref["pixel_values_videos"], atol=1e-5, rtol=0)
+
+
+def _released_shape_file(tmp_path):
+  """A prompts file in the released template's shape (this test's own wording): frame lines
+  "Frame k at t s: " + vision tokens, an integer-seconds closing line, the image straight before
+  the question, hints on the line after the question."""
+  raw = json.load(open(chat.DEFAULT_PROMPTS_FILE))
+  raw.update(frame_label="Frame {index} at {time}s: ", key_frame_label="Frame {index} at {time}s: ",
+             duration_line="Length: {whole_seconds} s.", image_label="", image_separator="")
+  raw["hints"] = {t: f"[{t} hint]" for t in chat.HINT_TYPES}
+  raw["sft"] = {"frame_label": "Frame {index} at {time}: ",
+                "system": {records.TASK_VQA: "SFT image system text."}}
+  path = tmp_path / "released_shape.json"
+  path.write_text(json.dumps(raw))
+  return str(path)
+
+
+def test_prompts_file_expresses_the_released_template(tmp_path):
+  texts = chat.PromptTexts.load(_released_shape_file(tmp_path), timestamps="reference")
+  vision = "<|vision_start|><|image_pad|><|vision_end|>"
+  frames = _frames(4, 28, 28)
+  # 2 s of video at 30 fps, 4 frames: fps' = 2, labels 0.0 0.5 1.0 1.5, closing int(4 / 2) = 2.
+  p = chat.build_video_prompt(records.TASK_TG, "When?", frames, [0.0, 0.5, 1.0, 1.5], 2.0, texts,
+                              prompt_type="raw", sample_fps=4 / 60 * 30)
+  assert _user_turn(p.text) == (f"Frame 1 at 0.0s: {vision}\nFrame 2 at 0.5s: {vision}\n"
+                                f"Frame 3 at 1.0s: {vision}\nFrame 4 at 1.5s: {vision}\n"
+                                "Length: 2 s.\nWhen?\n[raw hint]")
+  img = chat.build_image_prompt("Find it.", frames[0], texts, prompt_type="darken")
+  assert _user_turn(img.text) == f"{vision}Find it.\n[darken hint]"
+  # The file's `sft` entries: the SFT variant's frame label and system text; the rest inherited.
+  sft = texts.for_sft()
+  assert sft.frame_label == "Frame {index} at {time}: " and sft.duration_line == texts.duration_line
+  assert sft.system[records.TASK_VQA] == "SFT image system text."
+  assert sft.system[records.TASK_TG] == texts.system[records.TASK_TG] and sft.sft
+  q = chat.build_video_prompt(records.TASK_TG, "When?", frames, [0.0, 0.5, 1.0, 1.5], 2.0, sft,
+                              sample_fps=2.0)
+  assert _user_turn(q.text).startswith(f"Frame 1 at 0.0: {vision}\n")
+
+
+def test_prompts_file_placeholders_are_checked(tmp_path):
+  raw = json.load(open(chat.DEFAULT_PROMPTS_FILE))
+  raw["duration_line"] = "The video lasts {minutes} minutes."
+  path = tmp_path / "p.json"
+  path.write_text(json.dumps(raw))
+  with pytest.raises(ValueError, match=r"p\.json.*'duration_line'.*whole_seconds"):
+    chat.PromptTexts.load(str(path))
+  raw = json.load(open(chat.DEFAULT_PROMPTS_FILE))
+  raw["sft"] = {"hint": "x"}
+  path.write_text(json.dumps(raw))
+  with pytest.raises(ValueError, match=r"'sft' may only override"):
+    chat.PromptTexts.load(str(path))
+
+
+def test_default_hints_are_non_empty_and_distinct():
+  assert all(TEXTS.hints[t] for t in chat.HINT_TYPES)
+  assert len(set(TEXTS.hints.values())) == len(chat.HINT_TYPES)
+  # No hint unless a prompt type is given; `raw` appends its own.
+  plain = chat.build_video_prompt(records.TASK_TG, "Q?", _frames(2), [0.0, 1.0], 2.0, TEXTS)
+  raw = chat.build_video_prompt(records.TASK_TG, "Q?", _frames(2), [0.0, 1.0], 2.0, TEXTS,
+                                prompt_type="raw")
+  assert _user_turn(raw.text) == _user_turn(plain.text) + "\n" + TEXTS.hints["raw"]

@@ -95,6 +95,33 @@ def test_example_matches_the_processor(world):
   assert enc["sample"]["image_size_refine"] == [w, h]
 
 
+def test_targets_in_frame_pixels_and_prompts_follow_the_frame_time_rule(world):
+  builder, tok = world
+  world_spec = synthetic.WorldSpec(seed=2)
+  pipe = _pipe(world, shuffle_buffer=1)
+  ref = chat.PromptTexts.load(timestamps="reference")
+  seen = set()  # whether the reference order differed from the exact one
+  for _ in range(N):
+    ex = pipe.next_example()
+    index = int(ex["id"].decode().rsplit("-", 1)[1])
+    enc = pipeline.encode_example(ex, chat.Processor(tok), chat.PromptTexts.load(), SHAPES)
+    # The stored temporal-spatial trace is normalised (STGR); the target cites frame pixels,
+    # exactly the world's reference completion.
+    assert tok.decode(enc["target_ids"]) == (synthetic.SyntheticWorld(world_spec).sample(index)
+                                             .completion + "<|im_end|>")
+    task = ex["task"].decode()
+    if task == synthetic.records_lib.TASK_ST and len(ex["key_frame_times"]):
+      # The reference rule: key frames go before the first frame with int(i / fps') >= their
+      # rounded time; the pipeline passes the stored sampling fps.
+      fps = float(ex["video_sample_fps"])
+      prompt = pipeline.build_prompt(ex, ref)
+      slots = chat.frame_times.reference_schedule(len(ex["frames"]), fps, ex["key_frame_times"])
+      assert prompt.is_key_frame == [s.kind == "key" for s in slots]
+      exact = pipeline.build_prompt(ex, chat.PromptTexts.load())
+      seen.add(prompt.is_key_frame != exact.is_key_frame)  # e.g. a key frame at 0.5 s
+  assert True in seen  # the two rules place some key frame differently
+
+
 def test_limits_raise_with_the_record_id(world):
   builder, tok = world
   small = pipeline.BatchShapes(batch_size=1, max_patches=4)

@@ -149,6 +149,25 @@ def test_cache_round_trip_and_choose(tmp_path):
     sl.load_cache(tmp_path / "bad.json")
 
 
+def test_cache_in_the_released_form(tmp_path):
+  # The released selector writes its class (0 = raw, 1 = darken); its trainer also reads the
+  # type names, two of which are this project's under other names.
+  released = {"000001": 1, "000002": 0, "7": "numpro", "8": "api_prompt", "9": "circle",
+              "10": "raw"}
+  (tmp_path / "released.json").write_text(json.dumps(released))
+  cache = sl.load_cache(tmp_path / "released.json")
+  assert cache == {"000001": "darken", "000002": "raw", "7": "numbers", "8": "attention",
+                   "9": "circle", "10": "raw"}
+  assert sl.choose(cache, "000001") == "darken" and sl.choose(cache, "8") == "attention"
+  for bad in ({"a": 2}, {"a": True}, {"a": "blur"}, {"a": None}):
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"bad\.json.*record id 'a'"):
+      sl.load_cache(tmp_path / "bad.json")
+  (tmp_path / "list.json").write_text("[1, 0]")
+  with pytest.raises(ValueError, match="JSON object"):
+    sl.load_cache(tmp_path / "list.json")
+
+
 # --- build-data ------------------------------------------------------------------------------
 
 from vcoach_jax import config as config_lib  # noqa: E402

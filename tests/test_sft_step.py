@@ -4,11 +4,14 @@ computation from full logits) and it learns a fixed batch."""
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 import rl_testutil as ru
 from vcoach_jax.model.qwen2_5_vl import ModelInputs
+from vcoach_jax.sft import sequence
 from vcoach_jax.sft import step as sft
 
 
@@ -45,3 +48,72 @@ def test_sft_loss_matches_direct_cross_entropy_and_learns():
     losses.append(float(m["loss"]))
   assert float(m["lr"]) < 1e-2 and float(m["skipped"]) == 0
   assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_loss_masks_on_a_tiny_tokenized_example():
+  cfg = ru.tiny_model().config
+  vs, img, vid, ve = (cfg.vision_start_token_id, cfg.image_token_id, cfg.video_token_id,
+                      cfg.vision_end_token_id)
+  ids = np.array([[0, 0, 7, 8, vs, img, img, ve, 9],
+                  [5, vs, vid, vid, ve, 6, 7, 8, 9]], np.int32)
+  attn = np.array([[0, 0, 1, 1, 1, 1, 1, 1, 1], [1] * 9], np.int32)
+  tmask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], np.int32)
+  arrays = {"input_ids": ids, "attention_mask": attn, "target_mask": tmask,
+            "target_ids": np.ones((2, 4), np.int32)}
+  prompt, target = sequence.loss_masks(arrays, cfg, "sequence")
+  # Pads, image/video placeholders and each row's first token carry no loss; the vision
+  # start/end markers and the text do (the released SFT masks only the placeholders).
+  np.testing.assert_array_equal(prompt, [[0, 0, 0, 1, 1, 0, 0, 1, 1],
+                                         [0, 1, 0, 0, 1, 1, 1, 1, 1]])
+  np.testing.assert_array_equal(target, tmask)
+  prompt, target = sequence.loss_masks(arrays, cfg, "assistant")  # today's mask
+  assert not prompt.any() and (target == tmask).all()
+  with pytest.raises(ValueError, match="sft.loss_on"):
+    sequence.loss_masks(arrays, cfg, "all")
+
+
+def test_sequence_loss_matches_direct_cross_entropy_and_learns():
+  cfg = ru.test_config(**{"sft.lr": 1e-2, "sft.steps": 50, "sft.loss_on": "sequence"})
+  model = ru.tiny_model(seed=4)
+  prompt = ru.prompt_inputs(model.config, 2, vision=False)
+  rng = np.random.default_rng(1)
+  target = rng.integers(1, 400, size=(2, 5)).astype(np.int32)
+  tmask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], np.int32)
+  pmask = sequence.prompt_loss_mask(np.asarray(prompt.input_ids), np.asarray(prompt.attention_mask),
+                                    (model.config.image_token_id,))
+  batch = sft.SFTBatch(prompt, target, tmask, pmask)
+  t = prompt.input_ids.shape[1]
+  ids = np.concatenate([prompt.input_ids, target], 1)
+  pos = np.concatenate([prompt.positions, np.broadcast_to(
+      (t + np.arange(5))[None, None] + prompt.rope_deltas[None, :, None], (3, 2, 5))], 2)
+  full = ModelInputs(ids, np.concatenate([prompt.attention_mask, tmask.astype(bool)], 1),
+                     pos.astype(np.int32), prompt.rope_deltas)
+  graphdef, params = nnx.split(model)
+
+  @jax.jit
+  def both(params):
+    m = nnx.merge(graphdef, params)
+    chunked = sequence.sequence_logprobs(m, prompt, target, tmask, chunk=3)  # 3 ∤ length
+    return jax.nn.log_softmax(m(full)[0], -1)[:, :-1], chunked, sft.sft_loss(m, batch)
+  logp, chunked, (loss, m) = both(params)
+  picked = np.take_along_axis(np.asarray(logp), ids[:, 1:, None], -1)[..., 0]
+  mask = np.concatenate([pmask, tmask], 1)[:, 1:]
+  np.testing.assert_allclose(np.asarray(chunked) * mask, picked * mask, rtol=1e-5, atol=1e-5)
+  direct = -(picked * mask).sum() / mask.sum()
+  np.testing.assert_allclose(loss, direct, rtol=1e-5)
+  assert float(m["num_tokens"]) == mask.sum() > tmask.sum()
+  # The chunked, recomputed LM head has the gradient of the direct loss.
+  def direct_loss(params):
+    lp = jax.nn.log_softmax(nnx.merge(graphdef, params)(full)[0], -1)[:, :-1]
+    lp = jnp.take_along_axis(lp, ids[:, 1:, None], -1)[..., 0]
+    return -(lp * mask).sum() / mask.sum()
+  g_direct = jax.jit(jax.grad(direct_loss))(params)
+  g_ours = jax.jit(jax.grad(lambda p: sft.sft_loss(nnx.merge(graphdef, p), batch)[0]))(params)
+  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_direct)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  step, state = sft.setup(cfg, model)
+  losses = []
+  for _ in range(2):  # the step runs with the prompt mask (and learns)
+    state, m = step(state, batch, jax.random.key(0))
+    losses.append(float(m["loss"]))
+  assert losses[1] < losses[0], losses

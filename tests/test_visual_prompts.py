@@ -212,6 +212,7 @@ def test_prompt_key_frames_uses_each_key_frames_boxes():
 # --- prompted examples and hints (DESIGN.md §8.2, §8.4.3) ---------------------------------------
 
 from vcoach_jax.data import chat  # noqa: E402
+from vcoach_jax.data import pipeline  # noqa: E402
 from vcoach_jax.data import synthetic  # noqa: E402
 from vcoach_jax.data import tfds_stgr  # noqa: E402
 from vcoach_jax.prompting import hints  # noqa: E402
@@ -236,11 +237,14 @@ def _user_turn(prompt):
 def test_temporal_spatial_prompt_draws_on_key_frames_and_appends_hint(kind):
   ex = _example(0)  # temporal-spatial
   assert ex["task"] == synthetic.records_lib.TASK_ST and len(ex["key_frames"])
-  raw = hints.prompted_prompt(ex, "raw", TEXTS)
+  raw = pipeline.build_prompt(ex, TEXTS)  # no visual prompt, no hint
   prompt = hints.prompted_prompt(ex, kind, TEXTS)
   # The hint ends the user turn, right after the question.
   assert _user_turn(prompt) == _user_turn(raw) + "\n" + hints.hint(kind, TEXTS)
   assert _user_turn(raw).endswith(ex["question"])
+  # `raw` (what a hard sample gets without a selector) still has a hint of its own.
+  raw_type = hints.prompted_prompt(ex, "raw", TEXTS)
+  assert _user_turn(raw_type) == _user_turn(raw) + "\n" + hints.hint("raw", TEXTS)
   # Key frames carry the drawing (numbered with their position in the frame list); sampled
   # frames are untouched.
   record = synthetic.SyntheticWorld(WORLD.spec).sample(0).record
@@ -269,6 +273,8 @@ def test_other_tasks_get_only_the_hint_by_default():
 
 
 def test_hint_names_unknown_types():
-  assert hints.hint("raw", TEXTS) == ""
+  # Every type has a distinct, non-empty hint: a `raw` hard prompt is not the raw prompt again.
+  assert len({hints.hint(t, TEXTS) for t in vp.PROMPT_TYPES}) == len(vp.PROMPT_TYPES)
+  assert all(hints.hint(t, TEXTS) for t in vp.PROMPT_TYPES)
   with pytest.raises(ValueError, match="unknown prompt type 'blur'"):
     hints.hint("blur", TEXTS)

@@ -79,4 +79,4 @@ def build(config: ml_collections.ConfigDict, workdir: str | os.PathLike, seed: i
   workdir.mkdir(parents=True, exist_ok=True)
   tok = tokenizer(config, workdir)
   model, mesh = policy(config, tok, workdir, seed)
-  return Parts(config, workdir, tok, model, mesh, chat.PromptTexts.load(config.prompts_file or None))
+  return Parts(config, workdir, tok, model, mesh, chat.PromptTexts.from_config(config))

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
   if not os.path.isdir(args.checkpoint):
     raise FileNotFoundError(f"checkpoint folder {args.checkpoint!r} does not exist")
-  texts = chat.PromptTexts.load(config.prompts_file or None)
+  texts = chat.PromptTexts.from_config(config)
   if args.task not in texts.system:
     raise ValueError(f"--task {args.task!r} is unknown; expected one of {list(texts.system)}")
   tokenizer = tokenizer_lib.load_tokenizer(args.checkpoint)
@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
                        f"config.json says {model_id}; they must come from the same model")
 
   prompt = chat.build_video_prompt(args.task, args.question, list(video.frames),
-                                   [float(t) for t in video.timestamps], video.duration, texts)
+                                   [float(t) for t in video.timestamps], video.duration, texts,
+                                   sample_fps=video.sample_fps)
   inputs = prepare_inputs(model.config, chat.Processor(tokenizer)(prompt))
   sampling = SamplingConfig.from_config(config.sampling)
   sampling = dataclasses.replace(

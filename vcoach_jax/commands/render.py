@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
   example = tfds_stgr.decode_record(record, {"": folder},
                                     video_lib.VideoSpec.from_config(config.video),
                                     where=f"file {args.record}, ")
-  options = hints.PromptOptions.from_config(config.prompting)
-  key_pos, frame_pos = hints.frame_positions(example)
+  options = hints.PromptOptions.from_config(config.prompting, config.video.timestamps)
+  key_pos, frame_pos = hints.frame_positions(example, options.timestamps)
   times = np.asarray(example["timestamps"])
   # A key frame the prompt leaves out is numbered like the sampled frame nearest its time.
   positions = [p if p is not None else frame_pos[int(np.argmin(np.abs(times - t)))]

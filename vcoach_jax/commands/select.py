@@ -92,11 +92,11 @@ def build_data(config, args, paths, tok) -> int:
   examples, count = _examples(config, args.workdir, args.split)
   counts = selector_data.build_data(
       examples, reasoners, paths["data"], processor=chat.Processor(tok),
-      texts=chat.PromptTexts.load(config.prompts_file or None),
+      texts=chat.PromptTexts.from_config(config),
       shapes=pipeline.BatchShapes.from_config(config.data),
       reward_options=config_lib.reward_options(config), types=tuple(s.types),
-      options=hints.PromptOptions.from_config(config.prompting), limit=args.limit,
-      progress=not args.no_progress, total=count)
+      options=hints.PromptOptions.from_config(config.prompting, config.video.timestamps),
+      limit=args.limit, progress=not args.no_progress, total=count)
   labels = ", ".join(f"{t} {counts[t]}" for t in s.types)
   print(f"{paths['data']}: {counts['new']} new, {counts['skipped']} already there; labels: "
         f"{labels}")
@@ -114,7 +114,7 @@ def _inputs(config, args, selector, tok, rows):
   wanted = {str(r["id"]) for r in rows}
   examples = [e for e in _examples(config, args.workdir, args.split)[0]
               if pipeline.record_of(e)["id"] in wanted]
-  texts = sl.vl_texts(chat.PromptTexts.load(config.prompts_file or None), wording.instruction)
+  texts = sl.vl_texts(chat.PromptTexts.from_config(config), wording.instruction)
   shapes = pipeline.BatchShapes.from_config(config.data)
   return (sl.vl_inputs_fn(examples, chat.Processor(tok), texts, shapes, model_config),
           [pipeline.record_of(e) for e in examples])

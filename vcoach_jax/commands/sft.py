@@ -13,7 +13,9 @@ DESCRIPTION = """\
 Supervised fine-tuning before RL: token cross-entropy on the assistant turn
 (<think>...</think><answer>...</answer><|im_end|>) of each record's grounded trace, with the
 same sharded update, checkpoints and metrics as `vcoach train`. Steps and learning rate come
-from `sft.steps` / `sft.lr`; the rest of the optimiser from `optim.*`.
+from `sft.steps` / `sft.lr`; the rest of the optimiser from `optim.*`. Boxes in the trace are
+converted to pixels of the model's input first; `sft.loss_on=sequence` puts the loss on every
+non-pad, non-image token as the released SFT does (docs/prompts.md).
 
 Writes into --workdir: checkpoints/ (orbax: params, optimizer, rng, data position, step),
 metrics/ (JSONL + TensorBoard) and, at the end, policy/ (HF layout + tokenizer), which

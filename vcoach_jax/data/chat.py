@@ -13,10 +13,11 @@ The user turn shows the video as a list of frames, each fed to the model as its 
   {hint, only for a visual prompt}<|im_end|>
   <|im_start|>assistant
 
-For the temporal-spatial task the record's key frames are inserted between the sampled frames in
-time order (labelled with their time in whole seconds); key frames after the last sampled frame
-are dropped. Every text comes from a JSON file (`vcoach_jax/assets/prompts.json` by default,
-`config.prompts_file` to change it).
+For the temporal-spatial task the record's key frames are inserted between the sampled frames;
+where they go and the times the labels show follow `config.video.timestamps`
+(`data.frame_times`: `exact` true times, `reference` the released trainers' rule). Every text
+comes from a JSON file (`vcoach_jax/assets/prompts.json` by default, `config.prompts_file` to
+change it; its shape is documented in docs/prompts.md).
 
 `Processor` turns the prompt text and its images into model inputs exactly as transformers'
 `Qwen2_5_VLProcessor` (4.51.3) does for images of the right size: each image is rescaled,
@@ -35,6 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from vcoach_jax.data import frame_times
 from vcoach_jax.data import records as records_lib
 
 DEFAULT_PROMPTS_FILE = str(pathlib.Path(__file__).parent.parent / "assets" / "prompts.json")
@@ -45,18 +47,33 @@ IMAGE_PAD = "<|image_pad|>"
 HINT_TYPES = ("raw", "darken", "circle", "numbers", "attention")
 
 
+# Entries every prompts file has; `OPTIONAL` ones fall back to the value given there.
+REQUIRED = ("system", "frame_label", "key_frame_label", "duration_line", "image_label", "hints")
+OPTIONAL = {"image_separator": "\n"}
+
+
 @dataclasses.dataclass(frozen=True)
 class PromptTexts:
-  """The wording of prompts: per-task system texts, frame labels, hints (DESIGN.md §8.2)."""
+  """How prompts are written: the wording of a prompts file (DESIGN.md §8.2, docs/prompts.md)
+  and the rule for frame times (`timestamps`, from `config.video.timestamps`).
+
+  `sft_overrides` are the file's optional `sft` entries (any of the wording fields, `system`
+  merged per task), used by `for_sft()`: the cold-start SFT's variant of the texts, which also
+  applies the released SFT's key-frame rules under `timestamps = "reference"`.
+  """
   system: Mapping[str, str]
-  frame_label: str
-  key_frame_label: str
-  duration_line: str
-  image_label: str
-  hints: Mapping[str, str]
+  frame_label: str  # {index} 1-based position in the frame list, {time} the label's seconds
+  key_frame_label: str  # same placeholders; {time} is whole seconds except in SFT (reference)
+  duration_line: str  # {seconds} (float), {whole_seconds} (int, truncated)
+  image_label: str  # before a still image's vision tokens
+  hints: Mapping[str, str]  # per prompt type; appended after the question on its own line
+  image_separator: str = "\n"  # between a still image's vision tokens and the question
+  sft_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  timestamps: str = "exact"  # one of frame_times.TIMESTAMPS
+  sft: bool = False  # the released SFT's key-frame rules (with timestamps = "reference")
 
   @classmethod
-  def load(cls, path: str | None = None) -> "PromptTexts":
+  def load(cls, path: str | None = None, timestamps: str = "exact") -> "PromptTexts":
     """Reads a prompts JSON file (default: the project's own); names the file and key on error."""
     path = path or DEFAULT_PROMPTS_FILE
     try:
@@ -66,17 +83,67 @@ class PromptTexts:
       raise FileNotFoundError(f"prompts file {path!r} does not exist") from None
     except json.JSONDecodeError as e:
       raise ValueError(f"prompts file {path!r} is not valid JSON: {e}") from None
-    fields = [f.name for f in dataclasses.fields(cls)]
-    for name in fields:
+    if timestamps not in frame_times.TIMESTAMPS:
+      raise ValueError(f"config key 'video.timestamps' must be one of {frame_times.TIMESTAMPS}, "
+                       f"got {timestamps!r}")
+    for name in REQUIRED:
       if name not in raw:
         raise ValueError(f"prompts file {path!r} has no {name!r} entry")
-    for task in records_lib.TASKS:
-      if not isinstance(raw["system"].get(task), str):
-        raise ValueError(f"prompts file {path!r}: 'system' has no text for task {task!r}")
-    for hint in HINT_TYPES:
-      if not isinstance(raw["hints"].get(hint), str):
-        raise ValueError(f"prompts file {path!r}: 'hints' has no text for prompt type {hint!r}")
-    return cls(**{name: raw[name] for name in fields})
+    fields = {name: raw[name] for name in REQUIRED}
+    fields.update({name: raw.get(name, default) for name, default in OPTIONAL.items()})
+    _check_texts(path, "", fields)
+    sft = raw.get("sft", {})
+    unknown = set(sft) - set(REQUIRED) - set(OPTIONAL) if isinstance(sft, dict) else {"sft"}
+    if unknown:
+      raise ValueError(f"prompts file {path!r}: 'sft' may only override "
+                       f"{REQUIRED + tuple(OPTIONAL)}; got {sorted(unknown)}")
+    _check_texts(path, "sft.", _with_overrides(fields, sft))
+    return cls(**fields, sft_overrides=sft, timestamps=timestamps)
+
+  @classmethod
+  def from_config(cls, config) -> "PromptTexts":
+    """The texts of `config.prompts_file` with the frame-time rule of `config.video.timestamps`."""
+    return cls.load(config.prompts_file or None, config.video.timestamps)
+
+  def for_sft(self) -> "PromptTexts":
+    """The cold-start SFT's texts: the file's `sft` overrides applied, SFT key-frame rules on."""
+    base = {name: getattr(self, name) for name in REQUIRED + tuple(OPTIONAL)}
+    return dataclasses.replace(self, **_with_overrides(base, self.sft_overrides), sft=True)
+
+
+def _with_overrides(fields: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+  out = dict(fields)
+  for name, value in overrides.items():
+    out[name] = ({**fields["system"], **value} if name == "system" and isinstance(value, dict)
+                 else value)
+  return out
+
+
+def _check_texts(path: str, where: str, fields: Mapping[str, Any]) -> None:
+  """Every task has a system text, every prompt type a hint, every placeholder is known."""
+  if not isinstance(fields["system"], dict) or not isinstance(fields["hints"], dict):
+    raise ValueError(f"prompts file {path!r}: '{where}system' and '{where}hints' must be objects")
+  for task in records_lib.TASKS:
+    if not isinstance(fields["system"].get(task), str):
+      raise ValueError(f"prompts file {path!r}: '{where}system' has no text for task {task!r}")
+  for hint in HINT_TYPES:
+    if not isinstance(fields["hints"].get(hint), str):
+      raise ValueError(f"prompts file {path!r}: '{where}hints' has no text for prompt type "
+                       f"{hint!r}")
+  for name in ("image_label", "image_separator"):  # written as they are
+    if not isinstance(fields[name], str):
+      raise ValueError(f"prompts file {path!r}: '{where}{name}' must be a text")
+  samples = {"frame_label": dict(index=1, time=0.5), "key_frame_label": dict(index=2, time=1),
+             "duration_line": dict(seconds=2.5, whole_seconds=2)}
+  for name, values in samples.items():
+    text = fields[name]
+    try:
+      if not isinstance(text, str):
+        raise TypeError("not a string")
+      text.format(**values)
+    except (KeyError, IndexError, ValueError, TypeError) as e:
+      raise ValueError(f"prompts file {path!r}: '{where}{name}' = {text!r} is not a text with "
+                       f"the placeholders {sorted(values)} ({e})") from None
 
 
 @dataclasses.dataclass
@@ -94,40 +161,43 @@ def chat_text(system: str, user: str) -> str:
           "<|im_start|>assistant\n")
 
 
-def sft_target(reasoning: str, answer: str) -> str:
-  """The cold-start SFT target text (DESIGN.md §8.8), end of turn not included."""
-  return f"<think>{reasoning}</think>\n<answer>{answer}</answer>"
-
-
 def _vision(label: str) -> str:
   return f"{label}{VISION_START}{IMAGE_PAD}{VISION_END}"
 
 
 def interleave_key_frames(times: Sequence[float], key_times: Sequence[float]
                           ) -> list[tuple[str, int]]:
-  """Order of the images: [('frame', i) | ('key', j)] by time; late key frames dropped.
+  """Order of the images by true time (the `exact` rule of `frame_times`)."""
+  return frame_times.exact_order(times, key_times)
 
-  A key frame goes after every sampled frame at or before its time; key frames later than the
-  last sampled frame are left out.
-  """
-  last = times[-1] if len(times) else -np.inf
-  keys = sorted((t, j) for j, t in enumerate(key_times) if t <= last)
-  order, k = [], 0
-  for i, t in enumerate(times):
-    while k < len(keys) and keys[k][0] < t:
-      order.append(("key", keys[k][1]))
-      k += 1
-    order.append(("frame", i))
-    while k < len(keys) and keys[k][0] == t:
-      order.append(("key", keys[k][1]))
-      k += 1
-  return order
+
+def frame_schedule(times: Sequence[float], key_times: Sequence[float], texts: PromptTexts,
+                   sample_fps: float | None = None) -> list[frame_times.Slot]:
+  """The images of a video prompt in order with their labels, by the rule of `texts`."""
+  return frame_times.schedule(times, key_times, texts.timestamps, sample_fps, sft=texts.sft)
+
+
+def _format(texts: PromptTexts, name: str, **values) -> str:
+  try:
+    return getattr(texts, name).format(**values)
+  except (KeyError, IndexError, ValueError) as e:
+    raise ValueError(f"prompts text {name!r} = {getattr(texts, name)!r} cannot show "
+                     f"{values} ({e})") from None
+
+
+def _hint(texts: PromptTexts, prompt_type: str | None) -> list[str]:
+  if prompt_type is None:
+    return []
+  if prompt_type not in texts.hints:
+    raise ValueError(f"unknown prompt type {prompt_type!r}; expected one of {list(texts.hints)}")
+  return [texts.hints[prompt_type]] if texts.hints[prompt_type] else []
 
 
 def build_video_prompt(task: str, question: str, frames: Sequence[np.ndarray],
                        times: Sequence[float], duration: float, texts: PromptTexts,
                        key_frames: Sequence[np.ndarray] = (), key_times: Sequence[float] = (),
-                       prompt_type: str = "raw") -> Prompt:
+                       prompt_type: str | None = None, sample_fps: float | None = None
+                       ) -> Prompt:
   """The prompt of DESIGN.md §8.2 for a video record.
 
   Args:
@@ -136,51 +206,47 @@ def build_video_prompt(task: str, question: str, frames: Sequence[np.ndarray],
     frames: sampled frames, uint8 [h, w, 3] each.
     times: their timestamps in seconds of the original video.
     duration: the video's length in seconds.
-    texts: the wording.
+    texts: the wording and the frame-time rule.
     key_frames: key-frame images (already resized to the frame size), only used for the
-      temporal-spatial task.
-    key_times: their times in seconds (labelled rounded to whole seconds).
-    prompt_type: `raw` (no hint) or a visual-prompt type whose hint ends the user turn.
+      temporal-spatial task, in the record's order.
+    key_times: their times in seconds.
+    prompt_type: None (no hint) or a prompt type (`raw` included) whose hint ends the user turn.
+    sample_fps: frames sampled per second of video (needed by `timestamps = "reference"`).
 
   Returns:
     The prompt with its images in text order.
   """
   if task not in texts.system:
     raise ValueError(f"unknown task {task!r}; expected one of {list(texts.system)}")
-  if prompt_type not in texts.hints:
-    raise ValueError(f"unknown prompt type {prompt_type!r}; expected one of {list(texts.hints)}")
   if len(frames) != len(times):
     raise ValueError(f"{len(frames)} frames but {len(times)} timestamps")
+  hint = _hint(texts, prompt_type)
   if task != records_lib.TASK_ST:
     key_frames, key_times = (), ()
   lines, images, image_times, is_key = [], [], [], []
-  for n, (kind, i) in enumerate(interleave_key_frames(list(times), list(key_times)), start=1):
-    if kind == "frame":
-      lines.append(_vision(texts.frame_label.format(index=n, time=float(times[i]))))
-      images.append(frames[i])
-      image_times.append(float(times[i]))
-    else:
-      lines.append(_vision(texts.key_frame_label.format(index=n, time=int(round(key_times[i])))))
-      images.append(key_frames[i])
-      image_times.append(float(key_times[i]))
-    is_key.append(kind == "key")
-  lines.append(texts.duration_line.format(seconds=float(duration)))
+  slots = frame_schedule(list(times), list(key_times), texts, sample_fps)
+  for n, slot in enumerate(slots, start=1):
+    key = slot.kind == "key"
+    label = _format(texts, "key_frame_label" if key else "frame_label", index=n, time=slot.label)
+    lines.append(_vision(label))
+    images.append(key_frames[slot.index] if key else frames[slot.index])
+    image_times.append(float(key_times[slot.index] if key else times[slot.index]))
+    is_key.append(key)
+  if not (texts.sft and texts.timestamps == "reference" and task == records_lib.TASK_ST):
+    seconds, whole = frame_times.closing_seconds(duration, len(times), texts.timestamps,
+                                                 sample_fps)
+    lines.append(_format(texts, "duration_line", seconds=seconds, whole_seconds=whole))
   lines.append(question)
-  hint = texts.hints[prompt_type]
-  if hint:
-    lines.append(hint)
-  return Prompt(chat_text(texts.system[task], "\n".join(lines)), images, image_times, is_key)
+  return Prompt(chat_text(texts.system[task], "\n".join(lines + hint)), images, image_times,
+                is_key)
 
 
 def build_image_prompt(question: str, image: np.ndarray, texts: PromptTexts,
-                       prompt_type: str = "raw") -> Prompt:
-  """The prompt for a visual-QA record: the image, then the question (and the hint)."""
-  lines = [_vision(texts.image_label), question]
-  hint = texts.hints[prompt_type]
-  if hint:
-    lines.append(hint)
-  return Prompt(chat_text(texts.system[records_lib.TASK_VQA], "\n".join(lines)), [image], [0.0],
-                [False])
+                       prompt_type: str | None = None) -> Prompt:
+  """The prompt for a visual-QA record: the image, the separator, the question (and the hint)."""
+  user = "\n".join([_vision(texts.image_label) + texts.image_separator + question]
+                   + _hint(texts, prompt_type))
+  return Prompt(chat_text(texts.system[records_lib.TASK_VQA], user), [image], [0.0], [False])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import numpy as np
 
 from vcoach_jax.data import chat
 from vcoach_jax.data import records as records_lib
+from vcoach_jax.data import sft_targets
 
 PATCH_DIM = 3 * 2 * 14 * 14
 
@@ -93,10 +94,10 @@ def record_of(example: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_prompt(example: Mapping[str, Any], texts: chat.PromptTexts,
-                 prompt_type: str = "raw", key_frames: Sequence[np.ndarray] | None = None
+                 prompt_type: str | None = None, key_frames: Sequence[np.ndarray] | None = None
                  ) -> chat.Prompt:
-  """The prompt of one TFDS example; `key_frames` replaces the stored key-frame images (e.g. with
-  a visual prompt drawn on them)."""
+  """The prompt of one TFDS example; with `prompt_type` its hint is appended; `key_frames`
+  replaces the stored key-frame images (e.g. with a visual prompt drawn on them)."""
   task = _text(example["task"])
   question = _text(example["question"])
   if task == records_lib.TASK_VQA:
@@ -105,13 +106,14 @@ def build_prompt(example: Mapping[str, Any], texts: chat.PromptTexts,
   return chat.build_video_prompt(
       task, question, list(example["frames"]), [float(t) for t in example["timestamps"]],
       float(example["video_duration"]), texts, keys,
-      [float(t) for t in example["key_frame_times"]], prompt_type)
+      [float(t) for t in example["key_frame_times"]], prompt_type,
+      sample_fps=float(example["video_sample_fps"]))
 
 
 def encode_example(example: Mapping[str, Any], processor: chat.Processor,
                    texts: chat.PromptTexts, shapes: BatchShapes, step_percent: float = 1.0,
-                   prompt_type: str = "raw", key_frames: Sequence[np.ndarray] | None = None
-                   ) -> dict[str, Any]:
+                   prompt_type: str | None = None,
+                   key_frames: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
   """Model inputs (unpadded) + SFT target ids + the reward sample of one example; with
   `prompt_type` its hint is appended and `key_frames` (e.g. with a visual prompt drawn on them)
   replace the stored key-frame images."""
@@ -128,10 +130,12 @@ def encode_example(example: Mapping[str, Any], processor: chat.Processor,
   if inputs["input_ids"].shape[1] > shapes.max_prompt_length:
     raise ValueError(f"record id {rid!r}: prompt of {inputs['input_ids'].shape[1]} tokens exceeds "
                      f"data.max_prompt_length = {shapes.max_prompt_length}")
-  target = chat.sft_target(record["reasoning_process"], record["sft_answer"] or record["answer"])
+  w, h = (int(v) for v in example["image_size_refine"])
+  target = sft_targets.target_text(record["task"], record["reasoning_process"],
+                                   record["sft_answer"] or record["answer"], (w, h),
+                                   record["image_size"], where=f"record id {rid!r}: ")
   tok = processor.tokenizer
   target_ids = tok(target + "<|im_end|>", add_special_tokens=False)["input_ids"]
-  w, h = (int(v) for v in example["image_size_refine"])
   sample = records_lib.reward_sample(record, (w, h), (w, h), step_percent)
   return {"input_ids": inputs["input_ids"][0], "pixel_values": inputs["pixel_values"],
           "image_grid_thw": inputs["image_grid_thw"], "target_ids": np.asarray(target_ids),
@@ -223,7 +227,7 @@ class Pipeline:
       builder = tfds_stgr.load(data_dir)
     else:
       raise ValueError(f"config key 'data.source' must be 'synthetic' or 'tfds', got {d.source!r}")
-    texts = chat.PromptTexts.load(config.prompts_file or None)
+    texts = chat.PromptTexts.from_config(config)
     return cls(builder, chat.Processor(tokenizer), texts,
                BatchShapes.from_config(d, process_count), split=d.split, seed=d.seed,
                shuffle_buffer=d.shuffle_buffer, process_index=process_index,

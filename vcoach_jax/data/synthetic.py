@@ -10,7 +10,8 @@ key items included) and a reference reasoning trace in the grounded format for e
 
 Clips are rendered directly at their model size (sides multiples of 28) and sampled at 2 fps, so
 every frame is a sampled frame and no resize is needed; boxes are integer pixels of that frame
-(key items hold them divided by W, H). Everything is a function of (seed, index).
+(key items, and the stored temporal-spatial trace as in STGR, hold them divided by W, H).
+Everything is a function of (seed, index).
 
 Difficulty knobs (`WorldSpec`): distractor objects, an occluding grey bar over part of some
 frames, clip length, object size and speed.
@@ -23,6 +24,7 @@ frames, clip length, object size and speed.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -188,8 +190,10 @@ class SyntheticWorld:
         records_lib.TASK_TG_MCQ: self._tg_mcq, records_lib.TASK_VQA: self._vqa,
         records_lib.TASK_MCQ: self._mcq, records_lib.TASK_FREE: self._free}[task]
     question, answer, reasoning, said = build(rng, tracks, target, times, record)
-    record.update(question=question, answer=answer, reasoning_process=reasoning,
-                  sft_answer=said)
+    # The stored trace follows the STGR convention (temporal-spatial boxes normalised to 0..1);
+    # the SFT target converts it back to the frame's pixels, which the completion cites.
+    stored = _normalised(reasoning, s.width, s.height) if task == records_lib.TASK_ST else reasoning
+    record.update(question=question, answer=answer, reasoning_process=stored, sft_answer=said)
     completion = f"<think>{reasoning}</think>\n<answer>{said}</answer>"
     return Sample(records_lib.validate_record(record), frames, times, completion)
 
@@ -278,6 +282,15 @@ class SyntheticWorld:
     question = "How many objects appear in the video?"
     answer = f"{NUMBER_WORDS[min(n, 8)]} objects appear"
     return question, answer, f"I count the objects: {names}. That makes {n}.", answer
+
+
+def _normalised(text: str, width: int, height: int) -> str:
+  """Pixel boxes of a trace divided by the frame's (W, H), four decimals."""
+  def scale(match: re.Match) -> str:
+    x1, y1, x2, y2 = (float(v) for v in match.group(1).split(","))
+    return "<box>[" + ",".join(f"{v:.4f}" for v in (x1 / width, y1 / height, x2 / width,
+                                                        y2 / height)) + "]</box>"
+  return re.sub(r"<box>\[([^\]]*)\]</box>", scale, text)
 
 
 def corpus(spec: WorldSpec = WorldSpec(), n: int = 600) -> Iterator[str]:

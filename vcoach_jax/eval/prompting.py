@@ -20,7 +20,7 @@ class PromptBuilder:
   """Builds the prompts of a batch of requests.
 
   Args:
-    texts: the prompt wording (`chat.PromptTexts.load(config.prompts_file or None)`).
+    texts: the prompt wording and frame-time rule (`chat.PromptTexts.from_config(config)`).
     spec: frame sampling and resize (`video.VideoSpec.from_config(config.video)`).
     world: the `synthetic.SyntheticWorld` of synthetic items (None: no synthetic items).
   """
@@ -40,15 +40,16 @@ class PromptBuilder:
         from vcoach_jax.eval.loaders import synthetic_index  # pylint: disable=g-import-not-at-top
         sample = self.world.sample(synthetic_index(item))
         frames, times = list(sample.frames), [float(t) for t in sample.times]
-        duration = len(times) / self.world.spec.fps
+        duration, fps = len(times) / self.world.spec.fps, self.world.spec.fps
       else:
         if item.video not in decoded:
           decoded[item.video] = video_lib.decode_video(item.video, self.spec)
         v = decoded[item.video]
         frames, times, duration = list(v.frames), [float(t) for t in v.timestamps], v.duration
+        fps = v.sample_fps
       if req.task == targets_lib.TASK_VQA:
         prompts.append(chat.build_image_prompt(req.question, frames[0], self.texts))
       else:
         prompts.append(chat.build_video_prompt(req.task, req.question, frames, times, duration,
-                                               self.texts))
+                                               self.texts, sample_fps=fps))
     return prompts

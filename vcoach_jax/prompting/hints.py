@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from vcoach_jax.data import chat
+from vcoach_jax.data import frame_times
 from vcoach_jax.data import pipeline
 from vcoach_jax.data import records as records_lib
 from vcoach_jax.prompting import visual_prompts as vp
@@ -34,12 +35,14 @@ class PromptOptions:
   draw_on: str = "key_frames_st_only"  # one of DRAW_ON
   darken_factor: float = vp.DARKEN_FACTOR
   darken_pad: int = vp.DARKEN_PAD
+  timestamps: str = "exact"  # the frame-time rule (config.video.timestamps): frame numbering
 
   @classmethod
-  def from_config(cls, prompting: Mapping[str, Any]) -> "PromptOptions":
+  def from_config(cls, prompting: Mapping[str, Any], timestamps: str = "exact"
+                  ) -> "PromptOptions":
     return cls(per_key_frame_boxes=bool(prompting["per_key_frame_boxes"]),
                draw_on=str(prompting["draw_on"]), darken_factor=float(prompting["darken_factor"]),
-               darken_pad=int(prompting["darken_pad"]))
+               darken_pad=int(prompting["darken_pad"]), timestamps=str(timestamps))
 
   def draw(self, kind: str, frames: np.ndarray, boxes, indices) -> np.ndarray:
     return vp.render(kind, frames, boxes, indices, darken_factor=self.darken_factor,
@@ -47,7 +50,8 @@ class PromptOptions:
 
 
 def hint(prompt_type: str, texts: chat.PromptTexts) -> str:
-  """The hint text of a prompt type ("" for `raw`)."""
+  """The hint text of a prompt type (`raw` has one too: a prompt without a hint is built with
+  prompt_type None)."""
   if prompt_type not in texts.hints:
     raise ValueError(f"unknown prompt type {prompt_type!r}; expected one of {list(texts.hints)}")
   return texts.hints[prompt_type]
@@ -58,8 +62,10 @@ def _task(example: Mapping[str, Any]) -> str:
   return task.decode("utf-8") if isinstance(task, bytes) else str(task)
 
 
-def frame_positions(example: Mapping[str, Any]) -> tuple[list[int | None], list[int]]:
-  """1-based positions in the prompt's frame list of (each key frame, each sampled frame).
+def frame_positions(example: Mapping[str, Any], timestamps: str = "exact"
+                    ) -> tuple[list[int | None], list[int]]:
+  """1-based positions in the prompt's frame list of (each key frame, each sampled frame), under
+  the frame-time rule `timestamps` (`data.frame_times`).
 
   Key frames that the prompt leaves out (past the last sampled frame, or any key frame of a task
   other than temporal-spatial) have position None.
@@ -69,7 +75,8 @@ def frame_positions(example: Mapping[str, Any]) -> tuple[list[int | None], list[
   keys: list[int | None] = [None] * len(key_times)
   frames = [0] * len(times)
   inserted = key_times if _task(example) == records_lib.TASK_ST else []
-  for n, (kind, i) in enumerate(chat.interleave_key_frames(times, inserted), start=1):
+  slots = frame_times.schedule(times, inserted, timestamps, float(example["video_sample_fps"]))
+  for n, (kind, i, _) in enumerate(slots, start=1):
     if kind == "key":
       keys[i] = n
     else:
@@ -96,7 +103,7 @@ def prompted_example(example: Mapping[str, Any], prompt_type: str,
     return out
   record = pipeline.record_of(example)
   boxes = vp.key_frame_boxes(record, options.per_key_frame_boxes)
-  key_pos, frame_pos = frame_positions(example)
+  key_pos, frame_pos = frame_positions(example, options.timestamps)
   key_frames = np.asarray(example["key_frames"])
   if task == records_lib.TASK_ST and len(key_frames):
     out["key_frames"] = options.draw(

@@ -11,7 +11,8 @@ In both, the final hidden state of the last non-pad token goes through a linear 
 per class (`config.selector.types`, class 0 = `raw`). Only the LoRA adapters and the head train
 (cross-entropy, AdamW); the checkpoint holds just those (orbax) plus a small meta JSON.
 
-Predictions go to a cache `{record_id: type}` (JSON) that the RL trainer reads (`choose`).
+Predictions go to a cache `{record_id: type}` (JSON) that the RL trainer reads (`choose`);
+`load_cache` also reads a cache written by the released code (`cache_labels`).
 
   sel = Selector(backbone, num_classes=2, text_only=True)
   trainer = Trainer(sel, lr=1e-4); trainer.step(inputs, labels)
@@ -335,18 +336,38 @@ def write_cache(path: str | os.PathLike, labels: Mapping[str, str]) -> None:
   os.replace(tmp, path)
 
 
-def load_cache(path: str | os.PathLike) -> dict[str, str]:
-  """Reads a prediction cache; checks every value is a prompt type."""
+# The released code's cache values: its binary selector's class (0 = raw, 1 = darken) or its
+# names of the prompt types, which are this project's under other names.
+RELEASED_CLASSES = {0: "raw", 1: "darken"}
+RELEASED_NAMES = {"numpro": "numbers", "api_prompt": "attention"}
+
+
+def cache_labels(cache: Mapping[str, Any], where: str = "selector cache") -> dict[str, str]:
+  """{record_id: prompt type} of a cache in this project's form ({id: type}) or the released
+  code's ({id: 0 | 1}, or its type names `numpro`, `api_prompt`); refuses anything else."""
   from vcoach_jax.prompting import visual_prompts  # pylint: disable=g-import-not-at-top
+  if not isinstance(cache, dict):
+    raise ValueError(f"{where}: expected a JSON object {{record id: prompt type}}, got "
+                     f"{type(cache).__name__}")
+  out = {}
+  for rid, label in cache.items():
+    if isinstance(label, int) and not isinstance(label, bool) and label in RELEASED_CLASSES:
+      out[str(rid)] = RELEASED_CLASSES[label]
+    elif isinstance(label, str) and RELEASED_NAMES.get(label, label) in visual_prompts.PROMPT_TYPES:
+      out[str(rid)] = RELEASED_NAMES.get(label, label)
+    else:
+      raise ValueError(f"{where}: record id {rid!r} has type {label!r}; expected one of "
+                       f"{visual_prompts.PROMPT_TYPES}, the released classes 0 (raw) / 1 (darken), "
+                       f"or the released names {sorted(RELEASED_NAMES)}")
+  return out
+
+
+def load_cache(path: str | os.PathLike) -> dict[str, str]:
+  """Reads a prediction cache (this project's form or the released code's: `cache_labels`)."""
   path = pathlib.Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"selector cache {str(path)!r} does not exist")
-  cache = json.loads(path.read_text())
-  for rid, label in cache.items():
-    if label not in visual_prompts.PROMPT_TYPES:
-      raise ValueError(f"selector cache {str(path)!r}: record id {rid!r} has type {label!r}; "
-                       f"expected one of {visual_prompts.PROMPT_TYPES}")
-  return cache
+  return cache_labels(json.loads(path.read_text()), f"selector cache {str(path)!r}")
 
 
 def choose(cache: Mapping[str, str] | None, record_id: str, has_key_items: bool = True) -> str:

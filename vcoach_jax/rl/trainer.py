@@ -84,7 +84,8 @@ class Trainer(training_loop.Runner):
     self.step_fn, self.state, self.ref = train_step.setup(config, self.parts.model,
                                                           self.parts.mesh)
     self.pipe = experiment.pipeline(config, tok, workdir)
-    self.prompt_options = hints.PromptOptions.from_config(config.prompting)
+    self.prompt_options = hints.PromptOptions.from_config(config.prompting,
+                                                             config.video.timestamps)
     self.cache: dict[str, str] = {}
     if config.rl.prompt_selector == "cache" and config.selector.cache:
       self.cache = selector_lib.load_cache(config.selector.cache)

@@ -1,5 +1,6 @@
 """The SFT train step: token cross-entropy of the target (assistant turn + `<|im_end|>`) after
-the prompt, teacher-forced through the same forward as the RL loss.
+the prompt, teacher-forced through the same forward as the RL loss; with `sft.loss_on =
+"sequence"` the prompt's text tokens carry loss too (`sft.sequence`).
 
   step, state = setup(config, model, mesh)
   batch = sft_batch(model.config, host_batch.arrays)     # data.pipeline HostBatch arrays
@@ -25,24 +26,34 @@ from vcoach_jax.model.qwen2_5_vl import ModelInputs
 from vcoach_jax.parallel import mesh as mesh_lib
 from vcoach_jax.rl import optim, update
 from vcoach_jax.rl.logprobs import completion_logprobs
+from vcoach_jax.sft import sequence
 
 
 class SFTBatch(NamedTuple):
   prompt: ModelInputs  # [B] left-padded prompts
   target_ids: jax.Array  # [B, N] int32 target tokens, right-padded
   target_mask: jax.Array  # [B, N] 1 on target tokens (end token included)
+  # [B, P] 1 on prompt tokens that also carry loss (sft.loss_on = "sequence"); None: none.
+  prompt_mask: jax.Array | None = None
 
 
-def sft_batch(cfg: ModelConfig, arrays: Mapping[str, Any]) -> SFTBatch:
-  """Host: `data.pipeline` HostBatch arrays -> SFTBatch (numpy, fixed shapes)."""
+def sft_batch(cfg: ModelConfig, arrays: Mapping[str, Any], loss_on: str = "assistant"
+              ) -> SFTBatch:
+  """Host: `data.pipeline` HostBatch arrays -> SFTBatch (numpy, fixed shapes); `loss_on` as
+  `config.sft.loss_on` (`sft.sequence`)."""
+  prompt_mask, target_mask = sequence.loss_masks(arrays, cfg, loss_on)
   return SFTBatch(batch_inputs(cfg, arrays), np.asarray(arrays["target_ids"], np.int32),
-                  np.asarray(arrays["target_mask"], np.int32))
+                  target_mask, prompt_mask if loss_on == "sequence" else None)
 
 
 def sft_loss(model, batch: SFTBatch):
-  """(mean token NLL of the targets, metrics: nll, num_tokens)."""
-  lp = completion_logprobs(model, batch.prompt, batch.target_ids, batch.target_mask, 1)
-  m = batch.target_mask.astype(jnp.float32)
+  """(mean token NLL of the covered tokens, metrics: nll, num_tokens)."""
+  if batch.prompt_mask is not None:
+    lp = sequence.sequence_logprobs(model, batch.prompt, batch.target_ids, batch.target_mask)
+    m = jnp.concatenate([batch.prompt_mask, batch.target_mask], 1)[:, 1:].astype(jnp.float32)
+  else:
+    lp = completion_logprobs(model, batch.prompt, batch.target_ids, batch.target_mask, 1)
+    m = batch.target_mask.astype(jnp.float32)
   count = m.sum()
   loss = -jnp.sum(jnp.where(m > 0, lp, 0.0)) / jnp.maximum(count, 1.0)
   return loss, {"nll": loss, "num_tokens": count}

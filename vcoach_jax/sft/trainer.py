@@ -35,6 +35,7 @@ class SFTTrainer(training_loop.Runner):
     self.parts = experiment.build(config, workdir, seed)
     self.step_fn, self.state = sft_step.setup(config, self.parts.model, self.parts.mesh)
     self.pipe = experiment.pipeline(config, self.parts.tokenizer, workdir)
+    self.pipe.texts = self.pipe.texts.for_sft()  # the SFT's texts and key-frame rules
     self.rng = jax.random.key(seed)
     self.ckpt = checkpointing.Checkpointer(
         config.checkpoint.dir or str(self.workdir / "checkpoints"), keep=config.checkpoint.keep)
@@ -48,7 +49,8 @@ class SFTTrainer(training_loop.Runner):
     batch = self.pipe.next_host_batch()
     self.rng, key = jax.random.split(self.rng)
     self.state, metrics = self.step_fn(
-        self.state, sft_step.sft_batch(self.parts.model.config, batch.arrays), key)
+        self.state, sft_step.sft_batch(self.parts.model.config, batch.arrays,
+                                       self.config.sft.loss_on), key)
     out = {k: float(v) for k, v in jax.device_get(metrics).items()}
     out["batch_ids"] = batch.ids
     return out
