@@ -61,6 +61,7 @@ def get_config(arg=None):
   config.sampling.greedy = False  # argmax decoding (evaluation, `vcoach generate`)
   config.sampling.max_new_tokens = 768  # completion length limit (max_completion_length)
   config.sampling.num_samples = 4  # G rollouts per prompt
+  config.sampling.repetition_penalty = 1.0  # seen ids' logits / p (> 0) or * p (< 0); 1 = off
   config.sampling.batch_buckets = (1, 2, 4, 8, 16, 32, 64)  # prompt rows are padded to these
 
   # --- Parallel (vcoach_jax/parallel/mesh.py). One size per mesh axis; -1 = remaining devices.

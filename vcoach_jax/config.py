@@ -84,6 +84,7 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("sampling.temperature", lambda v: v >= 0, ">= 0"),
     ("sampling.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("sampling.top_k", lambda v: v >= 0, ">= 0 (0 = off)"),
+    ("sampling.repetition_penalty", lambda v: v > 0, "> 0 (1 = off)"),
     ("sampling.batch_buckets",
      lambda v: len(v) > 0 and all(isinstance(b, int) and b > 0 for b in v),
      "a non-empty tuple of positive integers"),
