@@ -18,7 +18,8 @@ import ml_collections
 
 ConfigDict = ml_collections.ConfigDict
 
-# Fields whose value must be one of a fixed set. Validated after types.
+# Fields whose value must be one of a fixed set (or a function giving it: the set lives in the
+# module it belongs to). Validated after types.
 CHOICES: dict[str, tuple[Any, ...]] = {
     "rewards.spatial_iou_mode": ("max", "avg"),
     "rewards.identity_match_mode": ("none", "soft", "strict"),
@@ -33,6 +34,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "eval.benchmark": ("vstar", "charades", "videomme", "worldsense", "videommmu",
                        "perceptiontest", "synthetic"),
     "eval.split": ("eval", "train"),
+    "eval.protocol": lambda: importlib.import_module("vcoach_jax.eval.protocols").NAMES,
     "rl.candidate_rule": ("answer", "total"),
     "rl.prompt_selector": ("cache", "off"),
     "optim.schedule": ("cosine", "constant"),
@@ -203,6 +205,7 @@ def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
   _validate_tree(config, schema, prefix="")
   flat = flatten(config)
   for key, allowed in CHOICES.items():
+    allowed = allowed() if callable(allowed) else allowed
     if key in flat and flat[key] not in allowed:
       raise ConfigError(f"config key {key!r} must be one of {allowed}, got {flat[key]!r}")
   for key in POSITIVE_INTS:

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="evaluate only the first N items (default: eval.limit, 0 = all)")
   parser.add_argument("--out", default=None, metavar="DIR",
                       help="output folder (default: eval_out/<benchmark>)")
+  parser.add_argument("--protocol", default=None, metavar="NAME",
+                      help="training | vstar_reference | charades_reference: how items are "
+                           "shown and scored (default: eval.protocol; docs/evaluation.md)")
   parser.add_argument("--judge", default=None, metavar="exact|rouge|model:DIR",
                       help="answer judge (default: eval.judge)")
   parser.add_argument("--batch-size", type=int, default=None, metavar="N",
@@ -64,6 +67,7 @@ def _apply_flags(args: argparse.Namespace) -> Any:
   flags = {"eval.benchmark": args.benchmark, "eval.data": args.data,
            "eval.video_dir": args.video_dir, "eval.limit": args.limit,
            "eval.judge": args.judge, "eval.batch_size": args.batch_size,
+           "eval.protocol": args.protocol,
            "model.checkpoint": args.checkpoint}
   for key, value in flags.items():
     if value is not None:
@@ -98,11 +102,11 @@ def pred_size_fn(config) -> Callable:
   return size
 
 
-def sampler_generate_fn(config, workdir: str, world=None):
+def sampler_generate_fn(config, workdir: str, world=None, protocol=None):
   """The policy's greedy generate function over eval requests (`eval.generation`): the
   checkpoint of `model.checkpoint` (or the embedded default's model, built in `workdir`)."""
   from vcoach_jax.eval import generation  # pylint: disable=g-import-not-at-top
-  return generation.SamplerGenerate.from_config(config, workdir, world=world)
+  return generation.SamplerGenerate.from_config(config, workdir, world=world, protocol=protocol)
 
 
 def judge_generate_fn(config, checkpoint: str, workdir: str) -> GenerateFn:
@@ -129,6 +133,7 @@ def main(args: argparse.Namespace, generate_fn: GenerateFn | None = None,
   from vcoach_jax import eval as vc_eval  # pylint: disable=g-import-not-at-top
   config = _apply_flags(args)
   ev = config.eval
+  protocol = vc_eval.protocols.get(ev.protocol, ev.benchmark)
   items = load_items(config)
   out_dir = pathlib.Path(args.out or os.path.join("eval_out", ev.benchmark))
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,15 +142,17 @@ def main(args: argparse.Namespace, generate_fn: GenerateFn | None = None,
                                        str(out_dir / "judge_work"))
   if generate_fn is None:
     world = synthetic_world(config) if ev.benchmark == "synthetic" else None
-    generate_fn = sampler_generate_fn(config, str(out_dir / "work"), world)
-  judge = vc_eval.judge.make_judge(ev.judge, ev.rouge_thresholds, judge_generate)
+    generate_fn = sampler_generate_fn(config, str(out_dir / "work"), world, protocol)
+  judge = vc_eval.judge.make_judge(
+      ev.judge, ev.rouge_thresholds, judge_generate,
+      parse=vc_eval.reference.parse_grade if protocol.parser == "reference" else None)
   summary = vc_eval.evaluate(
       items, generate_fn, ev.benchmark, judge=judge,
       out_jsonl=str(out_dir / f"{ev.benchmark}.jsonl"), batch_size=ev.batch_size,
       limit=ev.limit or None, options=vc_eval.EvalOptions.from_config(ev),
-      pred_size=pred_size_fn(config),
+      pred_size=pred_size_fn(config) if protocol.parser == "training" else None,
       reward_options=config_lib.reward_options(config) if ev.benchmark == "synthetic" else None,
-      progress=not args.no_progress)
+      progress=not args.no_progress, protocol=protocol)
   (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
   print(vc_eval.summary_table(summary))
   print(f"\n{summary['new']} new, {summary['resumed']} resumed item(s) -> {out_dir}")

@@ -72,7 +72,7 @@ class SamplerGenerate:
 
   @classmethod
   def from_config(cls, config, workdir: str, *, world: Any = None,
-                  max_new_tokens: int | None = None) -> "SamplerGenerate":
+                  max_new_tokens: int | None = None, protocol=None) -> "SamplerGenerate":
     """The model of `config.model` (checkpoint via `load_hf` and its tokenizer; the embedded
     default's random model when there is none, see `experiment.build`) behind a sampler.
 
@@ -80,8 +80,12 @@ class SamplerGenerate:
       config: the run config; `eval.batch_size`, `sampling.*`, `data.*` shapes are used.
       workdir: where `experiment.build` keeps a tiny tokenizer / initial model it makes.
       world: the `synthetic.SyntheticWorld` of synthetic items (None: real videos only).
-      max_new_tokens: completion limit (default `sampling.max_new_tokens`).
+      max_new_tokens: completion limit (default: the protocol's, else `sampling.max_new_tokens`).
+      protocol: a `protocols.Protocol` (default: `training`): the frames, prompt set and
+        decoding of the requests (`eval.protocol_prompts`, when set, replaces its prompt set).
     """
+    from vcoach_jax.eval import protocols  # pylint: disable=g-import-not-at-top
+    from vcoach_jax.eval import reference_inputs  # pylint: disable=g-import-not-at-top
     from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
     from vcoach_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
     from vcoach_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
@@ -91,10 +95,19 @@ class SamplerGenerate:
     sampler = Sampler(parts.model, parts.tokenizer, parts.mesh,
                       batch_buckets=tuple(config.sampling.batch_buckets),
                       rules=mesh_lib.rules_from_config(config.parallel.rules))
+    protocol = protocol or protocols.REGISTRY["training"]
     sampling = dataclasses.replace(
         SamplingConfig.from_config(config.sampling), greedy=True, num_samples=1,
-        max_new_tokens=max_new_tokens or config.sampling.max_new_tokens)
-    builder = PromptBuilder(parts.texts, video_lib.VideoSpec.from_config(config.video), world)
+        max_new_tokens=(max_new_tokens or protocol.max_new_tokens
+                        or config.sampling.max_new_tokens),
+        repetition_penalty=(config.sampling.repetition_penalty
+                            if protocol.repetition_penalty is None
+                            else protocol.repetition_penalty))
+    if protocol.frames == "reference":
+      builder = reference_inputs.ReferencePromptBuilder(protocol, reference_inputs.PromptSet.load(
+          config.eval.protocol_prompts or protocol.prompts))
+    else:
+      builder = PromptBuilder(parts.texts, video_lib.VideoSpec.from_config(config.video), world)
     shapes = pipeline_lib.BatchShapes.from_config(config.data)
     return cls(sampler, sampling, shapes, builder, batch_size=config.eval.batch_size)
 
