@@ -25,7 +25,7 @@ from vcoach_jax.eval.items import Request
 from vcoach_jax.eval.prompting import PromptBuilder
 from vcoach_jax.model import batching
 
-JUDGE_MAX_NEW_TOKENS = 8  # a judge replies with one digit
+JUDGE_MAX_NEW_TOKENS = 10  # a judge replies with one digit (the released judge's limit)
 
 
 def _pow2(n: int) -> int:

@@ -135,9 +135,10 @@ def parse_grade(reply: str) -> int:
 
 def make_judge(spec: str, thresholds: Sequence[float] = DEFAULT_ROUGE_THRESHOLDS,
                generate: Callable[[list[str]], list[str]] | None = None,
-               parse: Callable[[str], int] | None = None) -> Judge:
+               parse: Callable[[str], int] | None = None, prompt_file: str | None = None
+               ) -> Judge:
   """`exact` | `rouge` | `model:DIR` (then `generate` must be the loaded model's; `parse` reads
-  its replies, see `ModelJudge`)."""
+  its replies and `prompt_file` holds its prompt, see `ModelJudge`)."""
   if spec == "exact":
     return ExactJudge()
   if spec == "rouge":
@@ -146,7 +147,7 @@ def make_judge(spec: str, thresholds: Sequence[float] = DEFAULT_ROUGE_THRESHOLDS
     if generate is None:
       raise ValueError(f"judge {spec!r} needs a generate function for the model in "
                        f"{spec[len('model:'):]!r}")
-    return ModelJudge(generate, parse=parse)
+    return ModelJudge(generate, prompt_file, parse)
   raise ValueError(f"unknown judge {spec!r}; expected 'exact', 'rouge' or 'model:DIR'")
 
 
