@@ -252,7 +252,7 @@ def test_cli_vstar_reference_frames_decoding_and_metrics(tmp_path, monkeypatch, 
   assert set(groups["by_length"]) == {"Short", "Long"} and groups["by_length"]["Long"]["n"] == 1
   assert groups["by_domain"]["Sports"]["n"] == 1  # item 3 is skipped: out of its groups
   printed = capsys.readouterr().out
-  assert "protocol: vstar_reference" in printed
+  assert "protocol: vstar_reference" in printed and "judge: exact" in printed
 
 
 def pathlib_name(path) -> str:

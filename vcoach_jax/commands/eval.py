@@ -18,8 +18,8 @@ frames, resize and prompts); `vstar_reference` and `charades_reference` reproduc
 published numbers were measured (1 fps / 16 frames near native size, a generic prompt set,
 repetition penalty 1.05, 2,048 tokens, the released parsers and counts; docs/evaluation.md).
 Writes one JSON line per item (OUT/<benchmark>.jsonl: completions, parsed predictions, scores),
-OUT/summary.json and prints the summary table (its first lines name the protocol). Rerunning with the same --out skips the
-items already written, so an interrupted run resumes.
+OUT/summary.json and prints the summary table (its first lines name the protocol). Rerunning
+with the same --out skips the items already written, so an interrupted run resumes.
 
 Benchmarks and --data: vstar (V_STaR_test.json), charades (charades_sta_test.txt), videomme,
 worldsense (worldsense_qa.json), videommmu, perceptiontest (annotation json/jsonl; parquet
@@ -164,6 +164,7 @@ def main(args: argparse.Namespace, generate_fn: GenerateFn | None = None,
       pred_size=pred_size_fn(config) if protocol.parser == "training" else None,
       reward_options=config_lib.reward_options(config) if ev.benchmark == "synthetic" else None,
       progress=not args.no_progress, protocol=protocol)
+  summary["judge"] = ev.judge
   (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
   print(vc_eval.summary_table(summary))
   print(f"\n{summary['new']} new, {summary['resumed']} resumed item(s) -> {out_dir}")

@@ -241,8 +241,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def summary_table(summary: Mapping[str, Any]) -> str:
   """The summary as a plain-text table (one row per group)."""
   title = f"{summary['benchmark']}: {summary['n']} item(s)"
-  if summary.get("protocol"):
-    title += f"\nprotocol: {summary['protocol']}"
+  for key in ("protocol", "judge"):
+    if summary.get(key):
+      title += f"\n{key}: {summary[key]}"
   if "vstar" in summary:
     vs = summary["vstar"]
     chains = [k for k in vs["overall"] if k.startswith("chain")]
