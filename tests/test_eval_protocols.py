@@ -4,6 +4,7 @@ sampler; metrics equal to a hand computation of the reference formulas)."""
 
 import json
 import math
+import pathlib
 import shutil
 
 import numpy as np
@@ -214,7 +215,7 @@ def test_cli_vstar_reference_frames_decoding_and_metrics(tmp_path, monkeypatch, 
     assert (c.greedy, c.num_samples, c.repetition_penalty, c.max_new_tokens) == (
         True, 1, 1.05, 2048)
   # Frames: 16 by linspace (both clips are over 16 s), times index / native fps, 644x364 images.
-  by_video = {pathlib_name(p): fr for p, fr in decoded}
+  by_video = {pathlib.Path(p).name: fr for p, fr in decoded}
   for name, total, fps in (("5587257558.mp4", 540, 29.97), ("example.mp4", 491, 22.29)):
     fr = by_video[name]
     want = [int(i) for i in np.linspace(0, total - 1, 16)]
@@ -253,10 +254,6 @@ def test_cli_vstar_reference_frames_decoding_and_metrics(tmp_path, monkeypatch, 
   assert groups["by_domain"]["Sports"]["n"] == 1  # item 3 is skipped: out of its groups
   printed = capsys.readouterr().out
   assert "protocol: vstar_reference" in printed and "judge: exact" in printed
-
-
-def pathlib_name(path) -> str:
-  return str(path).rsplit("/", 1)[-1]
 
 
 def test_charades_reference_counts_every_item():

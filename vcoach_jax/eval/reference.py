@@ -213,7 +213,8 @@ def score_items(items: Sequence[EvalItem], outputs: Sequence[Mapping[str, str]],
                                  "boxes": boxes, "miou": miou, "aps": aps}
     results.append(result)
   if to_judge:
-    grades = judge.score_many(*(list(col) for col in list(zip(*to_judge))[1:]))
+    grades = judge.score_many([q for _, q, _, _ in to_judge], [a for _, _, a, _ in to_judge],
+                              [p for _, _, _, p in to_judge])
     for (i, *_), grade in zip(to_judge, grades):
       results[i]["score"] = int(grade)
       results[i]["correct"] = int(grade) >= correct_score
@@ -221,10 +222,6 @@ def score_items(items: Sequence[EvalItem], outputs: Sequence[Mapping[str, str]],
 
 
 # --- aggregation ---------------------------------------------------------------------------------
-
-
-def _lgm(values, eps):
-  return metrics.lgm(values, eps)
 
 
 def vstar_block(rows: Sequence[Mapping[str, Any]], total: int, *, recall_thresholds=
@@ -249,7 +246,7 @@ def vstar_block(rows: Sequence[Mapping[str, Any]], total: int, *, recall_thresho
     m.update({f"mAP@{t:g}": float(aps[:, i].mean()) for i, t in enumerate(map_thresholds)})
     m["mean_miou"] = float(np.mean(mious))
     parts = (acc, m["mean_tiou"], m["mean_miou"])
-    m["AM"], m["LGM"] = sum(parts) / 3, _lgm(parts, eps)
+    m["AM"], m["LGM"] = sum(parts) / 3, metrics.lgm(parts, eps)
     hits = lambda f: sum(bool(f(g, t, v)) for g, t, v in zip(good, tious, mious)) / total  # noqa: E731
     m["answer&tiou"] = hits(lambda g, t, v: g and t >= joint_tiou)
     m["answer&miou"] = hits(lambda g, t, v: g and v >= joint_miou)
