@@ -254,6 +254,10 @@ def test_cli_vstar_reference_frames_decoding_and_metrics(tmp_path, monkeypatch, 
   assert groups["by_domain"]["Sports"]["n"] == 1  # item 3 is skipped: out of its groups
   printed = capsys.readouterr().out
   assert "protocol: vstar_reference" in printed and "judge: exact" in printed
+  # The same output folder under another protocol is refused (no mixing of results).
+  assert cli.main(["eval", "--benchmark", "vstar", "--data", str(data), "--video-dir",
+                   str(videos), "--out", str(out), "--judge", "exact", "--no-progress"]) == 2
+  assert "under protocol 'vstar_reference', not 'training'" in capsys.readouterr().err
 
 
 def test_charades_reference_counts_every_item():

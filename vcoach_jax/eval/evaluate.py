@@ -136,7 +136,8 @@ def evaluate(items: Iterable[EvalItem], generate_fn: GenerateFn, benchmark: str,
     generate_fn: requests -> completion texts, same order and length.
     benchmark: the benchmark name (decides the summary).
     judge: free-form answer judge (default: `RougeJudge()`).
-    out_jsonl: per-item results are appended here; ids already in it are skipped.
+    out_jsonl: per-item results are appended here; ids already in it are skipped (they must
+      have been written under the same protocol).
     batch_size: requests per `generate_fn` call (an item's requests are never split).
     limit: evaluate only the first `limit` items (None or 0: all).
     options: metric thresholds.
@@ -150,6 +151,11 @@ def evaluate(items: Iterable[EvalItem], generate_fn: GenerateFn, benchmark: str,
   judge = judge or judge_lib.RougeJudge()
   items = list(items)[:limit or None]
   done = read_results(out_jsonl)
+  for rid, record in done.items():
+    if record.get("protocol", "training") != protocol.name:
+      raise ValueError(f"{out_jsonl}: item {rid!r} was evaluated under protocol "
+                       f"{record.get('protocol', 'training')!r}, not {protocol.name!r}; write this "
+                       "run to another output folder")
   pending = [it for it in items if it.id not in done]
   results = {k: v for k, v in done.items()}
   out = open(out_jsonl, "a", encoding="utf-8") if out_jsonl else None  # pylint: disable=consider-using-with
@@ -175,6 +181,7 @@ def evaluate(items: Iterable[EvalItem], generate_fn: GenerateFn, benchmark: str,
       if reward_options is not None:
         _rewards(scored, group_items, reward_options)
       for result in scored:
+        result["protocol"] = protocol.name
         results[result["id"]] = result
         if out:
           out.write(json.dumps(result) + "\n")
