@@ -155,9 +155,9 @@ def get_config(arg=None):
   config.eval.batch_size = 8  # prompts per generate call (an item's prompts stay together)
   config.eval.limit = 0  # evaluate the first N items only; 0 = all
   config.eval.judge = "rouge"  # exact | rouge | model:DIR (a local model grades 0-3)
-  config.eval.protocol = "training"  # training | vstar_reference | charades_reference (eval/protocols.py)
-  config.eval.protocol_prompts = ""  # prompt-set JSON replacing a reference protocol's own; "" = its own
-  config.eval.judge_prompt = ""  # judge prompt JSON for --judge model:DIR; "" = assets/judge_prompt.json
+  config.eval.protocol = "training"  # training | vstar_reference | charades_reference
+  config.eval.protocol_prompts = ""  # prompt set replacing a reference protocol's own; "" = its own
+  config.eval.judge_prompt = ""  # judge prompt JSON of --judge model:DIR; "" = the project's own
   config.eval.rouge_thresholds = (0.3, 0.7, 0.9)  # ROUGE F for judge scores 1, 2, 3 (judge.py)
   config.eval.correct_score = 2  # judge score counted as a correct answer (V-STAR: >= 2)
   config.eval.recall_thresholds = (0.3, 0.5, 0.7)  # temporal R1@IoU

@@ -14,6 +14,9 @@ def get_config(arg=None):
   config = visioncoach_7b.get_config(arg)
   config.eval.benchmark = "vstar"
   config.eval.protocol = "vstar_reference"
-  config.eval.batch_size = 5  # one item's five prompts per sampler call
+  # Each prompt carries 16 near-native frames (~19k patches at 640x360) and the vision tower's
+  # memory grows with rows x patches (a V-STAR item's five prompts each encode the clip), so
+  # one prompt per sampler call; raise it where accelerator memory allows.
+  config.eval.batch_size = 1
   config.sampling.greedy = True
   return config

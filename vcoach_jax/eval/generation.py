@@ -90,12 +90,17 @@ class SamplerGenerate:
     from vcoach_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
     from vcoach_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
     from vcoach_jax.sampling import Sampler, SamplingConfig  # pylint: disable=g-import-not-at-top
+    from vcoach_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+    protocol = protocol or protocols.REGISTRY["training"]
+    if protocol.frames == "reference" and config.model.attention_impl == "xla":
+      # Near-native frames make ~1,200 patches each: plain attention would hold a
+      # [patches x patches] score matrix per head; query blocks give the same values.
+      config = config_lib.with_overrides(config, ["model.attention_impl=chunked"])
     parts = experiment.build(config, workdir)
     check_vision_ids(parts.tokenizer, parts.model.config, config.model.checkpoint or "the model")
     sampler = Sampler(parts.model, parts.tokenizer, parts.mesh,
                       batch_buckets=tuple(config.sampling.batch_buckets),
                       rules=mesh_lib.rules_from_config(config.parallel.rules))
-    protocol = protocol or protocols.REGISTRY["training"]
     sampling = dataclasses.replace(
         SamplingConfig.from_config(config.sampling), greedy=True, num_samples=1,
         max_new_tokens=(max_new_tokens or protocol.max_new_tokens

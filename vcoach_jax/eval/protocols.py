@@ -5,7 +5,8 @@ and is validated against `NAMES`.
   training            the training input pipeline (config.video sampling and resize, the
                       training system prompts, `eval.scoring`'s parser; means over the items
                       scored); decoding is `config.sampling` made greedy
-  vstar_reference     V-STAR as the released VisionCoach evaluation measured it (docs/evaluation.md):
+  vstar_reference     V-STAR as the released VisionCoach evaluation measured it
+                      (docs/evaluation.md):
                       frames 1 per second from frame 0 by the interval int(native fps), or 16
                       frames at linspace(0, total - 1, 16) truncated when int(duration) > 16,
                       times = index / native fps; each frame an image near its native size;
@@ -81,7 +82,8 @@ def get(name: str, benchmark: str | None = None) -> Protocol:
   if name not in REGISTRY:
     raise ValueError(f"unknown eval protocol {name!r}; expected one of {NAMES}")
   protocol = REGISTRY[name]
-  if benchmark is not None and protocol.benchmarks is not None and benchmark not in protocol.benchmarks:
-    raise ValueError(f"eval protocol {name!r} is for {', '.join(protocol.benchmarks)}, not "
+  allowed = protocol.benchmarks
+  if benchmark is not None and allowed is not None and benchmark not in allowed:
+    raise ValueError(f"eval protocol {name!r} is for {', '.join(allowed)}, not "
                      f"{benchmark!r}")
   return protocol

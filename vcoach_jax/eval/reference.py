@@ -247,7 +247,8 @@ def vstar_block(rows: Sequence[Mapping[str, Any]], total: int, *, recall_thresho
     m["mean_miou"] = float(np.mean(mious))
     parts = (acc, m["mean_tiou"], m["mean_miou"])
     m["AM"], m["LGM"] = sum(parts) / 3, metrics.lgm(parts, eps)
-    hits = lambda f: sum(bool(f(g, t, v)) for g, t, v in zip(good, tious, mious)) / total  # noqa: E731
+    rows3 = list(zip(good, tious, mious))
+    hits = lambda f: sum(bool(f(g, t, v)) for g, t, v in rows3) / total  # noqa: E731
     m["answer&tiou"] = hits(lambda g, t, v: g and t >= joint_tiou)
     m["answer&miou"] = hits(lambda g, t, v: g and v >= joint_miou)
     m["tiou&miou"] = hits(lambda g, t, v: t >= joint_tiou and v >= joint_miou)

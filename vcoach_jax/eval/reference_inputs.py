@@ -2,7 +2,7 @@
 
 Frames (docs/evaluation.md): with T frames at native rate f, duration T / f,
   int(duration * fps) > max_frames  ->  linspace(0, T - 1, max_frames) truncated to int
-  otherwise                         ->  0, s, 2s, ... below T with s = int(f / fps), first max_frames
+  otherwise                         ->  0, s, 2s, ... below T, s = int(f / fps), first max_frames
 and each frame's time is index / f. Every frame is one image, resized (PIL bicubic) to
 `video.smart_resize(h, w, 28, protocol.min_pixels, protocol.max_pixels)`, i.e. about its native
 size. A prompt is the set's system message, then the step's text with the frame lines

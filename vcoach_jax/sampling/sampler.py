@@ -20,7 +20,8 @@ token is chosen (`select.repetition_penalty`, transformers' convention).
 
 Outputs, per row: completion ids (the pad id after the end), a mask that is 1 up to and including
 the first end token (all ones if none came), and the log-prob of each sampled token under the
-policy at temperature 1 before any penalty or top-k/top-p (`select.token_logprobs`), 0 where the mask is 0.
+policy at temperature 1 before any penalty or top-k/top-p (`select.token_logprobs`), 0 where the
+mask is 0.
 """
 
 from __future__ import annotations
