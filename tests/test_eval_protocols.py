@@ -270,3 +270,15 @@ def test_charades_reference_counts_every_item():
           for it, span in zip(items, ([1.0, 5.0], [], [2.0, 4.0]))]
   assert s["charades"]["n"] == 3 and s["charades"]["mIoU"] == pytest.approx(sum(want) / 3)
   assert s["protocol"].startswith("charades_reference")
+
+
+def test_charades_reference_prompt_text():
+  item = loaders.load("charades", DATA_DIR / "eval" / "charades_sta_test.txt")[0]
+  prompts = reference_inputs.PromptSet.load(protocols.REFERENCE_PROMPTS)
+  frames = reference_inputs.Frames([], np.array([0, 24]), [0.0, 1.04], 24.0, 48, (64, 48))
+  (req,) = reference.requests_for(item)
+  text = reference_inputs.user_text(prompts, req, frames, 2.0)
+  image = reference_inputs.IMAGE
+  assert text.startswith(f"The video lasts 2.0 seconds. Frame 1 at 0.0s: {image}\n"
+                         f"Frame 2 at 1.0s: {image}\n")
+  assert item.question.rstrip(". ") in text and "From <t>start_time</t>s" in text
