@@ -61,6 +61,7 @@ def get_config(arg=None):
   config.sampling.greedy = False  # argmax decoding (evaluation, `vcoach generate`)
   config.sampling.max_new_tokens = 768  # completion length limit (max_completion_length)
   config.sampling.num_samples = 4  # G rollouts per prompt
+  config.sampling.repetition_penalty = 1.0  # seen ids' logits / p (> 0) or * p (< 0); 1 = off
   config.sampling.batch_buckets = (1, 2, 4, 8, 16, 32, 64)  # prompt rows are padded to these
 
   # --- Parallel (vcoach_jax/parallel/mesh.py). One size per mesh axis; -1 = remaining devices.
@@ -157,6 +158,9 @@ def get_config(arg=None):
   config.eval.batch_size = 8  # prompts per generate call (an item's prompts stay together)
   config.eval.limit = 0  # evaluate the first N items only; 0 = all
   config.eval.judge = "rouge"  # exact | rouge | model:DIR (a local model grades 0-3)
+  config.eval.protocol = "training"  # training | vstar_reference | charades_reference
+  config.eval.protocol_prompts = ""  # prompt set replacing a reference protocol's own; "" = its own
+  config.eval.judge_prompt = ""  # judge prompt JSON of --judge model:DIR; "" = the project's own
   config.eval.rouge_thresholds = (0.3, 0.7, 0.9)  # ROUGE F for judge scores 1, 2, 3 (judge.py)
   config.eval.correct_score = 2  # judge score counted as a correct answer (V-STAR: >= 2)
   config.eval.recall_thresholds = (0.3, 0.5, 0.7)  # temporal R1@IoU

@@ -82,7 +82,8 @@ def test_config_file_is_validated(tmp_path):
     config.load(str(tmp_path / "missing.py"))
 
 
-@pytest.mark.parametrize("name", ["visioncoach_7b", "sft_coldstart", "selector", "eval_vstar"])
+@pytest.mark.parametrize("name", ["visioncoach_7b", "sft_coldstart", "selector", "eval_vstar",
+                                  "eval_charades"])
 def test_shipped_configs_validate(name):
   path = pathlib.Path(__file__).parent.parent / "configs" / f"{name}.py"
   loaded = config.load(str(path))

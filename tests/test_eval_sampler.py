@@ -79,3 +79,26 @@ def test_cli_eval_errors_on_a_missing_checkpoint(tmp_path, capsys):
   assert cli.main(["eval", "--benchmark", "synthetic", "--judge", f"model:{tmp_path / 'nj'}",
                    "--out", str(tmp_path), "--set", "synthetic.num_eval=1"]) == 2
   assert "judge checkpoint" in capsys.readouterr().err
+
+
+def test_tiny_model_judge_grades_with_the_prompt_file(checkpoint, tmp_path):
+  """`--judge model:DIR` with a tiny checkpoint: the prompt from assets/judge_prompt.json goes to
+  the model, greedy, 10 tokens at most, no repetition penalty; replies are read per protocol
+  (the reference reads the whole reply as an integer, -1 otherwise)."""
+  from vcoach_jax.commands.eval import judge_generate_fn  # pylint: disable=import-outside-toplevel
+  from vcoach_jax.eval import judge as judge_lib, reference  # pylint: disable=import-outside-toplevel
+  config = config_lib.load(None, OVERRIDES + ["sampling.repetition_penalty=1.3"])
+  generate = judge_generate_fn(config, str(checkpoint), str(tmp_path / "judge"))
+  gen = generate.__self__
+  assert gen.sampling.max_new_tokens == 10 and gen.sampling.repetition_penalty == 1.0
+  assert gen.sampling.greedy
+  args = (["What is red?", "Who runs?"], ["the ball", "a dog"], ["a ball", "the cat"])
+  judge = judge_lib.make_judge(f"model:{checkpoint}", generate=generate,
+                               parse=reference.parse_grade)
+  prompts = judge.prompts(*args)
+  system, _ = judge_lib.load_judge_prompt()
+  assert system in prompts[0] and "Candidate answer: the cat" in prompts[1]
+  replies = generate(prompts)
+  grades = judge.score_many(*args)
+  assert grades == [reference.parse_grade(r) for r in replies]
+  assert all(g in (-1, 0, 1, 2, 3) for g in grades)

@@ -108,6 +108,64 @@ def test_greedy_matches_transformers_generate(models):
   np.testing.assert_array_equal(np.where(out.mask == 1, free, PAD), out.tokens)
 
 
+def _hf_generate_alone(hf, raw, end_ids, n, penalty):
+  """transformers `generate` on each prompt alone (its padding removed): the rows' greedy
+  continuations with the repetition penalty, [B, n] padded with PAD after the end."""
+  sizes = np.prod(raw["video_grid_thw"], -1)
+  vids = np.split(raw["pixel_values_videos"], np.cumsum(sizes)[:-1])
+  video_of = {0: 0, 2: 1}  # rows 0 and 2 carry the two videos
+  out = []
+  for i in range(len(raw["input_ids"])):
+    keep = raw["attention_mask"][i] == 1
+    kw = {"input_ids": torch.from_numpy(raw["input_ids"][i][keep][None]),
+          "attention_mask": torch.ones((1, int(keep.sum())), dtype=torch.long)}
+    if i in video_of:
+      v = video_of[i]
+      kw.update(pixel_values_videos=torch.from_numpy(vids[v]),
+                video_grid_thw=torch.from_numpy(raw["video_grid_thw"][v:v + 1]),
+                second_per_grid_ts=[SECONDS[v]])
+    with torch.no_grad():
+      got = hf.generate(**kw, do_sample=False, max_new_tokens=n, eos_token_id=list(end_ids),
+                        pad_token_id=PAD, repetition_penalty=penalty)
+    new = got[0, kw["input_ids"].shape[1]:].numpy()
+    out.append(np.pad(new, (0, n - len(new)), constant_values=PAD))
+  return np.stack(out)
+
+
+def test_repetition_penalty_matches_transformers_generate(models):
+  """Greedy with a repetition penalty = transformers `generate(repetition_penalty=p)` on each
+  prompt; the batch is left padded (three lengths, two with a video) and the padding is not
+  part of a row's seen set. Both penalties change the completions (the test can fail)."""
+  hf, jm = models
+  raw = _prompts(seed=5)
+  n = 16
+  sampler = _sampler(jm, (EOS,))
+  inputs = vm.prepare_inputs(jm.config, raw)
+  plain = sampler.generate(inputs, SamplingConfig(greedy=True, max_new_tokens=n),
+                           jax.random.key(0)).tokens
+  for penalty in (1.05, 3.0):
+    out = sampler.generate(inputs, SamplingConfig(greedy=True, max_new_tokens=n,
+                                                  repetition_penalty=penalty), jax.random.key(0))
+    np.testing.assert_array_equal(out.tokens, _hf_generate_alone(hf, raw, [EOS], n, penalty))
+    assert (out.tokens != plain).any()  # the penalty changes these completions
+  # The penalty is off at 1.0 (no seen-set carry): the plain greedy program.
+  np.testing.assert_array_equal(plain, _hf_generate(hf, raw, [EOS], n))
+
+
+def test_repetition_penalty_rule():
+  """Known values: seen positive logits divided, seen negative ones multiplied, others kept;
+  the prompt's padding is not seen."""
+  from vcoach_jax.sampling import select  # pylint: disable=g-import-not-at-top
+  ids = jnp.array([[0, 0, 3, 1], [2, 3, 3, 1]])
+  mask = jnp.array([[0, 0, 1, 1], [1, 1, 1, 1]])
+  seen = select.prompt_seen(ids, mask, 5)
+  np.testing.assert_array_equal(seen, [[0, 1, 0, 1, 0], [0, 1, 1, 1, 0]])
+  seen = select.mark_seen(seen, jnp.array([4, 2]))
+  logits = jnp.array([[2.0, -1.0, 0.5, -4.0, 1.0], [2.0, -1.0, 0.5, -4.0, 1.0]])
+  got = select.repetition_penalty(logits, seen, jnp.float32(2.0))
+  np.testing.assert_allclose(got, [[2.0, -2.0, 0.5, -8.0, 0.5], [2.0, -2.0, 0.25, -8.0, 1.0]])
+
+
 def test_logprobs_and_kept_sets_match_teacher_forced_forward(models):
   _, jm = models
   raw = _prompts(seed=1)
@@ -212,8 +270,11 @@ def test_sampling_config_from_config_and_validation():
   cfg = SamplingConfig.from_config(config_lib.load().sampling)
   assert cfg == SamplingConfig(num_samples=4)  # reference 8.1: G=4, 1.0 / 0.95 / 50, 768
   for bad in ("sampling.top_p=1.5", "sampling.temperature=-1", "sampling.top_k=-2",
-              "sampling.num_samples=0", "sampling.batch_buckets=()"):
+              "sampling.num_samples=0", "sampling.batch_buckets=()",
+              "sampling.repetition_penalty=0"):
     with pytest.raises(config_lib.ConfigError, match=bad.split("=")[0]):
       config_lib.load(overrides=[bad])
   with pytest.raises(ValueError, match="top_p"):
     SamplingConfig(top_p=0.0)
+  with pytest.raises(ValueError, match="repetition_penalty"):
+    SamplingConfig(repetition_penalty=-1.0)

@@ -1,5 +1,6 @@
 """On 8 simulated CPU devices (data 2 x fsdp 2 x tensor 2) the sampler gives the same rollouts
-as on one device for a fixed key. Runs in a subprocess so the test session keeps one device."""
+as on one device for a fixed key (sampled, with a repetition penalty: its seen-id carry is
+sharded by rows too). Runs in a subprocess so the test session keeps one device."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ _SCRIPT = textwrap.dedent("""
     rows = [qt.text_row(rng, 2 + i) + qt.vision_run(qt.VIDEO, g) + qt.text_row(rng, 2)
             for i in range(2)] + [qt.text_row(rng, 6), qt.text_row(rng, 3)]
     inputs = vm.prepare_inputs(cfg, qt.make_inputs(rows, videos=[g, g], seconds=[1.0, 1.0]))
-    config = SamplingConfig(max_new_tokens=8, num_samples=2)
+    config = SamplingConfig(max_new_tokens=8, num_samples=2, repetition_penalty=1.3)
     key = jax.random.key(1)
     want = Sampler(single, None, end_ids=[505], pad_id=0).generate(inputs, config, key)
     got = Sampler(sharded, None, mesh, end_ids=[505], pad_id=0).generate(inputs, config, key)

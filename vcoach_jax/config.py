@@ -18,7 +18,8 @@ import ml_collections
 
 ConfigDict = ml_collections.ConfigDict
 
-# Fields whose value must be one of a fixed set. Validated after types.
+# Fields whose value must be one of a fixed set (or a function giving it: the set lives in the
+# module it belongs to). Validated after types.
 CHOICES: dict[str, tuple[Any, ...]] = {
     "rewards.spatial_iou_mode": ("max", "avg"),
     "rewards.identity_match_mode": ("none", "soft", "strict"),
@@ -35,6 +36,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "eval.benchmark": ("vstar", "charades", "videomme", "worldsense", "videommmu",
                        "perceptiontest", "synthetic"),
     "eval.split": ("eval", "train"),
+    "eval.protocol": lambda: importlib.import_module("vcoach_jax.eval.protocols").NAMES,
     "rl.candidate_rule": ("answer", "total"),
     "rl.prompt_selector": ("cache", "off"),
     "optim.schedule": ("cosine", "constant"),
@@ -86,6 +88,7 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("sampling.temperature", lambda v: v >= 0, ">= 0"),
     ("sampling.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("sampling.top_k", lambda v: v >= 0, ">= 0 (0 = off)"),
+    ("sampling.repetition_penalty", lambda v: v > 0, "> 0 (1 = off)"),
     ("sampling.batch_buckets",
      lambda v: len(v) > 0 and all(isinstance(b, int) and b > 0 for b in v),
      "a non-empty tuple of positive integers"),
@@ -204,6 +207,7 @@ def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
   _validate_tree(config, schema, prefix="")
   flat = flatten(config)
   for key, allowed in CHOICES.items():
+    allowed = allowed() if callable(allowed) else allowed
     if key in flat and flat[key] not in allowed:
       raise ConfigError(f"config key {key!r} must be one of {allowed}, got {flat[key]!r}")
   for key in POSITIVE_INTS:

@@ -1,4 +1,4 @@
-"""`vcoach eval`: evaluate a checkpoint on a benchmark (DESIGN.md §9)."""
+"""`vcoach eval`: evaluate a checkpoint on a benchmark (docs/evaluation.md)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ from vcoach_jax import config as config_lib
 HELP = "evaluate a checkpoint on V-STAR, Charades-STA, an MCQ set or the synthetic world"
 DESCRIPTION = """\
 Evaluate a checkpoint on a benchmark: raw video, no visual prompt, greedy, batched through the
-sampler. Writes one JSON line per item (OUT/<benchmark>.jsonl: completions, parsed predictions,
-scores), OUT/summary.json and prints the summary table. Rerunning with the same --out skips the
-items already written, so an interrupted run resumes.
+sampler, under a protocol (--protocol): `training` shows items as training does (the training
+frames, resize and prompts); `vstar_reference` and `charades_reference` reproduce how the
+published numbers were measured (1 fps / 16 frames near native size, a generic prompt set,
+repetition penalty 1.05, 2,048 tokens, the released parsers and counts; docs/evaluation.md).
+Writes one JSON line per item (OUT/<benchmark>.jsonl: completions, parsed predictions, scores),
+OUT/summary.json and prints the summary table (its first lines name the protocol). Rerunning
+with the same --out skips the items already written, so an interrupted run resumes.
 
 Benchmarks and --data: vstar (V_STaR_test.json), charades (charades_sta_test.txt), videomme,
 worldsense (worldsense_qa.json), videommmu, perceptiontest (annotation json/jsonl; parquet
@@ -27,11 +31,15 @@ and mean mIoU, AM / LGM per chain, mAM / mLGM, joint rates, per domain and lengt
 R@0.3/0.5/0.7 and mIoU; MCQ accuracy per category. Thresholds are the config's `eval.*`.
 
 --judge: exact (normalised match), rouge (default; ROUGE thresholds `eval.rouge_thresholds`),
-or model:DIR (a local Qwen checkpoint grades each answer 0-3).
+or model:DIR (a local Qwen checkpoint grades each answer 0-3 with the prompt of
+`eval.judge_prompt`, default assets/judge_prompt.json; the published V-STAR numbers were graded
+by Qwen2.5-72B-Instruct).
 
 examples:
   vcoach eval --checkpoint runs/demo/final --benchmark synthetic --limit 32
   vcoach eval --checkpoint ckpt/ --benchmark vstar --data V_STaR_test.json --video-dir videos/
+  vcoach eval --checkpoint ckpt/ --benchmark vstar --protocol vstar_reference \
+      --data V_STaR_test.json --video-dir videos/ --judge model:Qwen2.5-72B-Instruct/
   vcoach eval --checkpoint ckpt/ --benchmark charades --data charades_sta_test.txt --out out/
 """
 
@@ -50,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="evaluate only the first N items (default: eval.limit, 0 = all)")
   parser.add_argument("--out", default=None, metavar="DIR",
                       help="output folder (default: eval_out/<benchmark>)")
+  parser.add_argument("--protocol", default=None, metavar="NAME",
+                      help="training | vstar_reference | charades_reference: how items are "
+                           "shown and scored (default: eval.protocol; docs/evaluation.md)")
   parser.add_argument("--judge", default=None, metavar="exact|rouge|model:DIR",
                       help="answer judge (default: eval.judge)")
   parser.add_argument("--batch-size", type=int, default=None, metavar="N",
@@ -64,6 +75,7 @@ def _apply_flags(args: argparse.Namespace) -> Any:
   flags = {"eval.benchmark": args.benchmark, "eval.data": args.data,
            "eval.video_dir": args.video_dir, "eval.limit": args.limit,
            "eval.judge": args.judge, "eval.batch_size": args.batch_size,
+           "eval.protocol": args.protocol,
            "model.checkpoint": args.checkpoint}
   for key, value in flags.items():
     if value is not None:
@@ -98,20 +110,22 @@ def pred_size_fn(config) -> Callable:
   return size
 
 
-def sampler_generate_fn(config, workdir: str, world=None):
+def sampler_generate_fn(config, workdir: str, world=None, protocol=None):
   """The policy's greedy generate function over eval requests (`eval.generation`): the
   checkpoint of `model.checkpoint` (or the embedded default's model, built in `workdir`)."""
   from vcoach_jax.eval import generation  # pylint: disable=g-import-not-at-top
-  return generation.SamplerGenerate.from_config(config, workdir, world=world)
+  return generation.SamplerGenerate.from_config(config, workdir, world=world, protocol=protocol)
 
 
 def judge_generate_fn(config, checkpoint: str, workdir: str) -> GenerateFn:
-  """A local judge model's greedy generate function over chat texts (a few tokens each)."""
+  """A local judge model's greedy generate function over chat texts (a few tokens each, no
+  repetition penalty, as the released judge)."""
   from vcoach_jax.eval import generation  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(checkpoint):
     raise FileNotFoundError(f"judge checkpoint folder {checkpoint!r} does not exist")
   local = config_lib.with_overrides(config, [f"model.checkpoint={checkpoint}",
-                                             "model.lora_rank=0", "data.tokenizer_dir="])
+                                             "model.lora_rank=0", "data.tokenizer_dir=",
+                                             "sampling.repetition_penalty=1.0"])
   gen = generation.SamplerGenerate.from_config(
       local, workdir, max_new_tokens=generation.JUDGE_MAX_NEW_TOKENS)
   return gen.generate_texts
@@ -129,6 +143,7 @@ def main(args: argparse.Namespace, generate_fn: GenerateFn | None = None,
   from vcoach_jax import eval as vc_eval  # pylint: disable=g-import-not-at-top
   config = _apply_flags(args)
   ev = config.eval
+  protocol = vc_eval.protocols.get(ev.protocol, ev.benchmark)
   items = load_items(config)
   out_dir = pathlib.Path(args.out or os.path.join("eval_out", ev.benchmark))
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,15 +152,19 @@ def main(args: argparse.Namespace, generate_fn: GenerateFn | None = None,
                                        str(out_dir / "judge_work"))
   if generate_fn is None:
     world = synthetic_world(config) if ev.benchmark == "synthetic" else None
-    generate_fn = sampler_generate_fn(config, str(out_dir / "work"), world)
-  judge = vc_eval.judge.make_judge(ev.judge, ev.rouge_thresholds, judge_generate)
+    generate_fn = sampler_generate_fn(config, str(out_dir / "work"), world, protocol)
+  judge = vc_eval.judge.make_judge(
+      ev.judge, ev.rouge_thresholds, judge_generate,
+      parse=vc_eval.reference.parse_grade if protocol.parser == "reference" else None,
+      prompt_file=ev.judge_prompt or None)
   summary = vc_eval.evaluate(
       items, generate_fn, ev.benchmark, judge=judge,
       out_jsonl=str(out_dir / f"{ev.benchmark}.jsonl"), batch_size=ev.batch_size,
       limit=ev.limit or None, options=vc_eval.EvalOptions.from_config(ev),
-      pred_size=pred_size_fn(config),
+      pred_size=pred_size_fn(config) if protocol.parser == "training" else None,
       reward_options=config_lib.reward_options(config) if ev.benchmark == "synthetic" else None,
-      progress=not args.no_progress)
+      progress=not args.no_progress, protocol=protocol)
+  summary["judge"] = ev.judge
   (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
   print(vc_eval.summary_table(summary))
   print(f"\n{summary['new']} new, {summary['resumed']} resumed item(s) -> {out_dir}")

@@ -1,4 +1,5 @@
-"""Evaluation (DESIGN.md §9): benchmark loaders, answer judges, metrics and the eval loop.
+"""Evaluation: benchmark loaders, answer judges, metrics, protocols (docs/evaluation.md) and the
+eval loop.
 
   from vcoach_jax import eval as vc_eval
   items = vc_eval.loaders.load("vstar", "V_STaR_test.json", video_dir="videos/")
@@ -11,9 +12,12 @@
 from vcoach_jax.eval import judge
 from vcoach_jax.eval import loaders
 from vcoach_jax.eval import metrics
+from vcoach_jax.eval import protocols
+from vcoach_jax.eval import reference
 from vcoach_jax.eval import scoring
 from vcoach_jax.eval.evaluate import EvalOptions, evaluate, read_results, summarize, summary_table
 from vcoach_jax.eval.items import BENCHMARKS, EvalItem, Request
 
 __all__ = ["BENCHMARKS", "EvalItem", "EvalOptions", "Request", "evaluate", "judge", "loaders",
-           "metrics", "read_results", "scoring", "summarize", "summary_table"]
+           "metrics", "protocols", "read_results", "reference", "scoring", "summarize",
+           "summary_table"]

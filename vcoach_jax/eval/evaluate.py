@@ -23,6 +23,8 @@ import numpy as np
 
 from vcoach_jax.eval import judge as judge_lib
 from vcoach_jax.eval import metrics
+from vcoach_jax.eval import protocols as protocols_lib
+from vcoach_jax.eval import reference
 from vcoach_jax.eval import scoring
 from vcoach_jax.eval.items import MCQ_BENCHMARKS, EvalItem, Request
 
@@ -84,11 +86,19 @@ def read_results(path) -> dict[str, dict[str, Any]]:
   return done
 
 
-def _batches(items: Sequence[EvalItem], batch_size: int) -> Iterable[list[tuple[EvalItem, list[Request]]]]:
+def requests_for(item: EvalItem, protocol: protocols_lib.Protocol) -> list[Request]:
+  """The prompts asked about one item under `protocol`."""
+  if protocol.parser == "reference":
+    return reference.requests_for(item)
+  return scoring.requests_for(item)
+
+
+def _batches(items: Sequence[EvalItem], batch_size: int, protocol: protocols_lib.Protocol
+             ) -> Iterable[list[tuple[EvalItem, list[Request]]]]:
   """Groups of whole items whose requests number at most `batch_size` (at least one item)."""
   group, size = [], 0
   for item in items:
-    reqs = scoring.requests_for(item)
+    reqs = requests_for(item, protocol)
     if group and size + len(reqs) > batch_size:
       yield group
       group, size = [], 0
@@ -116,7 +126,8 @@ def evaluate(items: Iterable[EvalItem], generate_fn: GenerateFn, benchmark: str,
              judge: judge_lib.Judge | None = None, out_jsonl: str | None = None,
              batch_size: int = 8, limit: int | None = None, *,
              options: EvalOptions = EvalOptions(), pred_size: scoring.PredSize | None = None,
-             reward_options: Mapping[str, Any] | None = None, progress: bool = True
+             reward_options: Mapping[str, Any] | None = None, progress: bool = True,
+             protocol: protocols_lib.Protocol = protocols_lib.REGISTRY["training"]
              ) -> dict[str, Any]:
   """Evaluates `items` with `generate_fn`; returns the summary (see `summarize`).
 
@@ -125,25 +136,33 @@ def evaluate(items: Iterable[EvalItem], generate_fn: GenerateFn, benchmark: str,
     generate_fn: requests -> completion texts, same order and length.
     benchmark: the benchmark name (decides the summary).
     judge: free-form answer judge (default: `RougeJudge()`).
-    out_jsonl: per-item results are appended here; ids already in it are skipped.
+    out_jsonl: per-item results are appended here; ids already in it are skipped (they must
+      have been written under the same protocol).
     batch_size: requests per `generate_fn` call (an item's requests are never split).
     limit: evaluate only the first `limit` items (None or 0: all).
     options: metric thresholds.
     pred_size: item -> (W, H) of the frames the model saw, to scale predicted boxes.
     reward_options: if given, synthetic items also get the seven rewards of their completion.
     progress: show a progress bar.
+    protocol: how items are asked and scored (`protocols`); the prompts themselves are
+      `generate_fn`'s business.
   """
   import tqdm  # pylint: disable=g-import-not-at-top
   judge = judge or judge_lib.RougeJudge()
   items = list(items)[:limit or None]
   done = read_results(out_jsonl)
+  for rid, record in done.items():
+    if record.get("protocol", "training") != protocol.name:
+      raise ValueError(f"{out_jsonl}: item {rid!r} was evaluated under protocol "
+                       f"{record.get('protocol', 'training')!r}, not {protocol.name!r}; write this "
+                       "run to another output folder")
   pending = [it for it in items if it.id not in done]
   results = {k: v for k, v in done.items()}
   out = open(out_jsonl, "a", encoding="utf-8") if out_jsonl else None  # pylint: disable=consider-using-with
   bar = tqdm.tqdm(total=len(items), initial=len(items) - len(pending), unit="item",
                   desc=f"eval {benchmark}", file=sys.stderr, disable=not progress)
   try:
-    for group in _batches(pending, max(1, batch_size)):
+    for group in _batches(pending, max(1, batch_size), protocol):
       requests = [r for _, reqs in group for r in reqs]
       texts = generate_fn(requests)
       if len(texts) != len(requests):
@@ -153,10 +172,16 @@ def evaluate(items: Iterable[EvalItem], generate_fn: GenerateFn, benchmark: str,
       for req, text in zip(requests, texts):
         outputs[index[id(req.item)]][req.step] = text
       group_items = [it for it, _ in group]
-      scored = scoring.score_items(group_items, outputs, judge, pred_size, options.correct_score)
+      if protocol.parser == "reference":
+        scored = reference.score_items(group_items, outputs, judge, options.map_thresholds,
+                                       options.correct_score)
+      else:
+        scored = scoring.score_items(group_items, outputs, judge, pred_size,
+                                     options.correct_score)
       if reward_options is not None:
         _rewards(scored, group_items, reward_options)
       for result in scored:
+        result["protocol"] = protocol.name
         results[result["id"]] = result
         if out:
           out.write(json.dumps(result) + "\n")
@@ -168,16 +193,23 @@ def evaluate(items: Iterable[EvalItem], generate_fn: GenerateFn, benchmark: str,
     if out:
       out.close()
   ordered = [results[it.id] for it in items if it.id in results]
-  summary = summarize(benchmark, ordered, options)
+  summary = summarize(benchmark, ordered, options, protocol)
   summary.update(new=len(pending), resumed=len(items) - len(pending))
   return summary
 
 
 def summarize(benchmark: str, results: Sequence[Mapping[str, Any]],
-              options: EvalOptions = EvalOptions()) -> dict[str, Any]:
-  """The benchmark's figures over per-item results (DESIGN.md §9)."""
-  out: dict[str, Any] = {"benchmark": benchmark, "n": len(results)}
-  if benchmark == "vstar":
+              options: EvalOptions = EvalOptions(),
+              protocol: protocols_lib.Protocol = protocols_lib.REGISTRY["training"]
+              ) -> dict[str, Any]:
+  """The benchmark's figures over per-item results, as `protocol` counts them."""
+  out: dict[str, Any] = {"benchmark": benchmark, "n": len(results),
+                         "protocol": protocol.describe()}
+  if protocol.parser == "reference" and benchmark == "vstar":
+    out["vstar"] = reference.vstar_summary(results, **options.chain_kwargs())
+  elif protocol.parser == "reference" and benchmark == "charades":
+    out["charades"] = reference.charades_summary(results, options.recall_thresholds)
+  elif benchmark == "vstar":
     out["vstar"] = metrics.vstar_summary(results, ("chain1", "chain2"), buckets=options.buckets(),
                                          **options.chain_kwargs())
   elif benchmark == "synthetic":
@@ -216,6 +248,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def summary_table(summary: Mapping[str, Any]) -> str:
   """The summary as a plain-text table (one row per group)."""
   title = f"{summary['benchmark']}: {summary['n']} item(s)"
+  for key in ("protocol", "judge"):
+    if summary.get(key):
+      title += f"\n{key}: {summary[key]}"
   if "vstar" in summary:
     vs = summary["vstar"]
     chains = [k for k in vs["overall"] if k.startswith("chain")]
@@ -232,9 +267,9 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     for name, b in groups:
       row = [name, b["n"], b["acc"]]
       for c in chains:
-        m = b[c]
-        row += [m["mean_tiou"], m.get("R1@0.5"), m["mean_miou"], m.get("mAP@0.5"), m["AM"],
-                m["LGM"], m["answer&tiou&miou"]]
+        m = b[c] or {}  # None: a group without judged items (reference protocols)
+        row += [m.get(k) for k in ("mean_tiou", "R1@0.5", "mean_miou", "mAP@0.5", "AM", "LGM",
+                                   "answer&tiou&miou")]
       rows.append(row + [b["mAM"], b["mLGM"]])
     text = _table(header, rows)
     if "rewards" in summary:

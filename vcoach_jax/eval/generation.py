@@ -25,7 +25,7 @@ from vcoach_jax.eval.items import Request
 from vcoach_jax.eval.prompting import PromptBuilder
 from vcoach_jax.model import batching
 
-JUDGE_MAX_NEW_TOKENS = 8  # a judge replies with one digit
+JUDGE_MAX_NEW_TOKENS = 10  # a judge replies with one digit (the released judge's limit)
 
 
 def _pow2(n: int) -> int:
@@ -72,7 +72,7 @@ class SamplerGenerate:
 
   @classmethod
   def from_config(cls, config, workdir: str, *, world: Any = None,
-                  max_new_tokens: int | None = None) -> "SamplerGenerate":
+                  max_new_tokens: int | None = None, protocol=None) -> "SamplerGenerate":
     """The model of `config.model` (checkpoint via `load_hf` and its tokenizer; the embedded
     default's random model when there is none, see `experiment.build`) behind a sampler.
 
@@ -80,12 +80,22 @@ class SamplerGenerate:
       config: the run config; `eval.batch_size`, `sampling.*`, `data.*` shapes are used.
       workdir: where `experiment.build` keeps a tiny tokenizer / initial model it makes.
       world: the `synthetic.SyntheticWorld` of synthetic items (None: real videos only).
-      max_new_tokens: completion limit (default `sampling.max_new_tokens`).
+      max_new_tokens: completion limit (default: the protocol's, else `sampling.max_new_tokens`).
+      protocol: a `protocols.Protocol` (default: `training`): the frames, prompt set and
+        decoding of the requests (`eval.protocol_prompts`, when set, replaces its prompt set).
     """
+    from vcoach_jax.eval import protocols  # pylint: disable=g-import-not-at-top
+    from vcoach_jax.eval import reference_inputs  # pylint: disable=g-import-not-at-top
     from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
     from vcoach_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
     from vcoach_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
     from vcoach_jax.sampling import Sampler, SamplingConfig  # pylint: disable=g-import-not-at-top
+    from vcoach_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+    protocol = protocol or protocols.REGISTRY["training"]
+    if protocol.frames == "reference" and config.model.attention_impl == "xla":
+      # Near-native frames make ~1,200 patches each: plain attention would hold a
+      # [patches x patches] score matrix per head; query blocks give the same values.
+      config = config_lib.with_overrides(config, ["model.attention_impl=chunked"])
     parts = experiment.build(config, workdir)
     check_vision_ids(parts.tokenizer, parts.model.config, config.model.checkpoint or "the model")
     sampler = Sampler(parts.model, parts.tokenizer, parts.mesh,
@@ -93,8 +103,16 @@ class SamplerGenerate:
                       rules=mesh_lib.rules_from_config(config.parallel.rules))
     sampling = dataclasses.replace(
         SamplingConfig.from_config(config.sampling), greedy=True, num_samples=1,
-        max_new_tokens=max_new_tokens or config.sampling.max_new_tokens)
-    builder = PromptBuilder(parts.texts, video_lib.VideoSpec.from_config(config.video), world)
+        max_new_tokens=(max_new_tokens or protocol.max_new_tokens
+                        or config.sampling.max_new_tokens),
+        repetition_penalty=(config.sampling.repetition_penalty
+                            if protocol.repetition_penalty is None
+                            else protocol.repetition_penalty))
+    if protocol.frames == "reference":
+      builder = reference_inputs.ReferencePromptBuilder(protocol, reference_inputs.PromptSet.load(
+          config.eval.protocol_prompts or protocol.prompts))
+    else:
+      builder = PromptBuilder(parts.texts, video_lib.VideoSpec.from_config(config.video), world)
     shapes = pipeline_lib.BatchShapes.from_config(config.data)
     return cls(sampler, sampling, shapes, builder, batch_size=config.eval.batch_size)
 

@@ -17,10 +17,13 @@ Multiple-choice answers are not judged but compared by letter (`extract_letter`)
 
 from __future__ import annotations
 
+import json
+import pathlib
 import re
 import string
 from typing import Callable, Protocol, Sequence
 
+from vcoach_jax import storage
 from vcoach_jax.rewards import accuracy
 from vcoach_jax.rewards import parsing
 
@@ -76,25 +79,41 @@ class RougeJudge:
     return [self.score(a, p) for a, p in zip(answers, predictions)]
 
 
-JUDGE_SYSTEM = (
-    "You grade answers to questions about videos. Compare the candidate answer with the correct "
-    "answer by meaning, ignoring grammar and wording. Reply with one digit: 0 if the candidate is "
-    "wrong, 1 if it is mostly wrong, 2 if it is mostly right, 3 if it is fully right.")
-JUDGE_USER = "Question: {question}\nCorrect answer: {answer}\nCandidate answer: {prediction}\nGrade:"
+JUDGE_PROMPT_FILE = str(pathlib.Path(__file__).resolve().parent.parent / "assets" /
+                        "judge_prompt.json")
+
+
+def load_judge_prompt(path: str | None = None) -> tuple[str, str]:
+  """(system, user template) of a judge prompt file (default: the project's own)."""
+  path = path or JUDGE_PROMPT_FILE
+  try:
+    raw = json.loads(storage.path(path).read_text())
+  except FileNotFoundError:
+    raise FileNotFoundError(f"judge prompt file {path} does not exist") from None
+  except json.JSONDecodeError as e:
+    raise ValueError(f"judge prompt file {path} is not valid JSON: {e}") from None
+  for key in ("system", "user"):
+    if not isinstance(raw.get(key), str):
+      raise ValueError(f"judge prompt file {path}: {key!r} must be a string")
+  for field in ("{question}", "{answer}", "{prediction}"):
+    if field not in raw["user"]:
+      raise ValueError(f"judge prompt file {path}: 'user' has no {field} field")
+  return raw["system"], raw["user"]
 
 
 class ModelJudge:
   """A local model as judge: `generate(prompts) -> texts`, greedy, a few tokens.
 
-  The reply's first digit 0-3 is the score; a reply without one scores 0 (the reference counts
-  an unparsable reply as 0 and never as correct).
+  `parse` reads the grade off a reply: by default its first digit 0-3 (0 when none); the
+  reference protocols read the whole reply as an integer (-1 when it is not one: never
+  correct).
   """
 
-  def __init__(self, generate: Callable[[list[str]], list[str]],
-               system: str = JUDGE_SYSTEM, template: str = JUDGE_USER):
+  def __init__(self, generate: Callable[[list[str]], list[str]], prompt_file: str | None = None,
+               parse: Callable[[str], int] | None = None):
     self.generate = generate
-    self.system = system
-    self.template = template
+    self.system, self.template = load_judge_prompt(prompt_file)
+    self.parse = parse or parse_grade
 
   def prompts(self, questions, answers, predictions) -> list[str]:
     from vcoach_jax.data import chat  # pylint: disable=g-import-not-at-top
@@ -105,7 +124,7 @@ class ModelJudge:
     if not questions:
       return []
     replies = self.generate(self.prompts(questions, answers, predictions))
-    return [parse_grade(r) for r in replies]
+    return [self.parse(r) for r in replies]
 
 
 def parse_grade(reply: str) -> int:
@@ -115,8 +134,11 @@ def parse_grade(reply: str) -> int:
 
 
 def make_judge(spec: str, thresholds: Sequence[float] = DEFAULT_ROUGE_THRESHOLDS,
-               generate: Callable[[list[str]], list[str]] | None = None) -> Judge:
-  """`exact` | `rouge` | `model:DIR` (then `generate` must be the loaded model's)."""
+               generate: Callable[[list[str]], list[str]] | None = None,
+               parse: Callable[[str], int] | None = None, prompt_file: str | None = None
+               ) -> Judge:
+  """`exact` | `rouge` | `model:DIR` (then `generate` must be the loaded model's; `parse` reads
+  its replies and `prompt_file` holds its prompt, see `ModelJudge`)."""
   if spec == "exact":
     return ExactJudge()
   if spec == "rouge":
@@ -125,7 +147,7 @@ def make_judge(spec: str, thresholds: Sequence[float] = DEFAULT_ROUGE_THRESHOLDS
     if generate is None:
       raise ValueError(f"judge {spec!r} needs a generate function for the model in "
                        f"{spec[len('model:'):]!r}")
-    return ModelJudge(generate)
+    return ModelJudge(generate, prompt_file, parse)
   raise ValueError(f"unknown judge {spec!r}; expected 'exact', 'rouge' or 'model:DIR'")
 
 

@@ -139,7 +139,8 @@ def recall_at(ious: Sequence[float], thresholds: Sequence[float]) -> dict[str, f
 
 def lgm(values: Sequence[float], eps: float = LGM_EPS) -> float:
   """-(sum of ln(1 - x)) / n with each x clipped to [0, 1 - eps] (the x -> 1 guard)."""
-  return -sum(math.log(1.0 - min(max(float(x), 0.0), 1.0 - eps)) for x in values) / len(values)
+  total = sum(math.log(1.0 - min(max(float(x), 0.0), 1.0 - eps)) for x in values)
+  return 0.0 - total / len(values)  # 0.0 - ...: never -0.0
 
 
 def length_bucket(duration: float | None, buckets=LENGTH_BUCKETS) -> str:

@@ -14,9 +14,14 @@ back through the model with the cache, until every row has produced an end token
 place: it is allocated once, never copied between steps. Rows are sharded over the mesh's batch
 axes and kv heads over `tensor`, by the same rules as the parameters.
 
+With `repetition_penalty` != 1 the loop also carries a [rows, vocab] mask of the ids seen (the
+prompt's, padding left out, then each sampled token) and penalises their logits before the next
+token is chosen (`select.repetition_penalty`, transformers' convention).
+
 Outputs, per row: completion ids (the pad id after the end), a mask that is 1 up to and including
 the first end token (all ones if none came), and the log-prob of each sampled token under the
-policy at temperature 1 before top-k/top-p (`select.token_logprobs`), 0 where the mask is 0.
+policy at temperature 1 before any penalty or top-k/top-p (`select.token_logprobs`), 0 where the
+mask is 0.
 """
 
 from __future__ import annotations
@@ -53,8 +58,11 @@ class SamplingConfig:
   greedy: bool = False  # argmax; the other sampling fields are ignored
   max_new_tokens: int = 768  # the reference's max_completion_length
   num_samples: int = 1  # G rollouts per prompt
+  repetition_penalty: float = 1.0  # > 1 discourages tokens already seen (1 = off; `select`)
 
   def __post_init__(self):
+    if self.repetition_penalty <= 0:
+      raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
     if self.temperature < 0:
       raise ValueError(f"temperature must be >= 0, got {self.temperature}")
     if not 0 < self.top_p <= 1:
@@ -86,6 +94,7 @@ class _Static(NamedTuple):
   top_k: int
   max_new_tokens: int
   num_samples: int
+  penalise: bool  # repetition_penalty != 1: the loop tracks the tokens seen
 
 
 @flax.struct.dataclass
@@ -98,6 +107,8 @@ class _LoopState:
   mask: jax.Array  # [R, N] bool
   logprobs: jax.Array  # [R, N] fp32
   done: jax.Array  # [R] bool: the row has produced an end token (or is a padding row)
+  seen: jax.Array  # [R, V] bool: ids in the prompt (not its padding) or sampled so far; [R, 0]
+  # when there is no repetition penalty
 
 
 class Sampler:
@@ -163,10 +174,12 @@ class Sampler:
     live = np.arange(rows) < b
     graphdef, own_state = nnx.split(self.model)
     static = _Static(bool(config.greedy or config.temperature == 0), int(config.top_k),
-                     int(config.max_new_tokens), int(config.num_samples))
+                     int(config.max_new_tokens), int(config.num_samples),
+                     float(config.repetition_penalty) != 1.0)
     tokens, mask, logprobs, steps = self._program(
         graphdef, static, own_state if state is None else state, self._place(padded),
-        self._place_rows(live), rng, jnp.float32(config.temperature), jnp.float32(config.top_p))
+        self._place_rows(live), rng, jnp.float32(config.temperature), jnp.float32(config.top_p),
+        jnp.float32(config.repetition_penalty))
     n = b * static.num_samples
     tokens, mask = np.asarray(tokens)[:n], np.asarray(mask)[:n].astype(np.int32)
     logprobs = np.asarray(logprobs)[:n]
@@ -209,7 +222,8 @@ class Sampler:
     return jax.lax.with_sharding_constraint(x, self._sharding(axes, x.shape))
 
   def _generate(self, graphdef, static: _Static, state, inputs: qwen.ModelInputs,
-                live: jax.Array, rng: jax.Array, temperature: jax.Array, top_p: jax.Array):
+                live: jax.Array, rng: jax.Array, temperature: jax.Array, top_p: jax.Array,
+                penalty: jax.Array):
     """The jitted program: prefill, expand the cache G times, decode until done."""
     self._compilations += 1  # runs once per trace, i.e. once per compilation
     model = nnx.merge(graphdef, state)
@@ -224,7 +238,8 @@ class Sampler:
       return (s.step < n) & ~jnp.all(s.done)
 
     def body(s: _LoopState) -> _LoopState:
-      tok = select.next_tokens(s.logits, jax.random.fold_in(rng, s.step), temperature, top_p,
+      scores = select.repetition_penalty(s.logits, s.seen, penalty) if static.penalise else s.logits
+      tok = select.next_tokens(scores, jax.random.fold_in(rng, s.step), temperature, top_p,
                                top_k=static.top_k, greedy=static.greedy)
       lp = select.token_logprobs(s.logits, tok)
       alive = ~s.done
@@ -236,13 +251,17 @@ class Sampler:
           cache=kv_cache.constrain(cache, self.mesh, self.rules),
           tokens=put(s.tokens, tok), mask=put(s.mask, alive),
           logprobs=put(s.logprobs, jnp.where(alive, lp, 0.0)),
-          done=s.done | jnp.isin(tok, end_ids))
+          done=s.done | jnp.isin(tok, end_ids),
+          seen=select.mark_seen(s.seen, tok) if static.penalise else s.seen)
 
     rows = lambda x: self._pin(x, ("batch", None))  # noqa: E731
     init = _LoopState(
         step=jnp.zeros((), jnp.int32), logits=rows(jnp.repeat(last, g, axis=0)), cache=cache,
         tokens=rows(jnp.full((r, n), self.pad_id, jnp.int32)), mask=rows(jnp.zeros((r, n), bool)),
         logprobs=rows(jnp.zeros((r, n), jnp.float32)),
-        done=self._pin(~jnp.repeat(live, g), ("batch",)))
+        done=self._pin(~jnp.repeat(live, g), ("batch",)),
+        seen=rows(jnp.repeat(select.prompt_seen(inputs.input_ids, inputs.attention_mask,
+                                                last.shape[-1]), g, axis=0)
+                  if static.penalise else jnp.zeros((r, 0), bool)))
     out = jax.lax.while_loop(cond, body, init)
     return out.tokens, out.mask, out.logprobs, out.step

@@ -50,3 +50,32 @@ def token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
   settings. [R, V], [R] -> [R] fp32."""
   lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   return jnp.take_along_axis(lp, tokens[:, None], axis=-1)[:, 0]
+
+
+# --- repetition penalty --------------------------------------------------------------------------
+# transformers' convention (RepetitionPenaltyLogitsProcessor): every id already in the sequence
+# has its logit divided by the penalty when positive and multiplied by it when negative, before
+# temperature / top-k / top-p or argmax. The sequence here is the row's prompt without its left
+# padding plus the tokens sampled so far. (transformers gathers over `input_ids` as given, so in
+# a left-padded batch it also penalises the pad id on the padded rows; leaving padding out makes
+# a row's completion independent of its batch mates and equal to transformers on that prompt
+# alone, which is how the released evaluation runs: one prompt per call.)
+
+
+def prompt_seen(input_ids: jax.Array, attention_mask: jax.Array, vocab: int) -> jax.Array:
+  """[B, T] ids and mask -> [B, vocab] bool: the ids present where the mask is 1."""
+  b = input_ids.shape[0]
+  rows = jnp.broadcast_to(jnp.arange(b)[:, None], input_ids.shape)
+  ids = jnp.clip(input_ids, 0, vocab - 1)
+  return jnp.zeros((b, vocab), bool).at[rows, ids].max(attention_mask.astype(bool))
+
+
+def mark_seen(seen: jax.Array, tokens: jax.Array) -> jax.Array:
+  """[R, V] seen, [R] new tokens -> the seen set with the tokens added."""
+  return seen.at[jnp.arange(seen.shape[0]), tokens].set(True)
+
+
+def repetition_penalty(logits: jax.Array, seen: jax.Array, penalty: jax.Array) -> jax.Array:
+  """Logits with the seen ids' values divided (>= 0) or multiplied (< 0) by `penalty`."""
+  penalised = jnp.where(logits < 0, logits * penalty, logits / penalty)
+  return jnp.where(seen, penalised, logits)
