@@ -1,4 +1,4 @@
-"""The seven VisionCoach rewards, exact to the authors' released code (REWARDS.md).
+"""The seven VisionCoach rewards, exact to the authors' released code (docs/rewards.md).
 
   rewards = vcoach_jax.rewards.compute(completions, samples, options)
   total = vcoach_jax.rewards.total(rewards, [s["task"] for s in samples])
@@ -34,7 +34,7 @@ from vcoach_jax.rewards.targets import TASKS, validate_options
 REWARD_NAMES = ("ans_acc", "ans_tiou", "ans_viou", "thk_temporal_point",
                 "thk_temporal_segment", "thk_spatial", "format")
 
-# Rewards that score each task (REWARDS.md §8); the others are 0 for it.
+# Rewards that score each task (docs/rewards.md §8); the others are 0 for it.
 TASK_REWARDS: dict[str, tuple[str, ...]] = {
     targets_lib.TASK_ST: ("ans_acc", "thk_temporal_point", "thk_spatial", "format"),
     targets_lib.TASK_TG_MCQ: ("ans_acc", "ans_tiou", "thk_temporal_segment", "format"),

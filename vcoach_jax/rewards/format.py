@@ -1,4 +1,4 @@
-"""The format reward (REWARDS.md §4): tags present and balanced, and grounded reasoning shown.
+"""The format reward (docs/rewards.md §4): tags present and balanced, and grounded reasoning shown.
 
 1.0 when the completion has a think block and an answer, balanced think/answer tags overall,
 balanced obj/t/box tags inside the first think block, and grounding evidence for its task

@@ -3,7 +3,7 @@
 Per-example pure functions of fixed-shape arrays (vmap them for a batch; see
 `vcoach_jax.rewards.kernels`). Masks mark which slots exist; padding never changes a result.
 The spatial reward also returns `raised`: where the reference would raise an uncaught error
-(REWARDS.md, RAISES rows), the reward is 0 and the event is counted by the caller.
+(docs/rewards.md, RAISES rows), the reward is 0 and the event is counted by the caller.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import jax.numpy as jnp
 from vcoach_jax.rewards import iou
 from vcoach_jax.rewards.parsing import BoxKind, GtKind
 
-GATE_SECONDS = 1.0  # a claim's time must be within this of a key frame (REWARDS.md §7c)
-SIGMA_START, SIGMA_END, CURRICULUM_END = 4.0, 1.0, 0.75  # σ curriculum (REWARDS.md §6)
+GATE_SECONDS = 1.0  # a claim's time must be within this of a key frame (docs/rewards.md §7c)
+SIGMA_START, SIGMA_END, CURRICULUM_END = 4.0, 1.0, 0.75  # σ curriculum (docs/rewards.md §6)
 
 
 class Claims(NamedTuple):
@@ -116,7 +116,7 @@ def select_key_frame(claim_time: jax.Array, frames: KeyFrames, correct_tempgate:
 
 def spatial_claims_reward(claims: Claims, frames: KeyFrames, *, correct_tempgate: bool,
                           iou_avg: bool, norm_matched: bool) -> tuple[jax.Array, jax.Array]:
-  """thk_spatial for the temporal-spatial task (REWARDS.md §7c).
+  """thk_spatial for the temporal-spatial task (docs/rewards.md §7c).
 
   Each claim is gated to one key frame; each GT object of that frame that passes the identity
   filter scores the mean over its GT boxes of the best IoU among the claim's boxes; a claim with
@@ -177,7 +177,7 @@ def spatial_claims_reward(claims: Claims, frames: KeyFrames, *, correct_tempgate
 
 def spatial_box_reward(gt_kind: jax.Array, gt_box: jax.Array, box_kind: jax.Array,
                        boxes: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """thk_spatial for visual QA (REWARDS.md §7a): best IoU of any think box with the GT box.
+  """thk_spatial for visual QA (docs/rewards.md §7a): best IoU of any think box with the GT box.
 
   Args:
     gt_kind: [] GtKind; gt_box: [4] rescaled GT box; box_kind: [B]; boxes: [B, 4].

@@ -1,9 +1,11 @@
 """Completion text -> parsed claims, times, boxes (host side, python `re`).
 
 This is the only place where reward-relevant text is parsed. Every regex and every conversion
-mirrors the released reward code (REWARDS.md §0-§7), including its quirks: the time tag needs a
+mirrors the released reward code (docs/rewards.md §0-§7), including its quirks: the time tag needs a
 trailing `s`, a claim is dropped when one of its boxes is bad JSON, Python `float()` accepts
-`nan`/`inf`/`1_0`, and a box is converted to float the way numpy does it.
+`nan`/`inf`/`1_0`, and a box is converted to float the way numpy does it. Claims are found by
+`claim_matches` / `bracketed`, linear-time scanners that give exactly what `CLAIM_RE` /
+`CLAIM_BOX_RE` (the syntax, kept as the specification) would, without their backtracking.
 
 The results are plain Python objects; `vcoach_jax.rewards.packing` turns them into fixed-shape
 arrays for the jitted kernels.
@@ -15,11 +17,11 @@ import dataclasses
 import enum
 import json
 import re
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-# --- Patterns (REWARDS.md §0). Compiled once; shared by every reward. ---
+# --- Patterns (docs/rewards.md §0). Compiled once; shared by every reward. ---
 THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 ANSWER_BLOCK_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 ANSWER_ANY_RE = re.compile(r"<answer>.*?</answer>", re.DOTALL)
@@ -160,22 +162,92 @@ def parse_times(think: str) -> tuple[float, ...]:
     return ()
 
 
+def _run_end(text: str, start: int, last_exit: int) -> int:
+  """Where the box run of CLAIM_RE starting at `start` (at a `<box>[`) ends, as the regex's
+  backtracking order decides: the greedy run takes another `<box>[` unit after each `]</box>`
+  whenever some later `]</box>at<t>` can still close the claim (`last_exit`: the last such
+  position followed by a `</t>s`), else stops at the first `]</box>` followed by `at<t>`."""
+  i = text.find("]</box>", start + 6)
+  while True:
+    end = i + 7
+    if text.startswith("<box>[", end) and end + 13 <= last_exit:
+      i = text.find("]</box>", end + 6)  # the next unit's first possible end
+      continue
+    if text.startswith("at<t>", end) and end <= last_exit:
+      return end
+    i = text.find("]</box>", i + 1)
+
+
+def claim_matches(text: str) -> Iterator[tuple[str, str, str]]:
+  """The groups (name, box run, time) of `CLAIM_RE.finditer(text)`, in linear time.
+
+  The regex itself backtracks through every `</obj>` and `]</box>` after each `<obj>` when no
+  claim can close, which takes minutes on a few thousand `<obj>..</obj><box>[..]</box>` without
+  `at<t>..</t>s`. Its result is decided by two facts this scanner uses directly: a box run
+  starting at p can end at any `]</box>` at least 13 characters on, so a match exists iff some
+  `]</box>at<t>` followed by a `</t>s` lies far enough ahead; and lazy / greedy priorities pick
+  the first such ending in the order above. `tests/test_rewards_parsing.py` checks equality with
+  the regex on random tag soups.
+  """
+  last_close = text.rfind("</t>s")
+  exit_at = text.rfind("]</box>at<t>", 0, last_close) if last_close >= 0 else -1
+  if exit_at < 0:
+    return
+  last_exit = exit_at + 7  # the last run end from which `at<t>..</t>s` can follow
+  pos = 0
+  while True:
+    start = text.find("<obj>", pos)
+    if start < 0:
+      return
+    name_end = text.find("</obj>", start + 5)  # the shortest name whose box run can close
+    while 0 <= name_end and name_end + 19 <= last_exit and not text.startswith(
+        "<box>[", name_end + 6):
+      name_end = text.find("</obj>", name_end + 1)
+    if name_end < 0 or name_end + 19 > last_exit:
+      return  # no claim can start here, nor at any later `<obj>`
+    run_end = _run_end(text, name_end + 6, last_exit)
+    time_end = text.find("</t>s", run_end + 5)
+    yield text[start + 5:name_end], text[name_end + 6:run_end], text[run_end + 5:time_end]
+    pos = time_end + 5
+
+
+def bracketed(text: str) -> list[str]:
+  """`CLAIM_BOX_RE.findall(text)` in linear time: each `[` with the first `]` after it on the
+  same line (the regex retries every `[` of a line that has no `]`)."""
+  out = []
+  i, close = 0, -1
+  while True:
+    i = text.find("[", i)
+    if i < 0:
+      return out
+    if close <= i:
+      close = text.find("]", i + 1)
+      if close < 0:
+        return out
+    newline = text.find("\n", i + 1, close)
+    if newline >= 0:
+      i = newline + 1  # no `[` before this newline has a `]` on its line
+      continue
+    out.append(text[i:close + 1])
+    i = close + 1
+
+
 def parse_claims(think: str) -> tuple[Claim, ...]:
   """Grounded claims, left to right; a claim with a bad time or a bad box is dropped."""
   claims = []
-  for match in CLAIM_RE.finditer(think):
+  for name, run, time_text in claim_matches(think):
     try:
-      time = float(match.group(3).strip())
+      time = float(time_text.strip())
     except ValueError:
       continue
     boxes = []
-    for box_text in CLAIM_BOX_RE.findall(match.group(2)):
+    for box_text in bracketed(run):
       ok, value = load_json(box_text)
       if not ok:
         break
       boxes.append(value)
     else:
-      claims.append(Claim(name=match.group(1).strip(), time=time, boxes=tuple(boxes)))
+      claims.append(Claim(name=name.strip(), time=time, boxes=tuple(boxes)))
   return tuple(claims)
 
 

@@ -3,7 +3,7 @@
 The ground truth is prepared once per sample, in Python, with the reference's own operations
 (`ast.literal_eval`, coordinate scaling), so that every error the reference would hit is known
 here as a flag: the kernels then either score or report "the reference raises" for a completion
-that reaches it. Task strings and options are validated here (REWARDS.md, difference 2).
+that reaches it. Task strings and options are validated here (docs/rewards.md, difference 2).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from vcoach_jax.rewards import parsing
 
-# The six task strings (REWARDS.md §0), exact and case-sensitive.
+# The six task strings (docs/rewards.md §0), exact and case-sensitive.
 TASK_ST = "temporal-spatial free-form QA"
 TASK_TG = "temporal QA"
 TASK_TG_MCQ = "temporal QA (MCQ)"
