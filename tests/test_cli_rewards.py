@@ -66,7 +66,8 @@ def _st(**fields):
 BAD_FIELDS = [
     (_st(image_size=["640", 360]), "line 2 (id", "field 'image_size' must be null or [width, "
      "height], two finite numbers > 0, got [\"640\", 360]", "image_size"),
-    (_st(image_size_refine=[0, 10]), "line 2", "field 'image_size_refine' must be", "image_size_refine"),
+    (_st(image_size_refine=[0, 10]), "line 2", "field 'image_size_refine' must be",
+     "image_size_refine"),
     (_st(key_frames=[{"idx": 0, "time": float("nan")}]), "line 2",
      "field 'key_frames[0].time' must be a finite number (seconds), got NaN", "key_frames"),
     (_st(key_frames=[{"idx": 0, "time": "5"}]), "line 2", "field 'key_frames[0].time'",
@@ -109,7 +110,8 @@ def test_bad_options_are_a_per_line_error(tmp_path, capsys):
                                                                         VECTORS[2]["id"]]
   captured = capsys.readouterr()
   assert "line 2 (id" in captured.err and "field 'options'" in captured.err
-  assert "spatial_iou_mode" in captured.err and "skipped 1 malformed line(s): options: 1" in captured.out
+  assert "spatial_iou_mode" in captured.err
+  assert "skipped 1 malformed line(s): options: 1" in captured.out
   # Without --record-options the record's options are not used, so the line is scored.
   assert cli.main(["rewards", str(src), "--out", str(out)]) == 0
   assert len(out.read_text().splitlines()) == 3

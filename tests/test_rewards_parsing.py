@@ -1,9 +1,9 @@
-"""The claim scanner equals the claim regex it replaces, in linear time.
+"""The scanners equal the patterns they replace, in linear time.
 
-`parsing.CLAIM_RE` / `CLAIM_BOX_RE` state the released code's claim syntax; Python's backtracking
-engine needs minutes on a few thousand unclosed claims. `parsing.claim_matches` / `bracketed`
-must give exactly the regex's groups on any text, so they are compared on random tag soups built
-from the tokens that matter (including newlines, which the box pattern does not cross).
+`parsing.*_RE` state the released code's syntax; Python's backtracking engine needs seconds to
+minutes on some tens of KB of unclosed tags. `scan.*` must give exactly the patterns' results on
+any text, so they are compared on random tag soups built from the tokens that matter (newlines,
+which the box patterns do not cross; Unicode whitespace and word characters).
 """
 
 import random
@@ -12,6 +12,8 @@ import time
 import pytest
 
 from vcoach_jax.rewards import parsing
+from vcoach_jax.rewards import scan
+from vcoach_jax.rewards.format import format_reward
 
 TOKENS = ["<obj>", "</obj>", "<box>[", "]</box>", "<box>", "</box>", "[", "]", "at<t>", "</t>s",
           "</t>", "<t>", "a", "1", " ", "\n", ",", "s", "at", "<", "/", "]</box>at<t>",
@@ -21,6 +23,48 @@ CLAIM_TOKENS = ["<obj>", "</obj>", "<box>[", "]</box>", "at<t>", "</t>s", "a", "
                 "[", "</obj><box>[", "]</box>at<t>", "]</box><box>["]
 
 
+# Block and box tokens, with Unicode whitespace (\u2003, \x1c, \x85) and word characters (é, _).
+BLOCK_TOKENS = ["<think>", "</think>", "<answer>", "</answer>", "<box>[", "]</box>", "<box>",
+                "</box>", "<obj>", "</obj>", "</obj><box>[", "[", "]", "a", "é", "_", "-", " ",
+                "\n", "\u2003", "\x1c", "\x85", "\t", "x y", "<obj>é_1</obj><box>[", "<obj>a"]
+
+
+def test_block_and_box_scanners_equal_the_patterns_on_random_soups():
+  rng = random.Random(2)
+  found = {"think": 0, "answer": 0, "box": 0, "named": 0}
+  for _ in range(40_000):
+    text = "".join(rng.choice(BLOCK_TOKENS) for _ in range(rng.randint(0, 24)))
+    think = parsing.THINK_RE.search(text)
+    assert scan.block(text, "<think>", "</think>") == (think.group(1) if think else None)
+    answer = parsing.ANSWER_BLOCK_RE.search(text)
+    assert scan.block(text, "<answer>", "</answer>") == (answer.group(1) if answer else None)
+    assert (parsing.ANSWER_ANY_RE.search(text) is None) == (answer is None)
+    text_match = parsing.ANSWER_TEXT_RE.search(text)
+    assert parsing.extract_answer(text) == (text_match.group(1).strip() if text_match else "")
+    assert list(scan.box_groups(text)) == parsing.BOX_RE.findall(text), repr(text)
+    named = parsing.NAMED_BOX_RE.search(text) is not None
+    assert scan.has_named_box(text) == named, repr(text)
+    found["think"] += think is not None
+    found["answer"] += answer is not None
+    found["box"] += bool(parsing.BOX_RE.search(text))
+    found["named"] += named
+  assert min(found.values()) > 100, found
+
+
+def test_unclosed_tags_parse_in_linear_time():
+  """64 KB of unclosed `<think>`, `<answer>`, `<box>[` or `<obj>a</obj><box>[` took 5-20 s each
+  in the patterns (quadratic); 1 MB of each is scanned at once."""
+  n = 125_000
+  texts = ["<think>x" * n, "<answer>x" * n,
+           "<think>" + "<box>[1," * n + "</think><answer>a</answer>",
+           "<think>" + "<obj>a</obj><box>[1,\n" * n + "</think><answer>a</answer>"]
+  start = time.perf_counter()
+  for text in texts:
+    parsing.parse_completion(text)
+    format_reward(text, "visual QA")
+  assert time.perf_counter() - start < 2.0
+
+
 @pytest.mark.parametrize("tokens,seed", [(TOKENS, 0), (CLAIM_TOKENS, 1)])
 def test_claim_scanner_equals_the_regex_on_random_soups(tokens, seed):
   rng = random.Random(seed)
@@ -28,8 +72,8 @@ def test_claim_scanner_equals_the_regex_on_random_soups(tokens, seed):
   for _ in range(40_000):
     text = "".join(rng.choice(tokens) for _ in range(rng.randint(0, 36)))
     expected = [m.groups() for m in parsing.CLAIM_RE.finditer(text)]
-    assert list(parsing.claim_matches(text)) == expected, repr(text)
-    assert parsing.bracketed(text) == parsing.CLAIM_BOX_RE.findall(text), repr(text)
+    assert list(scan.claim_matches(text)) == expected, repr(text)
+    assert scan.bracketed(text) == parsing.CLAIM_BOX_RE.findall(text), repr(text)
     with_claims += bool(expected)
   assert with_claims > 300  # the soups do exercise matches, not only failures
 
@@ -42,10 +86,10 @@ def test_claims_that_never_close_parse_in_linear_time():
                  for i in range(200_000))
   start = time.perf_counter()
   assert parsing.parse_claims(body) == ()
-  assert parsing.bracketed("[" * 1_000_000 + "\n]") == []
+  assert scan.bracketed("[" * 1_000_000 + "\n]") == []
   assert time.perf_counter() - start < 2.0
   small = "".join(f"<obj>a</obj><box>[{i},{i},9,9]</box>" for i in range(30)) + "at<t>1</t>s"
   assert [m.groups() for m in parsing.CLAIM_RE.finditer(small)] == list(
-      parsing.claim_matches(small))
+      scan.claim_matches(small))
   (claim,) = parsing.parse_claims(body + "at<t>1</t>s")
   assert claim.name == "a" and len(claim.boxes) == 200_000 and claim.time == 1.0

@@ -1,11 +1,11 @@
-"""Completion text -> parsed claims, times, boxes (host side, python `re`).
+"""Completion text -> parsed claims, times, boxes (host side).
 
-This is the only place where reward-relevant text is parsed. Every regex and every conversion
-mirrors the released reward code (docs/rewards.md §0-§7), including its quirks: the time tag needs a
-trailing `s`, a claim is dropped when one of its boxes is bad JSON, Python `float()` accepts
-`nan`/`inf`/`1_0`, and a box is converted to float the way numpy does it. Claims are found by
-`claim_matches` / `bracketed`, linear-time scanners that give exactly what `CLAIM_RE` /
-`CLAIM_BOX_RE` (the syntax, kept as the specification) would, without their backtracking.
+This is the only place where reward-relevant text is parsed. Every pattern and every conversion
+mirrors the released reward code (docs/rewards.md §0-§7), including its quirks: the time tag
+needs a trailing `s`, a claim is dropped when one of its boxes is bad JSON, Python `float()`
+accepts `nan`/`inf`/`1_0`, and a box is converted to float the way numpy does it. The patterns
+below state the syntax; blocks, boxes and claims are found by `scan`, linear-time scanners that
+find exactly what the patterns would, without their backtracking.
 
 The results are plain Python objects; `vcoach_jax.rewards.packing` turns them into fixed-shape
 arrays for the jitted kernels.
@@ -17,9 +17,11 @@ import dataclasses
 import enum
 import json
 import re
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+
+from vcoach_jax.rewards import scan
 
 # --- Patterns (docs/rewards.md §0). Compiled once; shared by every reward. ---
 THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
@@ -149,9 +151,10 @@ class ParsedCompletion:
 
 
 def extract_answer(text: str) -> str:
-  """The first `<answer>` block's text, stripped; '' when there is none."""
-  match = ANSWER_TEXT_RE.search(text)
-  return match.group(1).strip() if match else ""
+  """The first `<answer>` block's text, stripped; '' when there is none (`ANSWER_TEXT_RE`: its
+  `\\s*` on both sides and the final strip() remove the same whitespace)."""
+  content = scan.block(text, "<answer>", "</answer>")
+  return content.strip() if content is not None else ""
 
 
 def parse_times(think: str) -> tuple[float, ...]:
@@ -162,86 +165,16 @@ def parse_times(think: str) -> tuple[float, ...]:
     return ()
 
 
-def _run_end(text: str, start: int, last_exit: int) -> int:
-  """Where the box run of CLAIM_RE starting at `start` (at a `<box>[`) ends, as the regex's
-  backtracking order decides: the greedy run takes another `<box>[` unit after each `]</box>`
-  whenever some later `]</box>at<t>` can still close the claim (`last_exit`: the last such
-  position followed by a `</t>s`), else stops at the first `]</box>` followed by `at<t>`."""
-  i = text.find("]</box>", start + 6)
-  while True:
-    end = i + 7
-    if text.startswith("<box>[", end) and end + 13 <= last_exit:
-      i = text.find("]</box>", end + 6)  # the next unit's first possible end
-      continue
-    if text.startswith("at<t>", end) and end <= last_exit:
-      return end
-    i = text.find("]</box>", i + 1)
-
-
-def claim_matches(text: str) -> Iterator[tuple[str, str, str]]:
-  """The groups (name, box run, time) of `CLAIM_RE.finditer(text)`, in linear time.
-
-  The regex itself backtracks through every `</obj>` and `]</box>` after each `<obj>` when no
-  claim can close, which takes minutes on a few thousand `<obj>..</obj><box>[..]</box>` without
-  `at<t>..</t>s`. Its result is decided by two facts this scanner uses directly: a box run
-  starting at p can end at any `]</box>` at least 13 characters on, so a match exists iff some
-  `]</box>at<t>` followed by a `</t>s` lies far enough ahead; and lazy / greedy priorities pick
-  the first such ending in the order above. `tests/test_rewards_parsing.py` checks equality with
-  the regex on random tag soups.
-  """
-  last_close = text.rfind("</t>s")
-  exit_at = text.rfind("]</box>at<t>", 0, last_close) if last_close >= 0 else -1
-  if exit_at < 0:
-    return
-  last_exit = exit_at + 7  # the last run end from which `at<t>..</t>s` can follow
-  pos = 0
-  while True:
-    start = text.find("<obj>", pos)
-    if start < 0:
-      return
-    name_end = text.find("</obj>", start + 5)  # the shortest name whose box run can close
-    while 0 <= name_end and name_end + 19 <= last_exit and not text.startswith(
-        "<box>[", name_end + 6):
-      name_end = text.find("</obj>", name_end + 1)
-    if name_end < 0 or name_end + 19 > last_exit:
-      return  # no claim can start here, nor at any later `<obj>`
-    run_end = _run_end(text, name_end + 6, last_exit)
-    time_end = text.find("</t>s", run_end + 5)
-    yield text[start + 5:name_end], text[name_end + 6:run_end], text[run_end + 5:time_end]
-    pos = time_end + 5
-
-
-def bracketed(text: str) -> list[str]:
-  """`CLAIM_BOX_RE.findall(text)` in linear time: each `[` with the first `]` after it on the
-  same line (the regex retries every `[` of a line that has no `]`)."""
-  out = []
-  i, close = 0, -1
-  while True:
-    i = text.find("[", i)
-    if i < 0:
-      return out
-    if close <= i:
-      close = text.find("]", i + 1)
-      if close < 0:
-        return out
-    newline = text.find("\n", i + 1, close)
-    if newline >= 0:
-      i = newline + 1  # no `[` before this newline has a `]` on its line
-      continue
-    out.append(text[i:close + 1])
-    i = close + 1
-
-
 def parse_claims(think: str) -> tuple[Claim, ...]:
   """Grounded claims, left to right; a claim with a bad time or a bad box is dropped."""
   claims = []
-  for name, run, time_text in claim_matches(think):
+  for name, run, time_text in scan.claim_matches(think):
     try:
       time = float(time_text.strip())
     except ValueError:
       continue
     boxes = []
-    for box_text in bracketed(run):
+    for box_text in scan.bracketed(run):
       ok, value = load_json(box_text)
       if not ok:
         break
@@ -254,7 +187,7 @@ def parse_claims(think: str) -> tuple[Claim, ...]:
 def parse_think_boxes(think: str) -> tuple[Any, ...]:
   """JSON values of all boxes in a think block (the VQA path); bad JSON is skipped."""
   boxes = []
-  for box_text in BOX_RE.findall(think):
+  for box_text in scan.box_groups(think):
     ok, value = load_json(box_text)
     if ok:
       boxes.append(value)
@@ -274,22 +207,19 @@ def parse_answer_segment(answer: str) -> tuple[float, float] | None:
 
 def parse_answer_box(answer: str) -> tuple[bool, Any] | None:
   """The first `<box>[..]</box>` of the answer as (json ok, value); None when absent."""
-  match = BOX_RE.search(answer)
-  if not match:
-    return None
-  return load_json(match.group(1))
+  box_text = next(scan.box_groups(answer), None)
+  return None if box_text is None else load_json(box_text)
 
 
 def parse_completion(text: str) -> ParsedCompletion:
   """Parses one completion; never raises on any string."""
   if not isinstance(text, str):
     text = "" if text is None else str(text)
-  think_match = THINK_RE.search(text)
-  think = think_match.group(1) if think_match else None
+  think = scan.block(text, "<think>", "</think>")
   answer = extract_answer(text)
   return ParsedCompletion(
       think=think,
-      has_answer_block=ANSWER_BLOCK_RE.search(text) is not None,
+      has_answer_block=scan.block(text, "<answer>", "</answer>") is not None,
       answer=answer,
       think_times=parse_times(think) if think is not None else (),
       claims=parse_claims(think) if think is not None else (),
