@@ -25,11 +25,12 @@ def get_config(arg=None):
   config.rewards.identity_match_mode = "soft"  # none | soft | strict: claim name vs GT object.
   config.rewards.spatial_norm_mode = "matched"  # all | matched: thk_spatial denominator.
   config.rewards.correct_tempgate = True  # |g - t| <= 1 s (True) or the one-sided g - t < 1 s.
-  # Fixed shapes of the reward kernels. A batch that needs more grows to the next power of two
-  # (a new compilation, counted); a result never changes because of these.
+  # Fixed shapes of the reward kernels. Rows that need more grow to the next power of two (a new
+  # compilation, counted); a much larger row is packed with rows of its size class
+  # (docs/rewards.md, "Memory"); a result never changes because of these.
   config.rewards.max_times = 16  # time tags per think block
   config.rewards.max_claims = 8  # <obj>..<box>..at<t>..s claims per think block
-  config.rewards.max_boxes = 8  # boxes per claim, and predicted boxes in a VQA think block
+  config.rewards.max_boxes = 8  # boxes per claim (all claims: x max_claims), VQA think boxes
   config.rewards.max_key_frames = 8  # key frames per sample
   config.rewards.max_objects = 4  # GT objects per key frame
   config.rewards.max_gt_boxes = 2  # GT boxes per object

@@ -1,4 +1,4 @@
-"""The edge-case table of REWARDS.md, one test (or parametrised row) per line of the table.
+"""The edge-case table of docs/rewards.md, one test (or parametrised row) per line of the table.
 
 RAISES rows: the reward is 0 and the event is counted in RewardStats.raised. Rows about unknown
 task strings and option typos follow this project's deliberate difference: ValueError.

@@ -1,11 +1,12 @@
-"""The seven VisionCoach rewards, exact to the authors' released code (REWARDS.md).
+"""The seven VisionCoach rewards, exact to the authors' released code (docs/rewards.md).
 
   rewards = vcoach_jax.rewards.compute(completions, samples, options)
   total = vcoach_jax.rewards.total(rewards, [s["task"] for s in samples])
 
-Text is parsed on the host (`parsing`, `targets`), packed into fixed-shape arrays (`packing`)
-and scored by jitted, batch-vectorised kernels (`iou`, `grounding`, `accuracy`, `kernels`);
-ans_acc (ROUGE / option letters) and format compare text and stay on the host.
+Text is parsed on the host (`parsing`, `targets`), packed into fixed-shape arrays (`packing`;
+memory linear in the claims present, however long a completion is) and scored by jitted,
+batch-vectorised kernels (`iou`, `grounding`, `accuracy`, `kernels`); ans_acc (ROUGE / option
+letters) and format compare text and stay on the host.
 
 Three deliberate differences from the released code: where it raises, the reward is 0 and the
 event is counted (`RewardStats.raised`); options and task strings are validated (ValueError);
@@ -33,7 +34,7 @@ from vcoach_jax.rewards.targets import TASKS, validate_options
 REWARD_NAMES = ("ans_acc", "ans_tiou", "ans_viou", "thk_temporal_point",
                 "thk_temporal_segment", "thk_spatial", "format")
 
-# Rewards that score each task (REWARDS.md §8); the others are 0 for it.
+# Rewards that score each task (docs/rewards.md §8); the others are 0 for it.
 TASK_REWARDS: dict[str, tuple[str, ...]] = {
     targets_lib.TASK_ST: ("ans_acc", "thk_temporal_point", "thk_spatial", "format"),
     targets_lib.TASK_TG_MCQ: ("ans_acc", "ans_tiou", "thk_temporal_segment", "format"),
@@ -79,6 +80,38 @@ def _prepare_targets(samples: Sequence[Mapping[str, Any]]) -> list[targets_lib.S
   return out
 
 
+_DEVICE_NAMES = ("ans_tiou", "ans_viou", "thk_temporal_point", "thk_temporal_segment",
+                 "thk_spatial")
+
+
+def _score_on_device(parsed: Sequence[parsing.ParsedCompletion],
+                     targets: Sequence[targets_lib.SampleTargets], options: dict[str, Any],
+                     shapes: Shapes, stats: RewardStats
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """The five device rewards [n] and where the reference raises [n], one packed group of rows
+  at a time (`packing.plan`: memory linear in the claims present)."""
+  n = len(parsed)
+  device = {name: np.zeros(n, np.float64) for name in _DEVICE_NAMES}
+  raised = {name: np.zeros(n, bool) for name in
+            ("thk_temporal_point", "thk_temporal_segment", "thk_spatial")}
+  for rows, sizes in packing.plan(parsed, targets, shapes):
+    batch, flags, grown = packing.pack([parsed[i] for i in rows], [targets[i] for i in rows],
+                                       options, shapes, sizes)
+    stats.grown.update(grown)
+    with jax.enable_x64(True):
+      scores = kernels.score_batch(
+          batch, correct_tempgate=options["correct_tempgate"],
+          iou_avg=options["spatial_iou_mode"] == "avg",
+          norm_matched=options["spatial_norm_mode"] == "matched")
+      scores = {k: np.asarray(v)[:len(rows)] for k, v in scores.items()}
+    for name in _DEVICE_NAMES:
+      device[name][rows] = scores[name]
+    raised["thk_temporal_point"][rows] = flags.point_raised
+    raised["thk_temporal_segment"][rows] = flags.segment_raised
+    raised["thk_spatial"][rows] = flags.spatial_raised | scores["spatial_raised"]
+  return device, raised
+
+
 def compute_with_stats(completions: Sequence[Any], samples: Sequence[Mapping[str, Any]],
                        options: Mapping[str, Any], shapes: Shapes | None = None
                        ) -> tuple[dict[str, np.ndarray], RewardStats]:
@@ -93,28 +126,15 @@ def compute_with_stats(completions: Sequence[Any], samples: Sequence[Mapping[str
   targets = _prepare_targets(samples)
   texts = [_text(c) for c in completions]
   parsed = [parsing.parse_completion(t) for t in texts]
-  batch, flags, grown = packing.pack(parsed, targets, options, shapes or Shapes())
-  stats.grown.update(grown)
-  with jax.enable_x64(True):
-    device = kernels.score_batch(
-        batch, correct_tempgate=options["correct_tempgate"],
-        iou_avg=options["spatial_iou_mode"] == "avg",
-        norm_matched=options["spatial_norm_mode"] == "matched")
-    device = {k: np.asarray(v)[:n] for k, v in device.items()}
+  device, raised = _score_on_device(parsed, targets, options, shapes or Shapes(), stats)
   out = {
       "ans_acc": np.array([accuracy.answer_accuracy(p.answer, t)
                            for p, t in zip(parsed, targets)], np.float64),
-      "ans_tiou": device["ans_tiou"].astype(np.float64),
-      "ans_viou": device["ans_viou"].astype(np.float64),
-      "thk_temporal_point": device["thk_temporal_point"].astype(np.float64),
-      "thk_temporal_segment": device["thk_temporal_segment"].astype(np.float64),
-      "thk_spatial": device["thk_spatial"].astype(np.float64),
+      **device,
       "format": np.array([format_reward(text, t.task) for text, t in zip(texts, targets)],
                          np.float64),
   }
-  for name, flag in (("thk_temporal_point", flags.point_raised),
-                     ("thk_temporal_segment", flags.segment_raised),
-                     ("thk_spatial", flags.spatial_raised | device["spatial_raised"])):
+  for name, flag in raised.items():
     out[name] = np.where(flag, 0.0, out[name])
     if flag.any():
       stats.raised[name] += int(flag.sum())

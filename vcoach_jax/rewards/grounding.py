@@ -3,7 +3,7 @@
 Per-example pure functions of fixed-shape arrays (vmap them for a batch; see
 `vcoach_jax.rewards.kernels`). Masks mark which slots exist; padding never changes a result.
 The spatial reward also returns `raised`: where the reference would raise an uncaught error
-(REWARDS.md, RAISES rows), the reward is 0 and the event is counted by the caller.
+(docs/rewards.md, RAISES rows), the reward is 0 and the event is counted by the caller.
 """
 
 from __future__ import annotations
@@ -16,17 +16,20 @@ import jax.numpy as jnp
 from vcoach_jax.rewards import iou
 from vcoach_jax.rewards.parsing import BoxKind, GtKind
 
-GATE_SECONDS = 1.0  # a claim's time must be within this of a key frame (REWARDS.md §7c)
-SIGMA_START, SIGMA_END, CURRICULUM_END = 4.0, 1.0, 0.75  # σ curriculum (REWARDS.md §6)
+GATE_SECONDS = 1.0  # a claim's time must be within this of a key frame (docs/rewards.md §7c)
+SIGMA_START, SIGMA_END, CURRICULUM_END = 4.0, 1.0, 0.75  # σ curriculum (docs/rewards.md §6)
 
 
 class Claims(NamedTuple):
-  """Parsed claims of one completion; C claims, B boxes each, F key frames, O objects."""
+  """Parsed claims of one completion: C claim slots, F key frames, O objects, and the claims'
+  boxes in one flat list of P slots (box p belongs to claim `box_claim[p]`, in claim order), so
+  the size is the number of boxes present, not claims x the longest claim's boxes."""
   valid: jax.Array  # [C] bool: a parsed claim in this slot
   time: jax.Array  # [C] float: the claim's time in seconds
-  box_kind: jax.Array  # [C, B] int: BoxKind of each box
-  boxes: jax.Array  # [C, B, 4] float: box corners in pixels (where OK)
   name_ok: jax.Array  # [C, F, O] bool: identity filter passes for (claim, frame, object)
+  box_claim: jax.Array  # [P] int: the claim slot of each box (non-decreasing; 0 for padding)
+  box_kind: jax.Array  # [P] int: BoxKind of each box (PAD for padding)
+  boxes: jax.Array  # [P, 4] float: box corners in pixels (where OK)
 
 
 class KeyFrames(NamedTuple):
@@ -113,36 +116,49 @@ def select_key_frame(claim_time: jax.Array, frames: KeyFrames, correct_tempgate:
 
 def spatial_claims_reward(claims: Claims, frames: KeyFrames, *, correct_tempgate: bool,
                           iou_avg: bool, norm_matched: bool) -> tuple[jax.Array, jax.Array]:
-  """thk_spatial for the temporal-spatial task (REWARDS.md §7c).
+  """thk_spatial for the temporal-spatial task (docs/rewards.md §7c).
 
   Each claim is gated to one key frame; each GT object of that frame that passes the identity
   filter scores the mean over its GT boxes of the best IoU among the claim's boxes; a claim with
-  at least one such object is matched and scores the mean (avg) or max of its objects.
+  at least one such object is matched and scores the mean (avg) or max of its objects. The
+  reward is the sum over matched claims divided by the number of claims (all) or of matched ones.
+
+  The best IoU per GT box is a segment maximum over the flat box list: equal to the reference's
+  left-to-right `max` because an IoU is never NaN (`iou.box_iou`). Memory is O(P·O·G + C·F·O).
 
   Returns:
     (reward [], raised []): raised marks where the reference raises (reward is then 0).
   """
+  n_slots = claims.valid.shape[0]
   index, found = select_key_frame(claims.time, frames, correct_tempgate)
   live = claims.valid & found  # [C]
   items_ok = frames.items_ok[index]  # [C]
   obj_valid = frames.obj_valid[index]  # [C, O]
   gt_kind = frames.gt_kind[index]  # [C, O, G]
-  gt_boxes = frames.gt_boxes[index]  # [C, O, G, 4]
   name_ok = jnp.take_along_axis(claims.name_ok, index[:, None, None], axis=1)[:, 0]  # [C, O]
-  has_box = jnp.any(claims.box_kind != BoxKind.PAD, axis=-1)  # [C]
+  real_box = claims.box_kind != BoxKind.PAD  # [P]
+  box_count = jax.ops.segment_sum(real_box.astype(jnp.int32), claims.box_claim, n_slots,
+                                  indices_are_sorted=True)  # [C]
+  has_box = box_count > 0
   eligible = (live & items_ok & has_box)[:, None] & obj_valid & name_ok  # [C, O]
-
-  g_kind = gt_kind[..., None]  # [C, O, G, 1]
-  b_kind = claims.box_kind[:, None, None, :]  # [C, 1, 1, B]
-  values = _pair_iou(g_kind, gt_boxes[..., None, :], b_kind, claims.boxes[:, None, None])
   gt_exists = gt_kind != GtKind.PAD  # [C, O, G]
   visited = eligible[..., None] & gt_exists  # [C, O, G]
-  pair_raise = visited[..., None] & _pair_raises(g_kind, b_kind)  # [C, O, G, B]
+
+  # Per box: the GT boxes of its claim's frame.
+  box_frame = index[claims.box_claim]  # [P]
+  p_gt_kind = frames.gt_kind[box_frame]  # [P, O, G]
+  p_gt_boxes = frames.gt_boxes[box_frame]  # [P, O, G, 4]
+  p_kind = claims.box_kind[:, None, None]  # [P, 1, 1]
+  values = _pair_iou(p_gt_kind, p_gt_boxes, p_kind, claims.boxes[:, None, None])  # [P, O, G]
+  pair_raise = (visited[claims.box_claim] & real_box[:, None, None]
+                & _pair_raises(p_gt_kind, p_kind))  # [P, O, G]
   prep_raise = visited & (gt_kind == GtKind.PREP_RAISES)
   raised = (jnp.any(live & ~items_ok) | jnp.any(pair_raise) | jnp.any(prep_raise))
 
-  box_mask = jnp.broadcast_to(b_kind != BoxKind.PAD, values.shape)
-  best_per_gt, _ = iou.fold_max(values, box_mask)  # [C, O, G]
+  masked = jnp.where(real_box[:, None, None], values, -jnp.inf)
+  best_per_gt = jax.ops.segment_max(masked, claims.box_claim, n_slots,
+                                    indices_are_sorted=True)  # [C, O, G]
+  best_per_gt = jnp.where(has_box[:, None, None], best_per_gt, 0)
   n_gt = jnp.sum(gt_exists, axis=-1)  # [C, O]
   object_iou = jnp.sum(jnp.where(gt_exists, best_per_gt, 0), axis=-1) / jnp.maximum(n_gt, 1)
   matched_obj = eligible & (n_gt > 0)  # [C, O]
@@ -161,7 +177,7 @@ def spatial_claims_reward(claims: Claims, frames: KeyFrames, *, correct_tempgate
 
 def spatial_box_reward(gt_kind: jax.Array, gt_box: jax.Array, box_kind: jax.Array,
                        boxes: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """thk_spatial for visual QA (REWARDS.md §7a): best IoU of any think box with the GT box.
+  """thk_spatial for visual QA (docs/rewards.md §7a): best IoU of any think box with the GT box.
 
   Args:
     gt_kind: [] GtKind; gt_box: [4] rescaled GT box; box_kind: [B]; boxes: [B, 4].
@@ -170,7 +186,9 @@ def spatial_box_reward(gt_kind: jax.Array, gt_box: jax.Array, box_kind: jax.Arra
     (reward [], raised []).
   """
   values = _pair_iou(gt_kind, gt_box[None, :], box_kind, boxes)  # [B]
-  best, _ = iou.fold_max(values, box_kind != BoxKind.PAD, initial=0.0)
+  # `best = max(best, iou)` from 0: a plain maximum, as an IoU is never NaN (no unrolled fold,
+  # so B may be large).
+  best = jnp.max(jnp.where(box_kind != BoxKind.PAD, values, 0), initial=0.0)
   exists = jnp.any(box_kind != BoxKind.PAD)
   raised = exists & ((gt_kind == GtKind.PREP_RAISES) | jnp.any(_pair_raises(gt_kind, box_kind)))
   return jnp.where(raised, 0, best), raised

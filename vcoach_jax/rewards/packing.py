@@ -1,9 +1,18 @@
-"""Parsed completions + sample targets -> one fixed-shape `RewardBatch` for the kernels.
+"""Parsed completions + sample targets -> fixed-shape `RewardBatch`es for the kernels.
 
-Shapes come from `Shapes` (config `rewards.max_*`). A batch that needs more slots than a default
-grows that dimension to the next power of two, so overflow never changes a result and the number
-of distinct compiled programs stays small; each growth is counted in the stats. The batch
-dimension itself is padded to a power of two with inactive rows.
+Slot counts start from `Shapes` (config `rewards.max_*`) and grow to the next power of two where
+rows need more, so padding never changes a result and few programs are compiled; each growth is
+counted in the stats. The batch dimension is padded to a power of two with inactive rows.
+
+Memory stays linear in what the completions contain (docs/rewards.md, "Memory"):
+* a row asks only for the slots its task reads (claims for the temporal-spatial task, think
+  boxes for visual QA, times for the tasks that score them);
+* the boxes of a row's claims are one flat list (claims x boxes of its longest claim would be
+  quadratic);
+* `plan` splits a batch into groups: rows within `SHARED_FACTOR` x the defaults in every
+  completion-sized dimension share one batch (the common case: one group, one dispatch), and a
+  larger row is packed only with rows of its own size class (the same power-of-two bucket in
+  each of those dimensions), so no row is padded to another row's size.
 """
 
 from __future__ import annotations
@@ -16,7 +25,6 @@ import numpy as np
 from vcoach_jax.rewards import grounding
 from vcoach_jax.rewards import parsing
 from vcoach_jax.rewards import targets as targets_lib
-from vcoach_jax.rewards.parsing import BoxKind, GtKind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +40,21 @@ class Shapes:
   @classmethod
   def from_config(cls, rewards_config: Any) -> "Shapes":
     return cls(**{f.name: int(rewards_config[f.name]) for f in dataclasses.fields(cls)})
+
+  @property
+  def max_claim_boxes(self) -> int:
+    """Boxes of all claims of a think block together (one flat list): claims x boxes."""
+    return self.max_claims * self.max_boxes
+
+
+# Slot dimensions a completion decides (a policy can make them as large as its text), then those
+# the sample decides (its key frames and GT objects).
+COMPLETION_DIMS = ("max_times", "max_claims", "max_claim_boxes", "max_boxes")
+SAMPLE_DIMS = ("max_key_frames", "max_objects", "max_gt_boxes")
+DIMS = COMPLETION_DIMS + SAMPLE_DIMS
+# A row needing at most this many times the default slots in every completion dimension is
+# packed in the shared group; a larger one only with rows of its own size class.
+SHARED_FACTOR = 4
 
 
 class RewardBatch(NamedTuple):
@@ -72,13 +95,78 @@ def _bucket(needed: int, default: int) -> int:
   return 1 << (needed - 1).bit_length()
 
 
-def _classified(boxes: Sequence[Any], width: int) -> tuple[np.ndarray, np.ndarray]:
-  kinds = np.zeros(width, np.int8)
-  values = np.zeros((width, 4), np.float64)
+def _frames_ok(tgt: targets_lib.SampleTargets) -> bool:
+  kf = tgt.key_frames
+  return tgt.task == targets_lib.TASK_ST and kf is not None and kf.ok
+
+
+def _uses_claims(p: parsing.ParsedCompletion, tgt: targets_lib.SampleTargets) -> bool:
+  """The temporal-spatial path of thk_spatial scores this row's claims."""
+  return (p.think is not None and p.has_answer_block and tgt.task == targets_lib.TASK_ST
+          and bool(p.claims) and _frames_ok(tgt))
+
+
+def _uses_think_boxes(p: parsing.ParsedCompletion, tgt: targets_lib.SampleTargets) -> bool:
+  """The visual-QA path of thk_spatial scores this row's think boxes."""
+  return (tgt.task == targets_lib.TASK_VQA and tgt.vqa_gt_found and p.think is not None
+          and p.has_answer_block and bool(p.think_boxes))
+
+
+_TIMED_TASKS = (targets_lib.TASK_ST, targets_lib.TASK_TG, targets_lib.TASK_TG_MCQ)
+
+
+def _uses_times(p: parsing.ParsedCompletion, tgt: targets_lib.SampleTargets) -> bool:
+  """thk_temporal_point or thk_temporal_segment reads this row's think times."""
+  return p.think is not None and tgt.task in _TIMED_TASKS
+
+
+def row_needs(p: parsing.ParsedCompletion, tgt: targets_lib.SampleTargets) -> tuple[int, ...]:
+  """The slots one row needs in each dimension of `DIMS`, in that order (only what its task
+  reads)."""
+  times = len(p.think_times) if _uses_times(p, tgt) else 0
+  think_boxes = len(p.think_boxes) if _uses_think_boxes(p, tgt) else 0
+  if not _frames_ok(tgt):
+    return (times, 0, 0, think_boxes, 0, 0, 0)
+  kf = tgt.key_frames
+  claims = p.claims if _uses_claims(p, tgt) else ()
+  return (times, len(claims), sum(len(c.boxes) for c in claims), think_boxes, len(kf.times),
+          max((len(n) for n in kf.names), default=0),
+          max((len(b) for obj in kf.gt_kinds for b in obj), default=0))
+
+
+def _covering(needs: Sequence[tuple[int, ...]], shapes: Shapes) -> dict[str, int]:
+  """Slot counts covering every row of `needs`: the defaults, or the next power of two above."""
+  return {dim: _bucket(max((n[d] for n in needs), default=0), getattr(shapes, dim))
+          for d, dim in enumerate(DIMS)}
+
+
+def plan(parsed: Sequence[parsing.ParsedCompletion], targets: Sequence[targets_lib.SampleTargets],
+         shapes: Shapes) -> list[tuple[list[int], dict[str, int]]]:
+  """Splits a batch into groups packed separately: [(row indices, slot sizes)], shared first.
+
+  Every row is in exactly one group; a group's sizes cover each of its rows. A row beyond
+  `SHARED_FACTOR` x the defaults in a completion dimension is grouped with the rows of its size
+  class, so a group's padded size is at most twice each row's own need in those dimensions.
+  """
+  k = len(COMPLETION_DIMS)
+  defaults = [getattr(shapes, dim) for dim in COMPLETION_DIMS]
+  limits = [SHARED_FACTOR * d for d in defaults]
+  needs = [row_needs(p, t) for p, t in zip(parsed, targets)]
+  groups: dict[tuple[int, ...], list[int]] = {}
+  for i, need in enumerate(needs):
+    if all(need[d] <= limits[d] for d in range(k)):
+      key = ()  # the shared group
+    else:
+      key = tuple(_bucket(need[d], defaults[d]) for d in range(k))
+    groups.setdefault(key, []).append(i)
+  return [(groups[key], _covering([needs[i] for i in groups[key]], shapes))
+          for key in sorted(groups)]
+
+
+def _classified(boxes: Sequence[Any], kinds: np.ndarray, values: np.ndarray) -> None:
+  """Fills kinds[b], values[b] with the BoxKind and floats of each predicted box."""
   for b, box in enumerate(boxes):
-    kind, vals = parsing.classify_pred_box(box)
-    kinds[b], values[b] = kind, vals
-  return kinds, values
+    kinds[b], values[b] = parsing.classify_pred_box(box)
 
 
 def _frames_arrays(kf: targets_lib.KeyFrameTargets | None, f: int, o: int, g: int
@@ -97,29 +185,62 @@ def _frames_arrays(kf: targets_lib.KeyFrameTargets | None, f: int, o: int, g: in
   return out
 
 
-def needed_shapes(parsed: Sequence[parsing.ParsedCompletion],
-                  targets: Sequence[targets_lib.SampleTargets]) -> dict[str, int]:
-  """The slot counts this batch actually needs."""
-  kfs = [t.key_frames for t in targets if t.key_frames is not None and t.key_frames.ok]
-  return dict(
-      max_times=max((len(p.think_times) for p in parsed), default=0),
-      max_claims=max((len(p.claims) for p in parsed), default=0),
-      max_boxes=max([len(c.boxes) for p in parsed for c in p.claims]
-                    + [len(p.think_boxes) for p in parsed], default=0),
-      max_key_frames=max((len(k.times) for k in kfs), default=0),
-      max_objects=max((len(n) for k in kfs for n in k.names), default=0),
-      max_gt_boxes=max((len(b) for k in kfs for obj in k.gt_kinds for b in obj), default=0),
-  )
+def _name_row(name: str, kf: targets_lib.KeyFrameTargets, f: int, o: int, mode: str
+              ) -> np.ndarray:
+  """[f, o] identity filter of one claim name against every GT object of the sample."""
+  row = np.zeros((f, o), bool)
+  for fi, names in enumerate(kf.names):
+    for oi, obj_name in enumerate(names):
+      row[fi, oi] = parsing.name_match(name, obj_name, mode)
+  return row
+
+
+class _Claims:
+  """Host buffers of `grounding.Claims` for `rows` rows; filled one row at a time."""
+
+  def __init__(self, rows: int, c: int, p: int, f: int, o: int):
+    self.valid, self.time = np.zeros((rows, c), bool), np.zeros((rows, c))
+    self.name_ok = np.zeros((rows, c, f, o), bool)
+    self.box_claim = np.zeros((rows, p), np.int32)
+    self.box_kind, self.boxes = np.zeros((rows, p), np.int8), np.zeros((rows, p, 4))
+
+  def fill(self, i: int, claims: Sequence[parsing.Claim], kf: targets_lib.KeyFrameTargets,
+           mode: str) -> None:
+    n = len(claims)
+    self.valid[i, :n] = True
+    self.time[i, :n] = [c.time for c in claims]
+    by_name: dict[str, np.ndarray] = {}  # one identity-filter row per distinct claim name
+    for c, claim in enumerate(claims):
+      row = by_name.get(claim.name)
+      if row is None:
+        row = by_name[claim.name] = _name_row(claim.name, kf, *self.name_ok.shape[2:], mode)
+      self.name_ok[i, c] = row
+    flat = [box for claim in claims for box in claim.boxes]
+    owner = [c for c, claim in enumerate(claims) for _ in claim.boxes]
+    self.box_claim[i, :len(flat)] = owner
+    # Padding slots keep box_claim non-decreasing (the segment reductions expect sorted ids).
+    self.box_claim[i, len(flat):] = owner[-1] if owner else 0
+    _classified(flat, self.box_kind[i], self.boxes[i])
+
+  def arrays(self) -> grounding.Claims:
+    return grounding.Claims(self.valid, self.time, self.name_ok, self.box_claim, self.box_kind,
+                            self.boxes)
 
 
 def pack(parsed: Sequence[parsing.ParsedCompletion], targets: Sequence[targets_lib.SampleTargets],
-         options: dict[str, Any], shapes: Shapes) -> tuple[RewardBatch, HostFlags, dict[str, int]]:
-  """Packs a batch. Returns (batch padded to a power-of-two N, host raise flags [n], growths)."""
+         options: dict[str, Any], shapes: Shapes, sizes: dict[str, int] | None = None
+         ) -> tuple[RewardBatch, HostFlags, dict[str, int]]:
+  """Packs rows into one batch. Returns (batch padded to a power-of-two N, host raise flags [n],
+  the dimensions grown beyond `shapes`).
+
+  Args:
+    sizes: slot counts (from `plan`); default: what these rows need.
+  """
   n = len(parsed)
-  needed = needed_shapes(parsed, targets)
-  sizes = {k: _bucket(v, getattr(shapes, k)) for k, v in needed.items()}
+  if sizes is None:
+    sizes = _covering([row_needs(p, t) for p, t in zip(parsed, targets)], shapes)
   grown = {k: 1 for k, v in sizes.items() if v > getattr(shapes, k)}
-  t_, c_, b_ = sizes["max_times"], sizes["max_claims"], sizes["max_boxes"]
+  t_, b_ = sizes["max_times"], sizes["max_boxes"]
   f_, o_, g_ = sizes["max_key_frames"], sizes["max_objects"], sizes["max_gt_boxes"]
   rows = _bucket(max(n, 1), 1)
 
@@ -130,9 +251,7 @@ def pack(parsed: Sequence[parsing.ParsedCompletion], targets: Sequence[targets_l
   step, point_active, segment_active, segment = zeros(), zeros(dtype=bool), zeros(
       dtype=bool), zeros(2)
   spatial_active = zeros(dtype=bool)
-  claim_valid, claim_time = zeros(c_, dtype=bool), zeros(c_)
-  claim_kind, claim_boxes = zeros(c_, b_, dtype=np.int8), zeros(c_, b_, 4)
-  name_ok = zeros(c_, f_, o_, dtype=bool)
+  claims = _Claims(rows, sizes["max_claims"], sizes["max_claim_boxes"], f_, o_)
   vqa_active, vqa_kind, vqa_box = zeros(dtype=bool), zeros(dtype=np.int8), zeros(4)
   think_kind, think_boxes = zeros(b_, dtype=np.int8), zeros(b_, 4)
   tiou_active, pred_segment, tiou_gt = zeros(dtype=bool), zeros(2), zeros(2)
@@ -140,17 +259,19 @@ def pack(parsed: Sequence[parsing.ParsedCompletion], targets: Sequence[targets_l
   flags = HostFlags(np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool))
 
   frame_cache: dict[int, dict[str, np.ndarray]] = {}
-  frame_rows = {k: zeros(*v.shape, dtype=v.dtype) for k, v in _frames_arrays(None, f_, o_, g_).items()}
+  frame_rows = {k: zeros(*v.shape, dtype=v.dtype)
+                for k, v in _frames_arrays(None, f_, o_, g_).items()}
   mode = options["identity_match_mode"]
 
   for i, (p, tgt) in enumerate(zip(parsed, targets)):
     task = tgt.task
     step[i] = tgt.step_percent
-    if p.think is not None:
+    if p.think is not None and task in _TIMED_TASKS:
       k = len(p.think_times)
       times[i, :k], time_mask[i, :k] = p.think_times, True
     kf = tgt.key_frames
-    if task == targets_lib.TASK_ST and kf is not None and kf.ok:
+    frames_ok = task == targets_lib.TASK_ST and kf is not None and kf.ok
+    if frames_ok:
       key = id(tgt)
       if key not in frame_cache:
         frame_cache[key] = _frames_arrays(kf, f_, o_, g_)
@@ -170,21 +291,16 @@ def pack(parsed: Sequence[parsing.ParsedCompletion], targets: Sequence[targets_l
         segment_active[i], segment[i] = True, tgt.segment
     # thk_spatial needs both a think block and an answer block.
     if p.think is not None and p.has_answer_block and task == targets_lib.TASK_ST and p.claims:
-      if kf is None or not kf.ok:
+      if not frames_ok:
         flags.spatial_raised[i] = True
       else:
         spatial_active[i] = True
-        for c, claim in enumerate(p.claims):
-          claim_valid[i, c], claim_time[i, c] = True, claim.time
-          claim_kind[i, c], claim_boxes[i, c] = _classified(claim.boxes, b_)
-          for fi, names in enumerate(kf.names):
-            for oi, obj_name in enumerate(names):
-              name_ok[i, c, fi, oi] = parsing.name_match(claim.name, obj_name, mode)
+        claims.fill(i, p.claims, kf, mode)
     if task == targets_lib.TASK_VQA and tgt.vqa_gt_found:
       vqa_kind[i], vqa_box[i] = tgt.vqa_gt_kind, tgt.vqa_gt_box
-      if p.think is not None and p.has_answer_block and p.think_boxes:
+      if _uses_think_boxes(p, tgt):
         vqa_active[i] = True
-        think_kind[i], think_boxes[i] = _classified(p.think_boxes, b_)
+        _classified(p.think_boxes, think_kind[i], think_boxes[i])
       if p.answer_box is not None and p.answer_box[0]:
         viou_active[i] = True
         viou_kind[i], viou_box[i] = parsing.classify_pred_box(p.answer_box[1])
@@ -195,8 +311,7 @@ def pack(parsed: Sequence[parsing.ParsedCompletion], targets: Sequence[targets_l
   batch = RewardBatch(
       times=times, time_mask=time_mask, step_percent=step, point_active=point_active,
       segment_active=segment_active, segment=segment, spatial_active=spatial_active,
-      claims=grounding.Claims(claim_valid, claim_time, claim_kind, claim_boxes, name_ok),
-      frames=grounding.KeyFrames(**frame_rows),
+      claims=claims.arrays(), frames=grounding.KeyFrames(**frame_rows),
       vqa_active=vqa_active, vqa_gt_kind=vqa_kind, vqa_gt_box=vqa_box,
       think_box_kind=think_kind, think_boxes=think_boxes,
       tiou_active=tiou_active, pred_segment=pred_segment, tiou_gt=tiou_gt,

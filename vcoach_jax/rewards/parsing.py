@@ -1,9 +1,11 @@
-"""Completion text -> parsed claims, times, boxes (host side, python `re`).
+"""Completion text -> parsed claims, times, boxes (host side).
 
-This is the only place where reward-relevant text is parsed. Every regex and every conversion
-mirrors the released reward code (REWARDS.md §0-§7), including its quirks: the time tag needs a
-trailing `s`, a claim is dropped when one of its boxes is bad JSON, Python `float()` accepts
-`nan`/`inf`/`1_0`, and a box is converted to float the way numpy does it.
+This is the only place where reward-relevant text is parsed. Every pattern and every conversion
+mirrors the released reward code (docs/rewards.md §0-§7), including its quirks: the time tag
+needs a trailing `s`, a claim is dropped when one of its boxes is bad JSON, Python `float()`
+accepts `nan`/`inf`/`1_0`, and a box is converted to float the way numpy does it. The patterns
+below state the syntax; blocks, boxes and claims are found by `scan`, linear-time scanners that
+find exactly what the patterns would, without their backtracking.
 
 The results are plain Python objects; `vcoach_jax.rewards.packing` turns them into fixed-shape
 arrays for the jitted kernels.
@@ -19,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-# --- Patterns (REWARDS.md §0). Compiled once; shared by every reward. ---
+from vcoach_jax.rewards import scan
+
+# --- Patterns (docs/rewards.md §0). Compiled once; shared by every reward. ---
 THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 ANSWER_BLOCK_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 ANSWER_ANY_RE = re.compile(r"<answer>.*?</answer>", re.DOTALL)
@@ -147,9 +151,10 @@ class ParsedCompletion:
 
 
 def extract_answer(text: str) -> str:
-  """The first `<answer>` block's text, stripped; '' when there is none."""
-  match = ANSWER_TEXT_RE.search(text)
-  return match.group(1).strip() if match else ""
+  """The first `<answer>` block's text, stripped; '' when there is none (`ANSWER_TEXT_RE`: its
+  `\\s*` on both sides and the final strip() remove the same whitespace)."""
+  content = scan.block(text, "<answer>", "</answer>")
+  return content.strip() if content is not None else ""
 
 
 def parse_times(think: str) -> tuple[float, ...]:
@@ -163,26 +168,26 @@ def parse_times(think: str) -> tuple[float, ...]:
 def parse_claims(think: str) -> tuple[Claim, ...]:
   """Grounded claims, left to right; a claim with a bad time or a bad box is dropped."""
   claims = []
-  for match in CLAIM_RE.finditer(think):
+  for name, run, time_text in scan.claim_matches(think):
     try:
-      time = float(match.group(3).strip())
+      time = float(time_text.strip())
     except ValueError:
       continue
     boxes = []
-    for box_text in CLAIM_BOX_RE.findall(match.group(2)):
+    for box_text in scan.bracketed(run):
       ok, value = load_json(box_text)
       if not ok:
         break
       boxes.append(value)
     else:
-      claims.append(Claim(name=match.group(1).strip(), time=time, boxes=tuple(boxes)))
+      claims.append(Claim(name=name.strip(), time=time, boxes=tuple(boxes)))
   return tuple(claims)
 
 
 def parse_think_boxes(think: str) -> tuple[Any, ...]:
   """JSON values of all boxes in a think block (the VQA path); bad JSON is skipped."""
   boxes = []
-  for box_text in BOX_RE.findall(think):
+  for box_text in scan.box_groups(think):
     ok, value = load_json(box_text)
     if ok:
       boxes.append(value)
@@ -202,22 +207,19 @@ def parse_answer_segment(answer: str) -> tuple[float, float] | None:
 
 def parse_answer_box(answer: str) -> tuple[bool, Any] | None:
   """The first `<box>[..]</box>` of the answer as (json ok, value); None when absent."""
-  match = BOX_RE.search(answer)
-  if not match:
-    return None
-  return load_json(match.group(1))
+  box_text = next(scan.box_groups(answer), None)
+  return None if box_text is None else load_json(box_text)
 
 
 def parse_completion(text: str) -> ParsedCompletion:
   """Parses one completion; never raises on any string."""
   if not isinstance(text, str):
     text = "" if text is None else str(text)
-  think_match = THINK_RE.search(text)
-  think = think_match.group(1) if think_match else None
+  think = scan.block(text, "<think>", "</think>")
   answer = extract_answer(text)
   return ParsedCompletion(
       think=think,
-      has_answer_block=ANSWER_BLOCK_RE.search(text) is not None,
+      has_answer_block=scan.block(text, "<answer>", "</answer>") is not None,
       answer=answer,
       think_times=parse_times(think) if think is not None else (),
       claims=parse_claims(think) if think is not None else (),

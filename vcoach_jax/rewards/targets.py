@@ -3,7 +3,7 @@
 The ground truth is prepared once per sample, in Python, with the reference's own operations
 (`ast.literal_eval`, coordinate scaling), so that every error the reference would hit is known
 here as a flag: the kernels then either score or report "the reference raises" for a completion
-that reaches it. Task strings and options are validated here (REWARDS.md, difference 2).
+that reaches it. Task strings and options are validated here (docs/rewards.md, difference 2).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from vcoach_jax.rewards import parsing
+from vcoach_jax.rewards import scan
 
-# The six task strings (REWARDS.md §0), exact and case-sensitive.
+# The six task strings (docs/rewards.md §0), exact and case-sensitive.
 TASK_ST = "temporal-spatial free-form QA"
 TASK_TG = "temporal QA"
 TASK_TG_MCQ = "temporal QA (MCQ)"
@@ -165,10 +166,10 @@ def _key_frame_targets(sample: Mapping[str, Any]) -> KeyFrameTargets:
 def _vqa_targets(sample: Mapping[str, Any]) -> tuple[bool, int, np.ndarray]:
   """The GT box of the answer, rescaled from image_size to image_size_refine pixels."""
   answer = sample.get("answer")
-  match = parsing.BOX_RE.search(answer) if isinstance(answer, str) else None
-  if not match:
+  box_text = next(scan.box_groups(answer), None) if isinstance(answer, str) else None
+  if box_text is None:
     return False, int(parsing.GtKind.PAD), np.zeros(4)
-  ok, box = parsing.load_json(match.group(1))
+  ok, box = parsing.load_json(box_text)
   if not ok:
     return False, int(parsing.GtKind.PAD), np.zeros(4)
   try:
