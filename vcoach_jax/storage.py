@@ -113,3 +113,15 @@ def refuse_same_file(out: PathLike, inputs: Iterable[PathLike], flag: str = "--o
     if same_file(out, inp):
       raise ValueError(f"{flag} {os.fspath(out)} is the input file {os.fspath(inp)}; "
                        "write the output to another path")
+
+
+def read_json(p: PathLike, what: str = "file"):
+  """Parses the JSON file at `p`; a missing file or invalid JSON is one line naming `what` and
+  the path."""
+  import json  # pylint: disable=g-import-not-at-top
+  try:
+    return json.loads(path(p).read_text())
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{what} {os.fspath(p)} does not exist") from None
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{what} {os.fspath(p)} is not valid JSON: {e}") from None

@@ -86,12 +86,7 @@ JUDGE_PROMPT_FILE = str(pathlib.Path(__file__).resolve().parent.parent / "assets
 def load_judge_prompt(path: str | None = None) -> tuple[str, str]:
   """(system, user template) of a judge prompt file (default: the project's own)."""
   path = path or JUDGE_PROMPT_FILE
-  try:
-    raw = json.loads(storage.path(path).read_text())
-  except FileNotFoundError:
-    raise FileNotFoundError(f"judge prompt file {path} does not exist") from None
-  except json.JSONDecodeError as e:
-    raise ValueError(f"judge prompt file {path} is not valid JSON: {e}") from None
+  raw = storage.read_json(path, "judge prompt file")
   for key in ("system", "user"):
     if not isinstance(raw.get(key), str):
       raise ValueError(f"judge prompt file {path}: {key!r} must be a string")

@@ -15,7 +15,6 @@ size. A prompt is the set's system message, then the step's text with the frame 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Any, Mapping, Sequence
@@ -85,12 +84,7 @@ class PromptSet:
 
   @classmethod
   def load(cls, path) -> "PromptSet":
-    try:
-      raw = json.loads(storage.path(path).read_text())
-    except FileNotFoundError:
-      raise FileNotFoundError(f"prompt set {path} does not exist") from None
-    except json.JSONDecodeError as e:
-      raise ValueError(f"prompt set {path} is not valid JSON: {e}") from None
+    raw = storage.read_json(path, "prompt set")
     for key in ("system", "frame"):
       if not isinstance(raw.get(key), str):
         raise ValueError(f"prompt set {path}: {key!r} must be a string")
