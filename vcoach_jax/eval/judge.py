@@ -17,7 +17,6 @@ Multiple-choice answers are not judged but compared by letter (`extract_letter`)
 
 from __future__ import annotations
 
-import json
 import pathlib
 import re
 import string
