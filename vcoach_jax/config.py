@@ -208,6 +208,10 @@ def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
     if key in flat and flat[key] <= 0:
       raise ConfigError(f"config key {key!r} must be a positive integer, got {flat[key]!r}")
   _validate_prompting(flat)
+  if flat.get("data.batch_size", 1) % flat.get("optim.grad_accum", 1):
+    raise ConfigError(f"config key 'optim.grad_accum' = {flat['optim.grad_accum']} must divide "
+                      f"data.batch_size = {flat['data.batch_size']} (each step's batch is cut "
+                      "into that many equal micro-batches)")
   for key in NON_NEGATIVE:
     if key in flat and flat[key] < 0:
       raise ConfigError(f"config key {key!r} must be >= 0, got {flat[key]!r}")
