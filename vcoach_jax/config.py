@@ -91,7 +91,7 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 
 # Fields that must be >= 0 (floats or ints).
 NON_NEGATIVE: tuple[str, ...] = (
-    "rl.alpha", "rl.beta", "rl.eps_low", "rl.eps_high", "optim.warmup_steps",
+    "rl.alpha", "rl.beta", "rl.eps_low", "rl.eps_high", "optim.warmup_steps", "optim.epochs",
     "optim.weight_decay", "optim.clip_norm", "optim.eps",
 )
 
@@ -137,7 +137,7 @@ def load(spec: str | None = None, overrides: Iterable[str] = ()) -> ConfigDict:
       raise ConfigError(f"config {path!r} has no get_config()")
     try:
       config = module.get_config(arg or None)
-    except (TypeError, AttributeError, KeyError) as e:
+    except (TypeError, AttributeError, KeyError, ValueError) as e:
       # ml_collections refuses a wrong type or a new key on a locked section inside the file.
       raise ConfigError(f"config {path!r}: {e}") from e
   for override in overrides:

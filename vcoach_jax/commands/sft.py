@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vcoach_jax import config as config_lib
+from vcoach_jax import run_length
 from vcoach_jax.commands import training_flags
 from vcoach_jax.parallel import distributed
 
@@ -27,14 +27,14 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  training_flags.add(parser, "sft.steps")
+  training_flags.add(parser, run_length.SFT_KEYS)
 
 
 def run(args: argparse.Namespace) -> int:
   distributed.initialize(args)
   from vcoach_jax.sft import trainer as sft_trainer  # pylint: disable=g-import-not-at-top
-  config = config_lib.load(args.config, args.overrides)
+  config, stop, explicit = training_flags.start(args, run_length.SFT_KEYS)
   trainer = sft_trainer.SFTTrainer(config, args.workdir, seed=args.seed,
                                    progress=not args.no_progress)
-  result = trainer.run(args.steps or config.sft.steps, resume=args.resume)
+  result = trainer.run(stop, resume=args.resume, reschedule=explicit)
   return training_flags.finish(trainer, result, args.workdir, "SFT")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vcoach_jax import config as config_lib
+from vcoach_jax import run_length
 from vcoach_jax.commands import training_flags
 from vcoach_jax.parallel import distributed
 
@@ -31,7 +31,7 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  training_flags.add(parser, "optim.total_steps")
+  training_flags.add(parser, run_length.RL_KEYS)
   parser.add_argument("--no-coach", action="store_true",
                       help="plain GSPO: no prompted rollouts, no self-distillation")
   parser.add_argument("--no-distill", action="store_true",
@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
   distributed.initialize(args)
   from vcoach_jax.rl import trainer as rl_trainer  # pylint: disable=g-import-not-at-top
-  config = config_lib.load(args.config, args.overrides)
+  config, stop, explicit = training_flags.start(args, run_length.RL_KEYS)
   trainer = rl_trainer.Trainer(config, args.workdir, seed=args.seed, coach=not args.no_coach,
                                distill=not args.no_distill, progress=not args.no_progress)
-  result = trainer.run(args.steps or config.optim.total_steps, resume=args.resume)
+  result = trainer.run(stop, resume=args.resume, reschedule=explicit)
   return training_flags.finish(trainer, result, args.workdir, "training")
