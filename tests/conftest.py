@@ -10,6 +10,7 @@ os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DATA_DIR = pathlib.Path(__file__).parent / "data"
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"  # the shipped configs
 
 
 def free_port() -> int:
