@@ -48,6 +48,12 @@ def test_epochs_count_steps_from_the_dataset(tiny_world, tmp_path):
   config = config_lib.with_overrides(config_lib.load(None, world), ["optim.epochs=1.0"])
   config, stop, _ = run_length.plan(config, run_length.RL_KEYS, 5, [], tmp_path)
   assert (config.optim.epochs, config.optim.total_steps, stop) == (0.0, 5, 5)
+  # The config file's epochs, a length on the command line: the length.
+  config = config_lib.with_overrides(config_lib.load(None, world),
+                                     ["optim.epochs=1.0", "optim.total_steps=9"])
+  config, stop, explicit = run_length.plan(config, run_length.RL_KEYS, None,
+                                           ["optim.total_steps=9"], tmp_path)
+  assert (config.optim.epochs, config.optim.total_steps, stop, explicit) == (0.0, 9, 9, True)
 
 
 def _rows(workdir):

@@ -8,8 +8,8 @@ The schedule (the cosine's length, the curriculum's `step_percent` denominator) 
 
 `--steps N` alone decides both: the schedule spans N steps and the command stops after N. When
 the same command line also sets the schedule (`--set optim.total_steps=M`, `optim.epochs=E`,
-`sft.steps=M`), the schedule is that and the command stops after N <= M steps (`--resume` goes
-on later). Stopping past the schedule is refused: the cosine's learning rate is 0 there.
+`sft.steps=M`; a length set there replaces the config file's epochs), the schedule is that and
+the command stops after N <= M steps (`--resume` goes on later). Stopping past the schedule is refused: the cosine's learning rate is 0 there.
 A resumed run keeps its checkpoint's schedule: `Runner.restore` refuses another one unless the
 command line set it, and then says so.
 """
@@ -60,12 +60,16 @@ def plan(config: ml_collections.ConfigDict, keys: Sequence[str], steps: int | No
          overrides: Iterable[str], workdir: str | os.PathLike):
   """(config with the schedule resolved, the step to stop at, whether the command line set the
   schedule) for `--steps` = `steps` (None: not given) and the `--set` `overrides`."""
+  overrides = list(overrides)
   explicit = sets_schedule(overrides, keys)
   if steps is not None and steps < 1:
     raise RunLengthError(f"--steps must be a positive number of steps, got {steps}")
   if steps is not None and not explicit:
     config = config_lib.with_overrides(
         config, [f"{keys[0]}={steps}"] + [f"{k}=0.0" for k in keys[1:]])
+  elif sets_schedule(overrides, keys[:1]) and not sets_schedule(overrides, keys[1:]):
+    # A length set on the command line replaces the config file's epochs.
+    config = config_lib.with_overrides(config, [f"{k}=0.0" for k in keys[1:]])
   if "optim.epochs" in keys:
     config = with_epochs(config, workdir)
   schedule = config_lib.flatten(config)[keys[0]]

@@ -23,6 +23,8 @@ checkpoint and exit; --resume continues from the latest one exactly.
 examples:
   vcoach sft --workdir runs/sft                        # the embedded default (tiny, synthetic)
   vcoach sft --config configs/sft_coldstart.py --workdir gs://bucket/sft --resume
+  vcoach sft --config configs/sft_coldstart.py:runlocal --steps 2 --workdir /tmp/sft
+                        # the recipe on a CPU: tiny model, synthetic world, all else kept
 """
 
 

@@ -15,7 +15,8 @@ the seven rewards; hard prompts (mean reward < rl.k1) get a visual prompt (the V
 cached choice, selector.cache, else `raw`) drawn on their key frames plus a hint, and G prompted
 rollouts; the best prompted rollouts are distilled (NLL, weight rl.alpha) while the raw rollouts
 get the GSPO loss with a KL to the frozen starting policy (weight rl.beta). One jitted, sharded
-update per step (optim.*: AdamW, cosine, clip 5).
+update per step (optim.*: AdamW, cosine, clip 5) over optim.total_steps steps, or with
+optim.epochs > 0 that many passes over data.split (the 7B recipe: one).
 
 Start from a checkpoint with --set model.checkpoint=DIR (e.g. `vcoach sft`'s WORKDIR/policy).
 Writes checkpoints/ (orbax, keep-last-k), metrics/ (JSONL, TensorBoard, PNG reward curves) and
@@ -27,6 +28,8 @@ examples:
   vcoach train --workdir runs/rl --set model.checkpoint=runs/sft/policy
   vcoach train --config configs/visioncoach_7b.py --workdir gs://bucket/vc7b --resume
   vcoach train --workdir runs/gspo --no-coach                # the GSPO-only baseline
+  vcoach train --config configs/visioncoach_7b.py:runlocal --steps 2 --workdir /tmp/vc7b
+                        # the 7B recipe on a CPU: tiny model, synthetic world, all else kept
 """
 
 
