@@ -10,12 +10,13 @@ key that is not here, or giving a value of another type, is refused at start.
 
 import ml_collections
 
+from vcoach_jax import recipes
 from vcoach_jax.parallel import rules
 
 
 def get_config(arg=None):
-  """Returns the default config. `arg` is unused (kept for the `file.py:arg` convention)."""
-  del arg
+  """Returns the default config; `default.py:runlocal` shrinks its world (vcoach_jax/recipes.py)."""
+  arg = recipes.parse_arg(arg, runlocal=False)
   config = ml_collections.ConfigDict()
 
   # --- Rewards (REWARDS.md). Values of the paper's run; the released code's CLI defaults are
@@ -195,6 +196,9 @@ def get_config(arg=None):
   config.optim.schedule = "cosine"  # cosine (decay to 0) | constant
   config.optim.warmup_steps = 0  # linear warmup steps before the schedule (reference: 0)
   config.optim.total_steps = 1000  # optimizer steps of the run (cosine length)
+  # > 0: total_steps = ceil(epochs x examples in data.split / data.batch_size), counted from the
+  # dataset at start (`vcoach train`; SFT runs sft.steps). 0 = total_steps as set.
+  config.optim.epochs = 0.0
   config.optim.weight_decay = 0.01  # AdamW decay, not on biases and norm scales
   config.optim.clip_norm = 5.0  # global gradient-norm clip
   config.optim.b1 = 0.9
@@ -217,4 +221,4 @@ def get_config(arg=None):
   # and target except the image placeholders; docs/prompts.md)
   config.sft.loss_on = "assistant"
 
-  return config
+  return recipes.runlocal(config) if arg.runlocal else config

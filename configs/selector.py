@@ -5,13 +5,16 @@ among all prompt types; labels from proxy reasoners (DESIGN.md §8.6).
       --set 'selector.reasoners=("/ckpt/sft7b/policy",)'
   vcoach select train --config configs/selector.py --workdir runs/sel
   vcoach select predict --config configs/selector.py --workdir runs/sel --split train
+  vcoach select build-data --config configs/selector.py:runlocal --workdir /tmp/sel --limit 2
 """
 
+from vcoach_jax import recipes
 from vcoach_jax.configs import visioncoach_7b
 
 
 def get_config(arg=None):
-  config = visioncoach_7b.get_config(arg)
+  arg = recipes.parse_arg(arg, runlocal=False)
+  config = visioncoach_7b.get_config()
   config.model.preset = "qwen2_5_vl_3b"
   config.selector.mode = "vl"
   config.selector.types = ("raw", "darken", "circle", "numbers", "attention")
@@ -20,4 +23,4 @@ def get_config(arg=None):
   config.selector.lora_alpha = 32.0
   config.selector.steps = 2000
   config.selector.batch_size = 16
-  return config
+  return recipes.runlocal(config) if arg.runlocal else config

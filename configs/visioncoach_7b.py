@@ -4,17 +4,22 @@
   vcoach train --config configs/visioncoach_7b.py --workdir gs://BUCKET/vc7b \\
       --set model.checkpoint=/ckpt/qwen2_5_vl_7b_sft --set selector.cache=/data/vp_cache.json
   launch/tpu_pod.sh train NAME ZONE configs/visioncoach_7b.py gs://BUCKET/vc7b  # on a pod
+  vcoach train --config configs/visioncoach_7b.py:runlocal --steps 2 --workdir /tmp/vc7b_local
+
+`:runlocal` runs this recipe on a CPU: the tiny model and the synthetic world, every other
+setting kept (vcoach_jax/recipes.py).
 
 Every value not set here is the embedded default's (configs/default.py), which carries the
 reference constants: G = 4, temperature 1.0 / top-p 0.95 / top-k 50, k1 = 2.21, alpha 0.1,
 beta 0.04, eps 0.2, top-2 positives by answer accuracy.
 """
 
+from vcoach_jax import recipes
 from vcoach_jax.configs import default
 
 
 def get_config(arg=None):
-  del arg
+  arg = recipes.parse_arg(arg, runlocal=False)
   config = default.get_config()
   config.model.checkpoint = ""  # set to the cold-start SFT checkpoint (HF layout)
   config.model.preset = "qwen2_5_vl_7b"
@@ -37,8 +42,8 @@ def get_config(arg=None):
   config.sampling.max_new_tokens = 768
 
   config.optim.lr = 1e-6
-  config.optim.total_steps = 1000
+  config.optim.epochs = 1.0  # one epoch over data.split (the reference's run); sets total_steps
   config.optim.grad_accum = 4  # 4 micro-batches: the 7B step fits 95 GiB (v5p) and 80 GiB (H100)
   config.checkpoint.every_steps = 50
   config.selector.cache = ""  # `vcoach select predict` output; "" = raw prompts for hard samples
-  return config
+  return recipes.runlocal(config) if arg.runlocal else config

@@ -7,10 +7,13 @@
 #
 # The first host of the allocation is the coordinator. Without SLURM, run it by hand on each host
 # with SLURM_JOB_NODELIST=<first host>, SLURM_NTASKS=<hosts> and SLURM_PROCID=<this host's index>.
-# WORKDIR must be on a filesystem every host sees.
+# Every host runs the checkout this script is in, with its .venv (`pip install -e .`), so it must
+# be at the same path on every host, as must WORKDIR (a shared filesystem). Every process reads
+# the whole global batch (no per-host slice of the split yet): data.tfds_dir too must be readable
+# from every host.
 set -euo pipefail
 
-[[ $# -ge 3 ]] || { sed -n '2,11p' "$0"; exit 2; }
+[[ $# -ge 3 ]] || { sed -n '2,13p' "$0"; exit 2; }
 action=$1 config=$2 workdir=$3
 shift 3
 if command -v scontrol >/dev/null; then
@@ -28,7 +31,9 @@ run() {
 if [[ -n "${SLURM_STEP_ID:-}" || -z "${SLURM_JOB_ID:-}" ]]; then
   run "${SLURM_PROCID:?}" "$@"
 else
-  # Inside the batch script: start one task per host.
-  srun --ntasks-per-node=1 bash -c "$(declare -f run); action=$action config=$config \
-    workdir=$workdir head_host=$head_host port=$port; run \$SLURM_PROCID $*"
+  # Inside the batch script: start one task per host (every value quoted for the inner shell).
+  q() { printf '%q ' "$@"; }
+  srun --ntasks-per-node=1 bash -c "$(declare -f run); action=$(q "$action") \
+    config=$(q "$config") workdir=$(q "$workdir") head_host=$(q "$head_host") port=$(q "$port"); \
+    run \$SLURM_PROCID $([[ $# -eq 0 ]] || q "$@")"
 fi

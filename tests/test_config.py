@@ -27,6 +27,7 @@ def test_loaded_config_is_locked():
     ("rewards.spatial_iou_mode=mean", "must be one of ('max', 'avg')"),
     ("rewards.max_claims=0", "must be a positive integer"),
     ("rewards", "not of the form key=value"),
+    ("optim.grad_accum=3", "'optim.grad_accum' = 3 must divide data.batch_size = 8"),
 ])
 def test_bad_overrides_are_refused_naming_the_key(override, message):
   with pytest.raises(config.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -104,3 +104,25 @@ def test_repeat_and_append_match_explicit_sequences(model):
     want_i = want[i, want.shape[1] - p_len - n_real:]
     assert np.abs(got_i - want_i).max() <= 1e-5, i
   assert t_full == t_prompt + n
+
+
+def test_split_inputs_gives_each_block_the_logits_of_its_rows(model):
+  """Four rows (images in rows 0, 2, 3) cut into 2 micro-batches: each part's logits are the
+  whole batch's rows; a layout whose patches are not in per-row blocks is refused."""
+  rows, grids = _rows()
+  rows, grids = rows + [rows[0]], grids + [grids[0]]
+  _, arrays = _padded(rows, grids)
+  inputs = batching.batch_inputs(model.config, arrays)
+  whole = _forward(model, inputs)
+  parts = batching.split_inputs(inputs, 2)
+  assert [p.input_ids.shape[0] for p in parts] == [2, 2]
+  for j, part in enumerate(parts):
+    assert part.pixels.shape == (2 * MAX_PATCHES, qt.PATCH_DIM)
+    valid = part.attention_mask
+    got = _forward(model, part)
+    assert np.abs(got - whole[2 * j:2 * j + 2])[valid].max() <= 1e-5
+  with pytest.raises(ValueError, match="do not split into 3"):
+    batching.split_inputs(inputs, 3)
+  moved = inputs._replace(vision_slots=np.roll(inputs.vision_slots, len(inputs.vision_slots) // 2))
+  with pytest.raises(ValueError, match="per-row blocks"):
+    batching.split_inputs(moved, 2)

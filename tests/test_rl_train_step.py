@@ -69,7 +69,8 @@ def test_frozen_vision_is_outside_the_optimizer():
 
 
 def test_grad_accumulation_equals_one_big_batch():
-  """Also with remat (the reference forward runs outside the differentiated function)."""
+  """Also with remat (the reference forward runs outside the differentiated function); the
+  step cuts the whole batch into micro-batches itself."""
   cfg = ru.test_config()
   model = ru.tiny_model(seed=2, remat_policy="full")
   raw = ru.rollout_batch(model.config, 4)
@@ -81,9 +82,7 @@ def test_grad_accumulation_equals_one_big_batch():
     graphdef, state = update.init_train_state(ru.tiny_model(seed=2, remat_policy="full"), tx)
     ref = ts.reference_params(model)
     step = ts.VisionCoachStep(graphdef, loss_cfg, tx, schedule, grad_accum=k)
-    batches = (raw, prompted) if k == 1 else (update.split_rows(raw, k),
-                                              update.split_rows(prompted, k))
-    state, m = step(state, ref, *batches, RNG)
+    state, m = step(state, ref, raw, prompted, RNG)  # the step cuts the batch itself
     outs.append((state.params, m))
   (p1, m1), (p2, m2) = outs
   for key in ("loss", "gspo", "kl", "nll", "grad_norm"):

@@ -117,3 +117,28 @@ def test_sequence_loss_matches_direct_cross_entropy_and_learns():
     state, m = step(state, batch, jax.random.key(0))
     losses.append(float(m["loss"]))
   assert losses[1] < losses[0], losses
+
+
+def test_grad_accumulation_weighs_micro_batches_by_tokens():
+  """Micro-batches with 9 and 2 target tokens: the accumulated update is the whole batch's
+  token-mean update (not the mean of the two micro-batch means)."""
+  cfg = ru.test_config(**{"sft.lr": 1e-2, "optim.eps": 1.0, "optim.weight_decay": 0.0})
+  prompt = ru.prompt_inputs(ru.tiny_model().config, 4, vision=True)
+  rng = np.random.default_rng(1)
+  target = rng.integers(1, 400, size=(4, 5)).astype(np.int32)
+  tmask = np.array([[1] * 5, [1, 1, 1, 1, 0], [1, 0, 0, 0, 0], [1, 0, 0, 0, 0]], np.int32)
+  batch = sft.SFTBatch(prompt, target, tmask)
+  out = []
+  for k in (1, 2):
+    with cfg.unlocked():
+      cfg.optim.grad_accum = k
+    step, state = sft.setup(cfg, ru.tiny_model(seed=5))
+    start = jax.device_get(state.params)
+    state, m = step(state, batch, jax.random.key(0))
+    out.append((jax.device_get(state.params), m))
+  (p1, m1), (p2, m2) = out
+  np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-5)
+  assert float(m2["num_tokens"]) == float(m1["num_tokens"]) == 11
+  moved = max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(start)))
+  assert moved > 1e-4  # the step moved the weights (the comparison below is not vacuous)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), p2, p1)

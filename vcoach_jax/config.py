@@ -96,7 +96,7 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 
 # Fields that must be >= 0 (floats or ints).
 NON_NEGATIVE: tuple[str, ...] = (
-    "rl.alpha", "rl.beta", "rl.eps_low", "rl.eps_high", "optim.warmup_steps",
+    "rl.alpha", "rl.beta", "rl.eps_low", "rl.eps_high", "optim.warmup_steps", "optim.epochs",
     "optim.weight_decay", "optim.clip_norm", "optim.eps",
 )
 
@@ -142,7 +142,7 @@ def load(spec: str | None = None, overrides: Iterable[str] = ()) -> ConfigDict:
       raise ConfigError(f"config {path!r} has no get_config()")
     try:
       config = module.get_config(arg or None)
-    except (TypeError, AttributeError, KeyError) as e:
+    except (TypeError, AttributeError, KeyError, ValueError) as e:
       # ml_collections refuses a wrong type or a new key on a locked section inside the file.
       raise ConfigError(f"config {path!r}: {e}") from e
   for override in overrides:
@@ -214,6 +214,10 @@ def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
     if key in flat and flat[key] <= 0:
       raise ConfigError(f"config key {key!r} must be a positive integer, got {flat[key]!r}")
   _validate_prompting(flat)
+  if flat.get("data.batch_size", 1) % flat.get("optim.grad_accum", 1):
+    raise ConfigError(f"config key 'optim.grad_accum' = {flat['optim.grad_accum']} must divide "
+                      f"data.batch_size = {flat['data.batch_size']} (each step's batch is cut "
+                      "into that many equal micro-batches)")
   for key in NON_NEGATIVE:
     if key in flat and flat[key] < 0:
       raise ConfigError(f"config key {key!r} must be >= 0, got {flat[key]!r}")

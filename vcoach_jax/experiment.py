@@ -67,8 +67,20 @@ def pipeline(config: ml_collections.ConfigDict, tok, workdir: str | os.PathLike,
     local.data.split = split
   for key, value in overrides.items():
     local.data[key] = value
-  data_dir = local.data.tfds_dir or str(pathlib.Path(workdir) / "data")
-  return pipeline_lib.Pipeline.from_config(local, tok, data_dir)
+  return pipeline_lib.Pipeline.from_config(local, tok, data_dir(local, workdir))
+
+
+def data_dir(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> str:
+  """`data.tfds_dir`, or WORKDIR/data (where the synthetic world is written)."""
+  return config.data.tfds_dir or str(pathlib.Path(workdir) / "data")
+
+
+def split_size(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> int:
+  """Examples in the `data.split` of the run's dataset (the synthetic world is written first
+  when it is not yet; a prepared dataset's count comes from its metadata)."""
+  from vcoach_jax.data import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+  builder = pipeline_lib.dataset_builder(config, data_dir(config, workdir))
+  return int(builder.info.splits[config.data.split].num_examples)
 
 
 def build(config: ml_collections.ConfigDict, workdir: str | os.PathLike, seed: int = 0) -> Parts:

@@ -10,13 +10,35 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import pathlib
 import signal
 import time
 from typing import Any, Callable, Iterator, Mapping
 
+from vcoach_jax import config as config_lib
+from vcoach_jax import run_length
+
 
 class NonFiniteError(RuntimeError):
   """Too many updates in a row were skipped for a non-finite loss or gradient."""
+
+
+class RunError(ValueError):
+  """A run the command refuses before any work (the message says what to do)."""
+
+
+def checkpoint_dir(config, workdir) -> str:
+  """`checkpoint.dir`, or WORKDIR/checkpoints."""
+  return config.checkpoint.dir or str(pathlib.Path(workdir) / "checkpoints")
+
+
+def refuse_fresh_run_over(ckpt) -> None:
+  """A run without --resume over a folder that holds checkpoints would mix two runs (its
+  metrics appended to the old ones, its checkpoints among theirs): refused."""
+  steps = ckpt.all_steps()
+  if steps:
+    raise RunError(f"{ckpt.directory} already holds checkpoints (steps {steps}): pass --resume "
+                   "to continue that run, or use another --workdir (or checkpoint.dir)")
 
 
 @dataclasses.dataclass
@@ -106,32 +128,48 @@ def run(step_fn: Callable[[int], Mapping[str, Any]], *, start: int, total: int,
 class Runner:
   """Checkpoint, restore and loop for a trainer with `config`, `state`, `rng`, `pipe` (data
   stream), `ckpt` (`checkpointing.Checkpointer`), `writer` (`metrics_writer.MetricsWriter`) and a
-  `step(step_index) -> metrics` method. `vcoach sft` and `vcoach train` both are one."""
+  `step(step_index) -> metrics` method. `vcoach sft` and `vcoach train` both are one. The
+  schedule's length is the config's `schedule_key` (`run_length`)."""
 
   desc = "train"
   progress = True
+  schedule_key = "optim.total_steps"
   plot_keys: tuple[str, ...] = ("loss",)  # curves drawn into metrics/curves.png at the end
 
   def save(self, step: int) -> None:
     self.ckpt.save(step, self.state, self.rng, config=self.config, data_save=self.pipe.save)
 
-  def restore(self) -> int:
+  def restore(self, reschedule: bool = False) -> int:
     """Restores the latest checkpoint (params, optimizer, rng, data position); returns its step,
-    0 when there is none."""
+    0 when there is none. A checkpoint of another schedule is refused unless `reschedule` (the
+    command line set the schedule), which is then stated."""
     if self.ckpt.latest_step() is None:
       return 0
     restored = self.ckpt.restore(self.state)
+    note = run_length.check_resumed(restored.config, self.schedule_key, self.total_steps(),
+                                    restored.step, str(self.ckpt.directory), reschedule)
+    if note:
+      print(note)
     self.state, self.rng = restored.state, restored.rng
     if restored.data_path:
       self.pipe.restore(restored.data_path)
     return restored.step
 
   def total_steps(self) -> int:
-    raise NotImplementedError
+    """The schedule's length."""
+    return int(config_lib.flatten(self.config)[self.schedule_key])
 
-  def run(self, steps: int | None = None, *, resume: bool = False) -> LoopResult:
+  def run(self, steps: int | None = None, *, resume: bool = False,
+          reschedule: bool = False) -> LoopResult:
+    """Runs until step `steps` (default: the schedule's end; never past it), from the latest
+    checkpoint with `resume` (a fresh run over checkpoints is refused)."""
     steps = self.total_steps() if steps is None else steps
-    start = self.restore() if resume else 0
+    run_length.check_stop(steps, self.total_steps(), self.schedule_key)
+    if resume:
+      start = self.restore(reschedule)
+    else:
+      refuse_fresh_run_over(self.ckpt)
+      start = 0
     try:
       return run(self.step, start=start, total=steps, save=self.save, write=self.writer.write,
                  save_every=self.config.checkpoint.every_steps,

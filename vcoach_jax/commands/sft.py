@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vcoach_jax import config as config_lib
+from vcoach_jax import run_length
 from vcoach_jax.commands import training_flags
 from vcoach_jax.parallel import distributed
 
@@ -25,18 +25,20 @@ checkpoint and exit; --resume continues from the latest one exactly.
 examples:
   vcoach sft --workdir runs/sft                        # the embedded default (tiny, synthetic)
   vcoach sft --config configs/sft_coldstart.py --workdir gs://bucket/sft --resume
+  vcoach sft --config configs/sft_coldstart.py:runlocal --steps 2 --workdir /tmp/sft
+                        # the recipe on a CPU: tiny model, synthetic world, all else kept
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  training_flags.add(parser, "sft.steps")
+  training_flags.add(parser, run_length.SFT_KEYS)
 
 
 def run(args: argparse.Namespace) -> int:
   distributed.initialize(args)
   from vcoach_jax.sft import trainer as sft_trainer  # pylint: disable=g-import-not-at-top
-  config = config_lib.load(args.config, args.overrides)
+  config, stop, explicit = training_flags.start(args, run_length.SFT_KEYS)
   trainer = sft_trainer.SFTTrainer(config, args.workdir, seed=args.seed,
                                    progress=not args.no_progress)
-  result = trainer.run(args.steps or config.sft.steps, resume=args.resume)
+  result = trainer.run(stop, resume=args.resume, reschedule=explicit)
   return training_flags.finish(trainer, result, args.workdir, "SFT")

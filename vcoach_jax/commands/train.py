@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vcoach_jax import config as config_lib
+from vcoach_jax import run_length
 from vcoach_jax.commands import training_flags
 from vcoach_jax.parallel import distributed
 
@@ -15,7 +15,8 @@ the seven rewards; hard prompts (mean reward < rl.k1) get a visual prompt (the V
 cached choice, selector.cache, else `raw`) drawn on their key frames plus a hint, and G prompted
 rollouts; the best prompted rollouts are distilled (NLL, weight rl.alpha) while the raw rollouts
 get the GSPO loss with a KL to the frozen starting policy (weight rl.beta). One jitted, sharded
-update per step (optim.*: AdamW, cosine, clip 5).
+update per step (optim.*: AdamW, cosine, clip 5) over optim.total_steps steps, or with
+optim.epochs > 0 that many passes over data.split (the 7B recipe: one).
 
 Start from a checkpoint with --set model.checkpoint=DIR (e.g. `vcoach sft`'s WORKDIR/policy).
 Writes checkpoints/ (orbax, keep-last-k), metrics/ (JSONL, TensorBoard, PNG reward curves) and
@@ -27,11 +28,13 @@ examples:
   vcoach train --workdir runs/rl --set model.checkpoint=runs/sft/policy
   vcoach train --config configs/visioncoach_7b.py --workdir gs://bucket/vc7b --resume
   vcoach train --workdir runs/gspo --no-coach                # the GSPO-only baseline
+  vcoach train --config configs/visioncoach_7b.py:runlocal --steps 2 --workdir /tmp/vc7b
+                        # the 7B recipe on a CPU: tiny model, synthetic world, all else kept
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  training_flags.add(parser, "optim.total_steps")
+  training_flags.add(parser, run_length.RL_KEYS)
   parser.add_argument("--no-coach", action="store_true",
                       help="plain GSPO: no prompted rollouts, no self-distillation")
   parser.add_argument("--no-distill", action="store_true",
@@ -41,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
   distributed.initialize(args)
   from vcoach_jax.rl import trainer as rl_trainer  # pylint: disable=g-import-not-at-top
-  config = config_lib.load(args.config, args.overrides)
+  config, stop, explicit = training_flags.start(args, run_length.RL_KEYS)
   trainer = rl_trainer.Trainer(config, args.workdir, seed=args.seed, coach=not args.no_coach,
                                distill=not args.no_distill, progress=not args.no_progress)
-  result = trainer.run(args.steps or config.optim.total_steps, resume=args.resume)
+  result = trainer.run(stop, resume=args.resume, reschedule=explicit)
   return training_flags.finish(trainer, result, args.workdir, "training")

@@ -179,6 +179,18 @@ def to_global(arrays: Mapping[str, np.ndarray], mesh, batch_axes: Sequence[str] 
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in arrays.items()}
 
 
+def dataset_builder(config, data_dir: str):
+  """The TFDS builder of the config's dataset in `data_dir`: the synthetic world of
+  `config.synthetic` (written there first if the folder has none) or a `vcoach prepare` output."""
+  from vcoach_jax.data import tfds_stgr  # pylint: disable=g-import-not-at-top
+  source = config.data.source
+  if source == "synthetic":
+    return tfds_stgr.synthetic_from_config(config, data_dir)
+  if source == "tfds":
+    return tfds_stgr.load(data_dir)
+  raise ValueError(f"config key 'data.source' must be 'synthetic' or 'tfds', got {source!r}")
+
+
 class Pipeline:
   """An endless, seeded, checkpointable stream of host batches from a TFDS split."""
 
@@ -214,19 +226,13 @@ class Pipeline:
     `process_index` / `process_count` give each host its own slice of the split instead, for
     callers that assemble global arrays with `to_global`.
     """
-    from vcoach_jax.data import tfds_stgr  # pylint: disable=g-import-not-at-top
     if process_index is None or process_count is None:
       process_index, process_count = 0, 1
     d = config.data
     data_dir = data_dir or d.tfds_dir
     if not data_dir:
       raise ValueError("no dataset folder: set data.tfds_dir (or pass data_dir)")
-    if d.source == "synthetic":
-      builder = tfds_stgr.synthetic_from_config(config, data_dir)
-    elif d.source == "tfds":
-      builder = tfds_stgr.load(data_dir)
-    else:
-      raise ValueError(f"config key 'data.source' must be 'synthetic' or 'tfds', got {d.source!r}")
+    builder = dataset_builder(config, data_dir)
     texts = chat.PromptTexts.from_config(config)
     return cls(builder, chat.Processor(tokenizer), texts,
                BatchShapes.from_config(d, process_count), split=d.split, seed=d.seed,

@@ -10,7 +10,8 @@ step compile a handful of programs, not one per batch:
     out-of-range vision slot, so the model's scatter drops them;
   * the attention segment tables are padded to powers of two (segments and slots).
 
-`repeat_rows` (G rollouts of one prompt: the vision tower still runs once per prompt, its
+`split_inputs` cuts a host batch into micro-batches of consecutive rows (gradient
+accumulation). `repeat_rows` (G rollouts of one prompt: the vision tower still runs once per prompt, its
 features are scattered into G rows) and `append_tokens` (prompt + completion, for the
 teacher-forced forward of the loss) are traceable `ModelInputs -> ModelInputs` maps.
 """
@@ -154,3 +155,52 @@ def append_tokens(inputs: ModelInputs, tokens, mask) -> ModelInputs:
   if inputs.vision_slots is None:
     return out
   return out._replace(vision_slots=_move_slots(inputs.vision_slots, t, t + n, b, b))
+
+
+def _block_segments(seg: Segments, lo: int, hi: int) -> Segments:
+  """The segments of patches `lo .. hi-1` alone (renumbered; sizes padded to 2^k)."""
+  _, ids = np.unique(_segment_ids(Segments(*map(np.asarray, seg)))[lo:hi], return_inverse=True)
+  sub = segments_from_ids(ids.reshape(-1))
+  return pad_segments(sub, _pow2(sub.gather.shape[0]), _pow2(sub.gather.shape[1]))
+
+
+def split_inputs(inputs: ModelInputs, k: int) -> list[ModelInputs]:
+  """Host: a batch of B rows -> k batches of B/k consecutive rows (gradient accumulation).
+
+  Token arrays split by rows. Vision patches split into k equal blocks, which must hold the
+  patches of their own rows only: the `batch_inputs` layout (each row's patches in its own block
+  of `max_patches`), or any batch whose rows have equal patch counts in row order. Each block's
+  segment tables are rebuilt for its patches alone and its vision slots moved to its rows.
+  """
+  ids = np.asarray(inputs.input_ids)
+  b, t = ids.shape
+  if k < 1 or b % k:
+    raise ValueError(f"{b} rows do not split into {k} micro-batches")
+  r = b // k
+  split = lambda x, axis=0: np.split(np.asarray(x), k, axis=axis)  # noqa: E731
+  out = [ModelInputs(*f) for f in zip(split(ids), split(inputs.attention_mask),
+                                      split(inputs.positions, 1), split(inputs.rope_deltas))]
+  if inputs.pixels is None:
+    return out
+  pixels, rotary = np.asarray(inputs.pixels), np.asarray(inputs.rotary_ids)
+  slots = np.asarray(inputs.vision_slots)
+  n, m = pixels.shape[0], slots.shape[0]
+  if slots.ndim != 1 or n % m or m % k:
+    raise ValueError(f"vision slots {slots.shape} for {n} patches do not split into {k} "
+                     "equal blocks")
+  unit, per = n // m, m // k  # patches per merged token, merged tokens per block
+  row = np.where(slots < b * t, slots // t, -1)
+  wrong = (row >= 0) & (row // r != np.arange(m) // per)
+  if wrong.any():
+    raise ValueError(f"the patches of row {int(row[wrong][0])} lie outside its micro-batch's "
+                     f"block: with {k} micro-batches the vision patches must be laid out in "
+                     "per-row blocks (batching.batch_inputs)")
+  for j in range(k):
+    lo, hi = j * per * unit, (j + 1) * per * unit
+    s = slots[j * per:(j + 1) * per]
+    out[j] = out[j]._replace(
+        pixels=pixels[lo:hi], rotary_ids=rotary[lo:hi],
+        windows=_block_segments(inputs.windows, lo, hi),
+        frames=_block_segments(inputs.frames, lo, hi),
+        vision_slots=np.where(s < b * t, s - j * r * t, r * t).astype(np.int32))
+  return out

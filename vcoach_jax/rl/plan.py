@@ -152,8 +152,6 @@ def abstract_batches(config, cfg: ModelConfig, prompt_length: int, *, prompted: 
   with optim.grad_accum = k, k stacked micro-batches of batch_size / k prompts."""
   k = config.optim.grad_accum
   b, g, n = config.data.batch_size, config.sampling.num_samples, config.sampling.max_new_tokens
-  if b % k:
-    raise ValueError(f"config.data.batch_size {b} does not split into optim.grad_accum={k}")
   b //= k
   inputs = batch_inputs(cfg, host_prompts(cfg, b, prompt_length, config.data.max_patches,
                                           config.data.max_images))

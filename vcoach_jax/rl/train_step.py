@@ -17,8 +17,8 @@ group weighs what a raw group does.
 
 With `rl.mu > 1` the batch's stored `old_logprobs` (sampler or `rollout_logprobs`) define the
 ratio and `run_passes` makes mu passes over a list of minibatches; with mu = 1 the ratio is the
-reference's stop-gradient form. With `optim.grad_accum = k > 1` every array of both batches
-carries a leading micro-batch axis of size k (`update.stack_microbatches` / `split_rows`).
+reference's stop-gradient form. With `optim.grad_accum = k > 1` the step cuts both batches into
+k micro-batches of B/k prompts (`update.split_rows`); `lower` takes them already cut.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from vcoach_jax import config as config_lib
 from vcoach_jax import experiment
 from vcoach_jax import metrics_writer
 from vcoach_jax import rewards as rewards_lib
+from vcoach_jax import run_length
 from vcoach_jax import training_loop
 from vcoach_jax.data import pipeline as pipeline_lib
 from vcoach_jax.model import hf_checkpoint
@@ -73,6 +74,7 @@ class Trainer(training_loop.Runner):
                coach: bool = True, distill: bool = True, progress: bool = True):
     if not distill:
       config = config_lib.with_overrides(config, ["rl.alpha=0.0"])
+    config = run_length.with_epochs(config, workdir)  # optim.epochs > 0: total_steps counted
     self.config, self.workdir = config, pathlib.Path(workdir)
     self.coach, self.progress = coach, progress
     self.parts = experiment.build(config, workdir, seed)
@@ -90,16 +92,9 @@ class Trainer(training_loop.Runner):
     if config.rl.prompt_selector == "cache" and config.selector.cache:
       self.cache = selector_lib.load_cache(config.selector.cache)
     self.rng = jax.random.key(seed)
-    self.ckpt = checkpointing.Checkpointer(
-        config.checkpoint.dir or str(self.workdir / "checkpoints"), keep=config.checkpoint.keep)
+    self.ckpt = checkpointing.Checkpointer(training_loop.checkpoint_dir(config, workdir),
+                                           keep=config.checkpoint.keep)
     self.writer = metrics_writer.MetricsWriter(str(self.workdir / "metrics"))
-
-  def total_steps(self) -> int:
-    return self.config.optim.total_steps
-
-  def run(self, steps: int | None = None, *, resume: bool = False):
-    self.steps = self.total_steps() if steps is None else steps  # step_percent's denominator
-    return super().run(self.steps, resume=resume)
 
   # ----------------------------------------------------------------------------------------------
   def policy_state(self) -> nnx.State:
@@ -119,7 +114,7 @@ class Trainer(training_loop.Runner):
   def step(self, step: int) -> dict[str, Any]:
     """One VisionCoach step; returns its metrics."""
     c = self.config
-    self.pipe.step_percent = (step + 1) / self.steps
+    self.pipe.step_percent = (step + 1) / self.total_steps()  # of the schedule, not this stop
     t0 = time.perf_counter()
     batch = self.pipe.next_host_batch()
     t_data = time.perf_counter() - t0

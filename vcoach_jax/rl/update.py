@@ -8,11 +8,12 @@
 computed outside the differentiated function (the reference policy's log-probs from `aux`, the
 reference params), so no gradient is traced through it.
 
-The step: gradients summed over `grad_accum` micro-batches with `lax.scan` (the batch then
-has a leading micro-batch axis on every array), global norm, AdamW, and the non-finite guard: a non-finite loss or gradient norm leaves params and optimizer state
-unchanged and sets `metrics["skipped"] = 1`. Shardings are stated: params and optimizer moments
-by their logical axes, rows of the batch over the `batch` rule (data x fsdp), vision patches and
-scalars replicated.
+The step: the host batch cut into `grad_accum` micro-batches of consecutive rows
+(`split_rows`), their gradients summed with `lax.scan` (weighted so the update is the whole
+batch's), global norm, AdamW, and the non-finite guard: a non-finite loss or gradient norm
+leaves params and optimizer state unchanged and sets `metrics["skipped"] = 1`. Shardings are
+stated: params and optimizer moments by their logical axes, rows of the batch over the `batch`
+rule (data x fsdp), vision patches and scalars replicated.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vcoach_jax.model.batching import pad_segments
+from vcoach_jax.model.batching import pad_segments, split_inputs
 from vcoach_jax.model.qwen2_5_vl import ModelInputs
 from vcoach_jax.model.vision import Segments
 from vcoach_jax.parallel import mesh as mesh_lib
@@ -120,10 +121,13 @@ def rows_shardings(batch: Any, mesh: Mesh, rules=DEFAULT_RULES, stacked: bool = 
   return one(batch)
 
 
+def _is_namedtuple(x) -> bool:
+  return isinstance(x, tuple) and hasattr(x, "_fields")
+
+
 def stack_microbatches(batches: Sequence[Any]) -> Any:
-  """Host: k same-shaped batches (numpy NamedTuples, e.g. from `batching.batch_inputs` on k
-  slices of a host batch) -> one batch with a leading micro-batch axis. Vision segment tables
-  are padded to the largest of the k first."""
+  """Host: k same-shaped batches (numpy NamedTuples or tuples of them) -> one batch with a
+  leading micro-batch axis. Vision segment tables are padded to the largest of the k first."""
   def pad(segs):
     s = max(x.gather.shape[0] for x in segs)
     l = max(x.gather.shape[1] for x in segs)
@@ -135,39 +139,43 @@ def stack_microbatches(batches: Sequence[Any]) -> Any:
       return None
     if isinstance(first, Segments):
       return jax.tree.map(lambda *xs: np.stack(xs), *pad(items))
-    if isinstance(first, tuple) and hasattr(first, "_fields"):
-      return type(first)(*[fix([it[i] for it in items]) for i in range(len(first))])
+    if isinstance(first, tuple):
+      parts = [fix([it[i] for it in items]) for i in range(len(first))]
+      return type(first)(*parts) if _is_namedtuple(first) else tuple(parts)
     return np.stack([np.asarray(x) for x in items])
   return fix(list(batches))
 
 
 def split_rows(batch: Any, k: int) -> Any:
-  """Host: a text-only numpy batch -> k micro-batches stacked on a leading axis (rows of every
-  array, `positions` on its axis 1). Batches with vision go through `stack_microbatches`."""
-  def one(x, axis=0):
+  """Host: a whole batch (numpy NamedTuples, tuples of them, None) -> k micro-batches of its
+  consecutive rows, stacked on a leading axis: what the step's `lax.scan` runs over.
+  `ModelInputs` split with `batching.split_inputs` (vision patches by row block); every other
+  array by its first axis (rows b*G .. b*G+G-1 of a rollout batch stay with prompt b)."""
+  def parts(x) -> list:
     if x is None:
-      return None
+      return [None] * k
     if isinstance(x, ModelInputs):
-      if x.pixels is not None:
-        raise ValueError("split_rows cannot split vision inputs (segment tables are global); "
-                         "build one batch per micro-batch and use stack_microbatches")
-      return ModelInputs(one(x.input_ids), one(x.attention_mask), one(x.positions, 1),
-                         one(x.rope_deltas))
-    if isinstance(x, tuple) and hasattr(x, "_fields"):
-      return type(x)(*[one(v) for v in x])
+      return split_inputs(x, k)
+    if isinstance(x, tuple):
+      fields = [parts(v) for v in x]
+      make = type(x) if _is_namedtuple(x) else (lambda *v: tuple(v))
+      return [make(*[f[j] for f in fields]) for j in range(k)]
     x = np.asarray(x)
-    if x.shape[axis] % k:
-      raise ValueError(f"{x.shape[axis]} rows do not split into {k} micro-batches")
-    return np.stack(np.split(x, k, axis=axis))
-  return one(batch)
-
-
-def _add_metrics(a: dict, b: dict) -> dict:
-  return {key: a[key] + b[key] for key in a}
+    if x.shape[0] % k:
+      raise ValueError(f"{x.shape[0]} rows do not split into {k} micro-batches")
+    return np.split(x, k)
+  return stack_microbatches(parts(batch))
 
 
 class TrainStep:
   """A jitted optimizer step of `loss_fn(model, prepare_fn(aux, batch), batch)`.
+
+  `step(state, aux, batch, rng)` takes the whole host batch; with `grad_accum = k > 1` it cuts
+  it into k micro-batches of consecutive rows (`split_rows`) and the jitted program sums their
+  gradients under `lax.scan`. Each micro-batch's loss, gradient and averaged metrics weigh
+  `metrics[weight_by]` (e.g. its token count, for a token-mean loss) or 1 (`weight_by=None`, for
+  losses averaged over rows), so the update is the one of the whole batch. `jitted` and `lower`
+  take the batch as the program sees it (already split when k > 1).
 
   One program per batch structure and shapes (cached); in/out shardings stated when `mesh` is
   given; the train state is donated.
@@ -176,10 +184,11 @@ class TrainStep:
   def __init__(self, graphdef, loss_fn: Callable, tx: optax.GradientTransformation,
                schedule: Callable, *, grad_accum: int = 1, mesh: Mesh | None = None,
                rules=DEFAULT_RULES, donate: bool = True,
-               prepare_fn: Callable | None = None):
+               prepare_fn: Callable | None = None, weight_by: str | None = None):
     self.graphdef, self.loss_fn, self.tx, self.schedule = graphdef, loss_fn, tx, schedule
     self.prepare_fn = prepare_fn or (lambda aux, batch: aux)
     self.grad_accum, self.mesh, self.rules, self.donate = int(grad_accum), mesh, rules, donate
+    self.weight_by = weight_by
     self._cache: dict[Any, Any] = {}
 
   def _grads(self, state: TrainState, aux, batch):
@@ -191,22 +200,27 @@ class TrainStep:
 
     def grad_fn(params, frozen, aux, mb):
       return value_and_grad(params, frozen, mb, self.prepare_fn(aux, mb))
-    k = self.grad_accum
-    if k == 1:
+    if self.grad_accum == 1:
       return grad_fn(state.params, state.frozen, aux, batch)
+
+    def weighted(out):  # (l, m), g -> everything but the summed metrics times the weight
+      (l, m), g = out
+      w = m[self.weight_by].astype(jnp.float32) if self.weight_by else jnp.ones((), jnp.float32)
+      m = {key: v if key in SUM_METRICS else v * w for key, v in m.items()}
+      return (l * w, m, w), jax.tree.map(lambda x: x * w, g)
 
     def body(carry, mb):
       acc, params, frozen, aux = carry
-      (l, m), g = grad_fn(params, frozen, aux, mb)
-      (cl, cm), cg = acc
-      acc = ((cl + l, _add_metrics(cm, m)), jax.tree.map(jnp.add, cg, g))
+      acc = jax.tree.map(jnp.add, acc, weighted(grad_fn(params, frozen, aux, mb)))
       return (acc, params, frozen, aux), None
     first = jax.tree.map(lambda x: x[0], batch)
-    shapes = jax.eval_shape(grad_fn, state.params, state.frozen, aux, first)
+    shapes = jax.eval_shape(lambda *a: weighted(grad_fn(*a)), state.params, state.frozen, aux,
+                            first)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    (((l, m), g), *_), _ = jax.lax.scan(body, (zeros, state.params, state.frozen, aux), batch)
-    m = {key: v if key in SUM_METRICS else v / k for key, v in m.items()}
-    return (l / k, m), jax.tree.map(lambda x: x / k, g)
+    ((l, m, w), g), *_ = jax.lax.scan(body, (zeros, state.params, state.frozen, aux), batch)[0]
+    w = jnp.where(w > 0, w, 1.0)
+    m = {key: v if key in SUM_METRICS else v / w for key, v in m.items()}
+    return (l / w, m), jax.tree.map(lambda x: x / w, g)
 
   def _step(self, state: TrainState, aux, batch, rng):
     del rng  # the model has no dropout; kept in the signature for stochastic losses
@@ -247,6 +261,8 @@ class TrainStep:
     return self._cache[key]
 
   def __call__(self, state: TrainState, aux, batch, rng):
+    if self.grad_accum > 1:
+      batch = split_rows(batch, self.grad_accum)
     fn, placement = self._entry(state, aux, batch)
     if placement is not None:  # host batches -> global arrays (what multi-host jit accepts)
       aux_sh, batch_sh, rep = placement

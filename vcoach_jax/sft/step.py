@@ -6,8 +6,8 @@ the prompt, teacher-forced through the same forward as the RL loss; with `sft.lo
   batch = sft_batch(model.config, host_batch.arrays)     # data.pipeline HostBatch arrays
   state, metrics = step(state, batch, rng)
 
-Aggregation is the mean over all target tokens of the (micro-)batch; with grad accumulation the
-micro-batch means are averaged (as the usual SFT trainers do).
+Aggregation is the mean over all target tokens of the batch; with gradient accumulation each
+micro-batch weighs its token count, so the update is the whole batch's.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class SFTStep(update.TrainStep):
 
   def __init__(self, graphdef, tx, schedule, **kw):
     super().__init__(graphdef, lambda model, aux, batch: sft_loss(model, batch), tx, schedule,
-                     **kw)
+                     weight_by="num_tokens", **kw)
 
   def __call__(self, state, batch: SFTBatch, rng):  # pylint: disable=arguments-differ
     return super().__call__(state, None, batch, rng)

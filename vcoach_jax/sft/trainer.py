@@ -27,6 +27,7 @@ class SFTTrainer(training_loop.Runner):
   """Builds the policy, the data stream and the SFT step from a config and a work folder."""
 
   desc = "sft"
+  schedule_key = "sft.steps"
   plot_keys = ("nll",)
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
@@ -37,12 +38,9 @@ class SFTTrainer(training_loop.Runner):
     self.pipe = experiment.pipeline(config, self.parts.tokenizer, workdir)
     self.pipe.texts = self.pipe.texts.for_sft()  # the SFT's texts and key-frame rules
     self.rng = jax.random.key(seed)
-    self.ckpt = checkpointing.Checkpointer(
-        config.checkpoint.dir or str(self.workdir / "checkpoints"), keep=config.checkpoint.keep)
+    self.ckpt = checkpointing.Checkpointer(training_loop.checkpoint_dir(config, workdir),
+                                           keep=config.checkpoint.keep)
     self.writer = metrics_writer.MetricsWriter(str(self.workdir / "metrics"))
-
-  def total_steps(self) -> int:
-    return self.config.sft.steps
 
   def step(self, step: int) -> dict[str, Any]:
     del step

@@ -1,0 +1,109 @@
+"""Every shipped config runs under `:runlocal` (the tiny model and the synthetic world, every other
+setting kept: scanned layers, chunked attention, remat, bf16, gradient accumulation) for 2 steps
+of its command: `vcoach sft` (sft_coldstart), `vcoach train` from that SFT's policy
+(visioncoach_7b), `vcoach eval` (eval_vstar), `vcoach select build-data` + `train` (selector).
+The embedded default runs under `:runlocal` in tests/test_grad_accum_e2e.py. A recipe that
+cannot run fails here, not on a pod."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import pytest
+
+from conftest import CONFIGS, set_args
+from vcoach_jax import cli
+from vcoach_jax import config as config_lib
+from vcoach_jax import recipes
+from vcoach_jax import run_length
+
+SHIPPED = sorted(p.stem for p in CONFIGS.glob("*.py") if p.stem != "__init__")
+# Sizes only (the settings under test are the recipe's): fewer prompts and tokens per step.
+SMALL = ("data.batch_size=4", "sampling.max_new_tokens=16", "selector.max_new_tokens=16")
+CHANGED = set(recipes.LOCAL_EMPTY) | set(recipes.LOCAL_FROM_DEFAULT) | set(recipes.LOCAL_SET)
+
+
+def _config(name: str, arg: str = ""):
+  return config_lib.load(f"{CONFIGS / name}.py{arg}")
+
+
+def _rows(workdir) -> list[dict]:
+  path = pathlib.Path(workdir) / "metrics" / "metrics.jsonl"
+  return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_runlocal_changes_only_the_model_and_the_world(name):
+  full, local = config_lib.flatten(_config(name)), config_lib.flatten(_config(name, ":runlocal"))
+  changed = {k for k in full if full[k] != local[k]}
+  assert changed <= CHANGED, changed - CHANGED
+  assert local["model.preset"] == "tiny" and local["data.source"] == "synthetic"
+  for key in ("model.scan_layers", "model.attention_impl", "model.remat_policy", "model.dtype",
+              "optim.grad_accum", "optim.epochs", "data.batch_size", "optim.lr"):
+    assert local[key] == full[key], key
+  assert config_lib.flatten(_config(name, ":runlocal=false")) == full
+
+
+def test_config_arguments_are_parsed_and_checked():
+  arg = recipes.parse_arg("runlocal,n=3", runlocal=False, n=1, name="a")
+  assert (arg.runlocal, arg.n, arg.name) == (True, 3, "a")
+  assert recipes.parse_arg(None, runlocal=False).runlocal is False
+  with pytest.raises(config_lib.ConfigError, match="unknown config argument 'runlocl'"):
+    _config("visioncoach_7b", ":runlocl")
+  with pytest.raises(ValueError, match="expected int"):
+    recipes.parse_arg("n=x", n=1)
+
+
+def test_the_7b_recipe_trains_one_epoch(tiny_world, tmp_path):
+  config = config_lib.with_overrides(_config("visioncoach_7b", ":runlocal"), tiny_world)
+  config, stop, _ = run_length.plan(config, run_length.RL_KEYS, None, [], tmp_path)
+  assert config.optim.total_steps == stop == math.ceil(16 / config.data.batch_size)
+
+
+@pytest.fixture(scope="module")
+def sft_policy(tiny_world, tmp_path_factory) -> pathlib.Path:
+  """`vcoach sft --config configs/sft_coldstart.py:runlocal --steps 2`; its policy folder."""
+  work = tmp_path_factory.mktemp("sft_coldstart")
+  argv = ["sft", "--config", f"{CONFIGS / 'sft_coldstart'}.py:runlocal", "--steps", "2",
+          "--workdir", str(work), "--no-progress"] + set_args(list(SMALL) + tiny_world)
+  assert cli.main(argv) == 0
+  rows = _rows(work)
+  assert [r["step"] for r in rows] == [0, 1]
+  assert all(math.isfinite(r["nll"]) and r["skipped"] == 0 for r in rows), rows
+  return work / "policy"
+
+
+def test_visioncoach_7b_trains_from_the_sft_policy(sft_policy, tiny_world, tmp_path):
+  argv = ["train", "--config", f"{CONFIGS / 'visioncoach_7b'}.py:runlocal", "--steps", "2",
+          "--workdir", str(tmp_path), "--no-progress"] + set_args(
+              list(SMALL) + tiny_world + [f"model.checkpoint={sft_policy}"])
+  assert cli.main(argv) == 0
+  rows = _rows(tmp_path)
+  assert [r["step"] for r in rows] == [0, 1]
+  assert all(math.isfinite(r["loss"]) and r["skipped"] == 0 for r in rows), rows
+  assert (tmp_path / "policy" / "config.json").is_file()
+
+
+def test_eval_vstar_evaluates_the_sft_policy(sft_policy, tiny_world, tmp_path, capsys):
+  argv = ["eval", "--config", f"{CONFIGS / 'eval_vstar'}.py:runlocal", "--checkpoint",
+          str(sft_policy), "--limit", "2", "--out", str(tmp_path), "--no-progress"] + set_args(
+              list(SMALL) + tiny_world)
+  assert cli.main(argv) == 0
+  lines = (tmp_path / "synthetic.jsonl").read_text().splitlines()
+  assert len(lines) == 2
+  assert (tmp_path / "summary.json").is_file()
+
+
+def test_selector_labels_and_trains(sft_policy, tiny_world, tmp_path):
+  """One labelled record, one update of the video-mode selector (one compilation)."""
+  base = ["--config", f"{CONFIGS / 'selector'}.py:runlocal", "--workdir", str(tmp_path),
+          "--no-progress"] + set_args(
+              list(SMALL) + tiny_world + [f"model.checkpoint={sft_policy}", "selector.steps=1"])
+  assert cli.main(["select", "build-data", "--limit", "1"] + base) == 0
+  labels = (tmp_path / "selector" / "labels.jsonl").read_text().splitlines()
+  assert len(labels) == 1
+  assert cli.main(["select", "train", "--held-out", "0"] + base) == 0
+  meta = json.loads((tmp_path / "selector" / "checkpoint" / "selector.json").read_text())
+  assert (meta["mode"], meta["steps"], meta["num_classes"]) == ("vl", 1, 5)
