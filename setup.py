@@ -34,7 +34,7 @@ INSTALL_REQUIRES = [
     "pillow>=10.0,<14",
     "tqdm>=4.64,<5",
     "etils[epath]>=1.9.1,<2",  # vcoach_jax/storage.py
-    "matplotlib>=3.7",
+    "matplotlib>=3.8.4,<4",  # 3.7 does not import with numpy 2
 ]
 
 # The test environment is pinned exactly: the parity tests compare against transformers 4.51.3
