@@ -7,8 +7,9 @@ import setuptools
 _HERE = pathlib.Path(__file__).parent
 
 # Ranges, not pins: installing vcoach_jax must not move a user's environment. Each lower bound is
-# the oldest release the fast tests were run with, each upper bound the next major release (a
-# release that may break the API); docs/dependencies.md lists the versions tested at both ends.
+# the oldest release the fast tests were run with; each upper bound excludes the next major
+# release (<1 for a 0.x package), which may break the API. docs/dependencies.md gives the rule
+# and the versions tested at both ends.
 INSTALL_REQUIRES = [
     "jax>=0.8.1,<1",  # jax.enable_x64 as a context manager (0.8.0); flax 0.12.1 needs 0.8.1
     "jaxlib>=0.8.1,<1",
