@@ -6,30 +6,42 @@ import setuptools
 
 _HERE = pathlib.Path(__file__).parent
 
-# Pins that install together on Python 3.11 (DESIGN.md §5). transformers is pinned to the
-# release the Qwen2.5-VL parity tests are written against.
+# Ranges, not pins: installing vcoach_jax must not move a user's environment. Each lower bound is
+# the oldest release the fast tests were run with; each upper bound excludes the next major
+# release (<1 for a 0.x package), which may break the API. docs/dependencies.md gives the rule
+# and the versions tested at both ends.
 INSTALL_REQUIRES = [
-    "jax==0.10.2",
-    "jaxlib==0.10.2",
-    "flax==0.12.8",
-    "optax==0.2.8",
-    "orbax-checkpoint==0.12.8",
-    "ml-collections==1.1.0",
-    "numpy==2.4.6",
-    "transformers==4.51.3",
-    "tokenizers==0.21.4",
-    "huggingface-hub==0.36.2",
-    "safetensors==0.8.0",
-    "decord==0.6.0",
-    "rouge-score==0.1.2",
-    "tensorflow-cpu==2.21.0",
-    "tensorflow-datasets==4.9.10",
-    "pillow==13.0.0",
-    "tqdm==4.70.1",
+    "jax>=0.8.1,<1",  # jax.enable_x64 as a context manager (0.8.0); flax 0.12.1 needs 0.8.1
+    "jaxlib>=0.8.1,<1",
+    "flax>=0.12.1,<1",  # Variable.get_value
+    "optax>=0.2.5,<1",  # optax.tree.norm
+    "orbax-checkpoint>=0.11.20,<1",
+    "ml-collections>=1.0.0,<2",
+    "ml-dtypes>=0.5.1,<1",  # bfloat16 in HF checkpoints (imported directly)
+    "numpy>=2.0,<3",
+    # Only tokenizers (AutoTokenizer, Qwen2TokenizerFast): checkpoints are read and written by
+    # vcoach_jax itself. 4.49 is the first release that knows Qwen2.5-VL.
+    "transformers>=4.49.0,<6",
+    "tokenizers>=0.21,<1",  # trains the tiny BPE tokenizer directly
+    "decord>=0.6.0,<1",
+    "rouge-score>=0.1.2,<1",
+    # tf.data, tfds builders and TensorBoard summaries. tensorflow 2.19 caps protobuf below 6,
+    # which the current tensorflow-metadata (a tensorflow-datasets dependency) does not load with.
+    "tensorflow-cpu>=2.20,<3",
+    # tensorflow-metadata (under tensorflow-datasets) is generated with protobuf 6.31 but declares
+    # protobuf>=4.25: with an older protobuf `import tensorflow_datasets` half-fails.
+    "protobuf>=6.31.1,<8",
+    "tensorflow-datasets>=4.9.7,<5",
+    "pillow>=10.0,<14",
+    "tqdm>=4.64,<5",
+    "etils[epath]>=1.9.1,<2",  # vcoach_jax/storage.py
+    "matplotlib>=3.8.4,<4",  # 3.7 does not import with numpy 2
 ]
 
-# torch is only used to check parity against transformers. It must be the local CPU
-# build: an unpinned torch pulls several GB of CUDA wheels. Never torchvision.
+# The test environment is pinned exactly: the parity tests compare against transformers 4.51.3
+# (with the tokenizers and huggingface-hub it was released with) run on torch. torch is only
+# used for that parity; it must be the local CPU build: an unpinned torch pulls several GB of
+# CUDA wheels. Never torchvision.
 TEST_REQUIRES = [
     "pytest==9.2.0",
     # The suite runs its files on 2 workers (pytest.ini): most of its time is single-threaded
@@ -38,6 +50,9 @@ TEST_REQUIRES = [
     "hypothesis==6.170.17",
     "torch==2.13.0",
     "transformers==4.51.3",
+    "tokenizers==0.21.4",
+    "huggingface-hub==0.36.2",
+    "safetensors==0.8.0",  # the checkpoint tests read and edit shards with it
     # Executing the colabs/ notebooks (tests/test_colabs.py).
     "nbclient==0.11.0",
     "nbformat==5.11.1",

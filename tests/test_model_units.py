@@ -65,6 +65,24 @@ def test_config_round_trip_through_hf_json():
     vm.ModelConfig.from_hf(dict(hf_cfg, rope_scaling={"type": "mrope", "mrope_section": [1, 1, 1]}))
 
 
+def test_config_from_the_json_transformers_5_writes():
+  """transformers 5 nests the text fields under `text_config` and writes `rope_parameters` (with
+  `rope_theta` inside) instead of `rope_scaling`: the same model either way."""
+  want = vm.ModelConfig.tiny(rope_theta=10000.0)
+  v4 = want.to_hf()
+  text = {k: v for k, v in v4.items() if k not in (
+      "vision_config", "rope_scaling", "rope_theta", "image_token_id", "video_token_id",
+      "vision_start_token_id", "vision_end_token_id", "architectures", "model_type")}
+  text["rope_parameters"] = {"mrope_section": [2, 3, 3], "rope_theta": 10000.0,
+                             "rope_type": "default", "type": "mrope"}
+  v5 = {k: v4[k] for k in ("vision_config", "image_token_id", "video_token_id", "model_type",
+                           "vision_start_token_id", "vision_end_token_id")}
+  v5["text_config"] = text
+  got = vm.ModelConfig.from_hf(v5)
+  assert got.mrope_section == (2, 3, 3) and got.rope_theta == 10000.0
+  assert got == want
+
+
 def test_attention_impls_agree():
   k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
   q = jax.random.normal(k1, (2, 5, 4, 8))

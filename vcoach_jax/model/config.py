@@ -153,7 +153,9 @@ class ModelConfig:
         tokens_per_second=v.get("tokens_per_second", vdef.tokens_per_second),
         hidden_act=v.get("hidden_act", vdef.hidden_act),
     )
-    rope = text.get("rope_scaling") or {}
+    # transformers < 5 writes `rope_scaling` (and `rope_theta` beside it); transformers 5 writes
+    # `rope_parameters`, with `rope_theta` inside.
+    rope = text.get("rope_scaling") or text.get("rope_parameters") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", "mrope"):
       raise ValueError(f"rope_scaling type {rope_type!r} is not supported (only default/mrope)")
@@ -166,6 +168,8 @@ class ModelConfig:
         continue
       if f.name in text and text[f.name] is not None:
         fields[f.name] = text[f.name]
+    if "rope_theta" not in fields and rope.get("rope_theta") is not None:
+      fields["rope_theta"] = rope["rope_theta"]
     if isinstance(fields.get("eos_token_id"), list):
       fields["eos_token_id"] = fields["eos_token_id"][0]
     section = tuple(rope.get("mrope_section", dflt.mrope_section))
