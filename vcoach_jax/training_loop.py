@@ -115,23 +115,34 @@ class Runner:
   def save(self, step: int) -> None:
     self.ckpt.save(step, self.state, self.rng, config=self.config, data_save=self.pipe.save)
 
-  def restore(self) -> int:
-    """Restores the latest checkpoint (params, optimizer, rng, data position); returns its step,
-    0 when there is none."""
+  def restore(self, mode: str = "latest") -> int:
+    """Restores a checkpoint (params, optimizer, rng, data position) and returns its step, 0
+    when there is none. `mode` "latest" refuses a latest step that fails its checks (one line
+    naming the step and file); "latest-intact" falls back to the newest step that passes."""
+    from vcoach_jax import checkpointing  # pylint: disable=g-import-not-at-top
     if self.ckpt.latest_step() is None:
       return 0
-    restored = self.ckpt.restore(self.state)
+    if mode == checkpointing.LATEST_INTACT:
+      restored = self.ckpt.restore_intact(self.state, data_restore=self.pipe.restore)
+    else:
+      try:
+        restored = self.ckpt.restore(self.state, data_restore=self.pipe.restore)
+      except checkpointing.CheckpointError as e:
+        raise checkpointing.CheckpointError(
+            f"{e}; resume from the newest intact step with --resume=latest-intact") from None
     self.state, self.rng = restored.state, restored.rng
-    if restored.data_path:
-      self.pipe.restore(restored.data_path)
     return restored.step
 
   def total_steps(self) -> int:
     raise NotImplementedError
 
-  def run(self, steps: int | None = None, *, resume: bool = False) -> LoopResult:
+  def run(self, steps: int | None = None, *, resume: bool | str = False) -> LoopResult:
+    """`resume`: False, True or "latest" (the latest step), or "latest-intact"."""
     steps = self.total_steps() if steps is None else steps
-    start = self.restore() if resume else 0
+    start = 0
+    if resume:
+      start = self.restore("latest" if resume is True else resume)
+      self.writer.drop_from(start)  # rows of steps after the checkpoint are run again
     try:
       return run(self.step, start=start, total=steps, save=self.save, write=self.writer.write,
                  save_every=self.config.checkpoint.every_steps,

@@ -13,8 +13,12 @@ def add(parser: argparse.ArgumentParser, steps_key: str) -> None:
   parser.add_argument("--workdir", required=True, metavar="DIR",
                       help="folder for checkpoints, metrics and the exported policy")
   parser.add_argument("--steps", type=int, default=None, help=f"override {steps_key}")
-  parser.add_argument("--resume", action="store_true",
-                      help="continue from the latest checkpoint in --workdir")
+  parser.add_argument("--resume", nargs="?", const="latest", default=None,
+                      choices=("latest", "latest-intact"),
+                      help="continue from the latest checkpoint in --workdir (refused, naming "
+                      "the file, if it fails its integrity checks); --resume=latest-intact "
+                      "falls back to the newest step that passes them, saying so "
+                      "(docs/checkpoints.md)")
   parser.add_argument("--seed", type=int, default=0, help="initialisation and sampling seed")
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
   config_lib.add_config_flags(parser)

@@ -11,7 +11,6 @@ rollouts but gives the NLL zero weight (which alone changes nothing: combine it 
 
 from __future__ import annotations
 
-import pathlib
 import time
 from typing import Any, Mapping
 
@@ -24,6 +23,7 @@ from flax import nnx
 from vcoach_jax import checkpointing
 from vcoach_jax import config as config_lib
 from vcoach_jax import experiment
+from vcoach_jax import storage
 from vcoach_jax import metrics_writer
 from vcoach_jax import rewards as rewards_lib
 from vcoach_jax import training_loop
@@ -73,7 +73,7 @@ class Trainer(training_loop.Runner):
                coach: bool = True, distill: bool = True, progress: bool = True):
     if not distill:
       config = config_lib.with_overrides(config, ["rl.alpha=0.0"])
-    self.config, self.workdir = config, pathlib.Path(workdir)
+    self.config, self.workdir = config, storage.path(workdir)
     self.coach, self.progress = coach, progress
     self.parts = experiment.build(config, workdir, seed)
     tok = self.parts.tokenizer
@@ -90,8 +90,8 @@ class Trainer(training_loop.Runner):
       self.cache = selector_lib.load_cache(config.selector.cache)
     self.rng = jax.random.key(seed)
     self.ckpt = checkpointing.Checkpointer(
-        config.checkpoint.dir or str(self.workdir / "checkpoints"), keep=config.checkpoint.keep)
-    self.writer = metrics_writer.MetricsWriter(str(self.workdir / "metrics"))
+        config.checkpoint.dir or self.workdir / "checkpoints", keep=config.checkpoint.keep)
+    self.writer = metrics_writer.MetricsWriter(self.workdir / "metrics")
 
   def total_steps(self) -> int:
     return self.config.optim.total_steps
@@ -151,8 +151,8 @@ class Trainer(training_loop.Runner):
     out["batch_ids"] = batch.ids
     return out
 
-  def export(self, path) -> pathlib.Path:
+  def export(self, path) -> storage.Path:
     """Writes the current policy in the HF layout with its tokenizer (LoRA merged)."""
     model = nnx.merge(self.step_fn.graphdef, self.state.params, self.state.frozen)
     hf_checkpoint.save_hf(model, path, tokenizer=self.parts.tokenizer)
-    return pathlib.Path(path)
+    return storage.path(path)
