@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from typing import Any
 
 import jax
@@ -35,9 +36,37 @@ class CheckpointError(ValueError):
 def first_line(error: BaseException) -> str:
   """The first non-empty line of an exception's message (library errors can run to pages)."""
   for line in str(error).splitlines():
-    if line.strip():
-      return line.strip()[:400]
+    line = line.strip()
+    if line:  # a long line keeps its start (what failed) and its end (the OS's reason)
+      return line if len(line) <= 320 else f"{line[:180]} ... {line[-130:]}"
   return type(error).__name__
+
+
+def describe_read_error(error: BaseException) -> str:
+  """One line for an exception raised while reading a step: TensorStore's names the array and
+  the folder in a multi-page spec; other errors give their first line."""
+  text = str(error)
+  paths = re.findall(r"'path': '([^']*)'", text)
+  arrays = [p for p in paths if p and not p.startswith("/") and "://" not in p]
+  folders = [p for p in paths if p.startswith("/") or "://" in p]
+  if "TensorStore" in text and arrays:
+    where = f" in {folders[0].rstrip('/')}" if folders else ""
+    return (f"array {arrays[-1].rstrip('/')} could not be read{where} (a data file is missing, "
+            "truncated or damaged)")
+  return first_line(error)
+
+
+def _name(path) -> str:
+  """'train/params/lm_head/kernel' for a pytree key path."""
+  parts = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "/".join(p for p in parts if p != "value")
 
 
 def _bits(x: jax.Array) -> jax.Array:
@@ -69,7 +98,7 @@ def _all_sums(tree):
 def array_report(tree: Any) -> dict[str, tuple[str, bool]]:
   """`{array name: (checksum hex, all finite)}` for every array of `tree`."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  names = [jax.tree_util.keystr(p) for p, _ in leaves]
+  names = [_name(p) for p, _ in leaves]
   sums = jax.device_get(_all_sums([jnp.asarray(x) for _, x in leaves]))
   return {n: (f"{int(a):08x}{int(b):08x}", bool(f)) for n, (a, b, f) in zip(names, sums)}
 

@@ -18,10 +18,12 @@ synchronous so a SIGTERM handler can save and exit. See docs/checkpoints.md.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
-from typing import Any, Callable, Iterator, NamedTuple
+import sys
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -60,19 +62,53 @@ def _config_json(config) -> dict:
   return json.loads(json.dumps(config, default=str))
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-  """Orbax and TensorStore report a failed read or write once per array through logging (and
-  asyncio its unretrieved task errors); the caller turns the failure into one line instead."""
+def _quietly(fn: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+  """Runs `fn()` and returns (its value, None) or (None, the exception it raised), silencing the
+  reports a failed read or write produces: orbax's and TensorStore's per-array log lines,
+  asyncio's unretrieved future errors (the futures are collected before the loggers are
+  restored), and 'Event loop is closed' tracebacks (see `_closed_loop_filter`). The caller
+  turns the failure into one line."""
   loggers = [logging.getLogger(n) for n in ("absl", "asyncio", "orbax", "jax")]
   levels = [lg.level for lg in loggers]
   for lg in loggers:
     lg.setLevel(logging.CRITICAL)
+  hooks = sys.excepthook, sys.unraisablehook
+  sys.excepthook, sys.unraisablehook = _closed_loop_filter(hooks)
+  failed = True
   try:
-    yield
+    try:
+      value = fn()
+      failed = False
+      return value, None
+    except Exception as e:  # pylint: disable=broad-except
+      return None, e
   finally:
+    gc.collect()
     for lg, level in zip(loggers, levels):
       lg.setLevel(level)
+    if not failed:
+      sys.excepthook, sys.unraisablehook = hooks
+
+
+def _closed_loop_filter(hooks):
+  """(excepthook, unraisablehook) that drop 'RuntimeError: Event loop is closed' and pass the
+  rest on. When one array's write fails, orbax closes its event loop while TensorStore's other
+  writes are still running on their own threads; each then reports, through these hooks, that
+  it could not post its result. After a failure the filter stays installed, since those threads
+  may finish after the caller has moved on."""
+  excepthook, unraisablehook = hooks
+
+  def closed(value) -> bool:
+    return isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+
+  def on_except(kind, value, tb):
+    if not closed(value):
+      excepthook(kind, value, tb)
+
+  def on_unraisable(info):
+    if not closed(info.exc_value):
+      unraisablehook(info)
+  return on_except, on_unraisable
 
 
 class Checkpointer:
@@ -141,28 +177,31 @@ class Checkpointer:
     meta = {"step": int(step), "rng_impl": str(jax.random.key_impl(rng)) if typed else None,
             "rng_shape": list(data.shape), "rng_dtype": str(data.dtype),
             "has_data": data_save is not None, "extra": extra or {}}
-    try:
-      with _quiet():
-        manifest = {"arrays": integrity.checksums(tree), "data_files": {}}
-        # Every process holds the same data position (each reads the global batch): process 0
-        # writes it, before the step commits.
-        if data_save is not None and jax.process_index() == 0:
-          folder = self.data_root / str(step)
-          with storage.local_dir_for(folder) as local:
-            data_save(os.path.join(local, "ckpt"))
-          manifest["data_files"] = integrity.data_files(folder)
-        items = {"state": ocp.args.StandardSave(tree), "meta": ocp.args.JsonSave(meta),
-                 "manifest": ocp.args.JsonSave(manifest)}
-        if config is not None:
-          items["config"] = ocp.args.JsonSave(_config_json(config))
-        self._manager.save(step, args=ocp.args.Composite(**items), force=True)
-        self._manager.wait_until_finished()
-        if jax.process_index() == 0:
-          integrity.write_file_list(self.step_dir(step))
-    except Exception as e:  # pylint: disable=broad-except
+    def write():
+      manifest = {"arrays": integrity.checksums(tree), "data_files": {}}
+      # Every process holds the same data position (each reads the global batch): process 0
+      # writes it, before the step commits.
+      if data_save is not None and jax.process_index() == 0:
+        folder = self.data_root / str(step)
+        with storage.local_dir_for(folder) as local:
+          data_save(os.path.join(local, "ckpt"))
+        manifest["data_files"] = integrity.data_files(folder)
+      items = {"state": ocp.args.StandardSave(tree), "meta": ocp.args.JsonSave(meta),
+               "manifest": ocp.args.JsonSave(manifest)}
+      if config is not None:
+        items["config"] = ocp.args.JsonSave(_config_json(config))
+      self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+      self._manager.wait_until_finished()
+      if jax.process_index() == 0:
+        integrity.write_file_list(self.step_dir(step))
+
+    _, error = _quietly(write)
+    if error is not None:
+      reason = first_line(error)
+      del error  # its traceback holds the failed writes' futures
       self._remove_failed(step)
-      raise CheckpointError(f"saving {self._where(step)} failed: {first_line(e)}; its temporary "
-                            "files were removed") from None
+      raise CheckpointError(f"saving {self._where(step)} failed: {reason}; its temporary "
+                            "files were removed")
     if data_save is not None and jax.process_index() == 0:
       self._prune_data()
 
@@ -181,13 +220,12 @@ class Checkpointer:
                               f"(have {self.all_steps()})")
     where = self._where(step)
     integrity.check_file_list(self.step_dir(step), where)
-    try:
-      with _quiet():
-        out, meta = self._read(state_like, step)
-    except CheckpointError:
-      raise
-    except Exception as e:  # pylint: disable=broad-except
-      raise CheckpointError(f"{where} is unreadable: {first_line(e)}") from None
+    read, error = _quietly(lambda: self._read(state_like, step))
+    if error is not None:
+      reason = integrity.describe_read_error(error)
+      del error  # its traceback holds the failed reads' futures
+      raise CheckpointError(f"{where} is unreadable: {reason}")
+    out, meta = read
     manifest = out.get("manifest")
     tree = {"train": out["state"]["train"], "rng": out["state"]["rng"]}
     integrity.check_arrays(tree, manifest["arrays"] if manifest else None, where)
