@@ -13,7 +13,6 @@ with PIL (no matplotlib).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -37,8 +36,8 @@ def _scalar(value: Any) -> float:
 class MetricsWriter:
   """Appends metrics to `<logdir>/metrics.jsonl` and (optionally) TensorBoard event files.
 
-  `logdir` may be remote (`gs://...`): the JSONL is then rewritten whole (temporary name, then
-  rename) at each step, since object stores do not append; TensorFlow writes the event files into
+  `logdir` may be remote (`gs://...`): the JSONL is then rewritten whole at each step
+  (`storage.Appender`: object stores do not append); TensorFlow writes the event files into
   a local temporary folder copied into `logdir/tensorboard` at most every TB_SYNC_SECONDS and at
   `close` (`storage.LocalMirror`). In a multi-process run only process 0 writes (`enabled`
   defaults to that); the others still return the values and keep the history."""
@@ -53,20 +52,15 @@ class MetricsWriter:
     self.jsonl_path = self.logdir / "metrics.jsonl"
     self._history: dict[str, list[tuple[int, float]]] = {}
     self._jsonl = self._tb = self._mirror = None
-    self._lines: list[str] | None = None  # a remote JSONL's content, rewritten at each step
     self._tensorboard = tensorboard
     self._synced = 0.0
 
   def _open(self) -> None:
     """Opens the outputs at the first write (so `drop_from` can rewrite the file before)."""
-    if self._jsonl is not None or self._lines is not None:
+    if self._jsonl is not None:
       return
     self.logdir.mkdir(parents=True, exist_ok=True)
-    if storage.is_remote(self.logdir):
-      self._lines = (self.jsonl_path.read_text(encoding="utf-8").splitlines(keepends=True)
-                     if self.jsonl_path.exists() else [])
-    else:  # kept open for the run (closed by `close`)
-      self._jsonl = self.jsonl_path.open("a", encoding="utf-8")  # pylint: disable=R1732
+    self._jsonl = storage.Appender(self.jsonl_path)  # kept open for the run
     if self._tensorboard:
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
@@ -83,7 +77,7 @@ class MetricsWriter:
     rewriting the file atomically; returns how many were dropped."""
     if not self.enabled or not self.jsonl_path.exists():
       return 0
-    if self._jsonl is not None or self._lines is not None:
+    if self._jsonl is not None:
       raise RuntimeError("drop_from must run before the first write")
     lines = self.jsonl_path.read_text(encoding="utf-8").splitlines(keepends=True)
     kept = [line for line in lines if not line.strip() or _row_step(line) < step]
@@ -101,13 +95,7 @@ class MetricsWriter:
     if not self.enabled:
       return values
     self._open()
-    line = json.dumps(record) + "\n"
-    if self._lines is not None:
-      self._lines.append(line)
-      storage.write_text(self.jsonl_path, "".join(self._lines))
-    else:
-      self._jsonl.write(line)
-      self._jsonl.flush()
+    self._jsonl.write(json.dumps(record) + "\n")
     if self._tb is not None:
       with self._tb.as_default():
         for k, v in values.items():
@@ -205,6 +193,4 @@ def line_plot(series: Mapping[str, Sequence[tuple[float, float]]], path: storage
     ly = top + 8 + 14 * i
     draw.line([lx + 6, ly + 5, lx + 26, ly + 5], fill=color, width=3)
     draw.text((lx + 31, ly), name[:22], fill="black", font=font)
-  buffer = io.BytesIO()
-  img.save(buffer, format="PNG")
-  storage.write_bytes(path, buffer.getvalue())
+  storage.write_png(path, img)

@@ -18,6 +18,7 @@ the real name, and a reader sees the old file or the new one:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -82,6 +83,42 @@ def write_bytes(target: PathLike, data: bytes) -> None:
   """Writes `data` to `target` atomically (temporary name, then rename)."""
   with atomic_open(target, "wb") as f:
     f.write(data)
+
+
+class Appender:
+  """Appends text to a file one `write` at a time, each complete on return. A local file is kept
+  open in append mode and flushed; an object store cannot append, so a remote file's text is
+  kept and the file rewritten whole (temporary name, then rename) at each write."""
+
+  def __init__(self, target: PathLike):
+    self.path = path(target)
+    self.remote = is_remote(self.path)
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    self._parts: list[str] = []
+    self._f = None
+    if self.remote:
+      self._parts.append(self.path.read_text(encoding="utf-8") if self.path.exists() else "")
+    else:
+      self._f = self.path.open("a", encoding="utf-8")  # pylint: disable=consider-using-with
+
+  def write(self, text: str) -> None:
+    if self._f is not None:
+      self._f.write(text)
+      self._f.flush()
+    else:
+      self._parts.append(text)
+      write_text(self.path, "".join(self._parts))
+
+  def close(self) -> None:
+    if self._f is not None:
+      self._f.close()
+      self._f = None
+
+  def __enter__(self) -> "Appender":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
 
 def read_text(source: PathLike) -> str:
@@ -187,6 +224,13 @@ def local_copy(source: PathLike) -> Iterator[str]:
     yield local
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_png(target: PathLike, image) -> None:
+  """Writes a PIL image as PNG to `target` atomically (PIL itself writes local files only)."""
+  buffer = io.BytesIO()
+  image.save(buffer, format="PNG")
+  write_bytes(target, buffer.getvalue())
 
 
 def remove_temporaries(folder: PathLike) -> int:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
 from typing import Any, Callable
 
 from vcoach_jax import config as config_lib
+from vcoach_jax import storage
 
 HELP = "evaluate a checkpoint on V-STAR, Charades-STA, an MCQ set or the synthetic world"
 DESCRIPTION = """\
@@ -108,7 +108,7 @@ def sampler_generate_fn(config, workdir: str, world=None):
 def judge_generate_fn(config, checkpoint: str, workdir: str) -> GenerateFn:
   """A local judge model's greedy generate function over chat texts (a few tokens each)."""
   from vcoach_jax.eval import generation  # pylint: disable=g-import-not-at-top
-  if not os.path.isdir(checkpoint):
+  if not storage.path(checkpoint).is_dir():
     raise FileNotFoundError(f"judge checkpoint folder {checkpoint!r} does not exist")
   local = config_lib.with_overrides(config, [f"model.checkpoint={checkpoint}",
                                              "model.lora_rank=0", "data.tokenizer_dir="])
@@ -130,7 +130,7 @@ def main(args: argparse.Namespace, generate_fn: GenerateFn | None = None,
   config = _apply_flags(args)
   ev = config.eval
   items = load_items(config)
-  out_dir = pathlib.Path(args.out or os.path.join("eval_out", ev.benchmark))
+  out_dir = storage.path(args.out or os.path.join("eval_out", ev.benchmark))
   out_dir.mkdir(parents=True, exist_ok=True)
   if ev.judge.startswith("model:") and judge_generate is None:
     judge_generate = judge_generate_fn(config, ev.judge[len("model:"):],
@@ -146,7 +146,7 @@ def main(args: argparse.Namespace, generate_fn: GenerateFn | None = None,
       pred_size=pred_size_fn(config),
       reward_options=config_lib.reward_options(config) if ev.benchmark == "synthetic" else None,
       progress=not args.no_progress)
-  (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+  storage.write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
   print(vc_eval.summary_table(summary))
   print(f"\n{summary['new']} new, {summary['resumed']} resumed item(s) -> {out_dir}")
   return 0
