@@ -16,12 +16,17 @@ opens a `gs://` path in these tests.
 from __future__ import annotations
 
 import http.server
+import importlib
 import itertools
 import json
 import threading
 import urllib.parse
 
+import pytest
+from etils.epath import backend as epath_backend
+from etils.epath import gpath
 from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
+from orbax.checkpoint._src.path import gcs_utils
 
 _generations = itertools.count(1)
 
@@ -176,3 +181,24 @@ def serve() -> tuple[str, http.server.ThreadingHTTPServer]:
   server.daemon_threads = True
   threading.Thread(target=server.serve_forever, daemon=True).start()
   return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+  """`gs://` served by fake_gcs for epath (fsspec backend) and TensorStore (JSON API)."""
+  url, server = serve()
+  monkeypatch.setenv("TENSORSTORE_GCS_HTTP_URL", url)
+  monkeypatch.setenv("GOOGLE_AUTH_TOKEN_FOR_TESTING", "offline")
+  registry = importlib.import_module("fsspec.registry")._registry  # pylint: disable=protected-access
+  for protocol in ("gs", "gcs"):
+    monkeypatch.setitem(registry, protocol, FakeGCSFileSystem)
+  # epath sends gs:// to TensorFlow's client when TF is installed, except for zonal buckets,
+  # which go to fsspec; orbax asks the bucket's layout through google-cloud-storage.
+  monkeypatch.setattr(gpath, "_is_zonal_gcs_bucket", lambda name: True)
+  monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)
+  epath_backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
+  FakeGCSFileSystem.reset()
+  yield FakeGCSFileSystem.store
+  server.shutdown()
+  FakeGCSFileSystem.reset()
+  epath_backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access

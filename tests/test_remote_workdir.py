@@ -5,46 +5,22 @@ backend and TensorStore's GCS driver); the synthetic dataset is a local input.""
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import os
 import tempfile
 
 import pytest
-from etils.epath import backend as epath_backend
-from etils.epath import gpath
-from orbax.checkpoint._src.path import gcs_utils
 from PIL import Image
 
 import fake_gcs
+from fake_gcs import bucket  # noqa: F401  pylint: disable=unused-import
 from vcoach_jax import cli
 
 OVERRIDES = ["synthetic.num_train=12", "synthetic.num_eval=2", "data.batch_size=2",
              "data.tiny_vocab_size=400", "data.shuffle_buffer=8", "sft.lr=0.003",
              "sampling.num_samples=2", "sampling.max_new_tokens=16",
              "checkpoint.every_steps=100"]
-
-
-@pytest.fixture
-def bucket(monkeypatch):
-  """`gs://` served by fake_gcs for epath (fsspec backend) and TensorStore (JSON API)."""
-  url, server = fake_gcs.serve()
-  monkeypatch.setenv("TENSORSTORE_GCS_HTTP_URL", url)
-  monkeypatch.setenv("GOOGLE_AUTH_TOKEN_FOR_TESTING", "offline")
-  registry = importlib.import_module("fsspec.registry")._registry  # pylint: disable=protected-access
-  for protocol in ("gs", "gcs"):
-    monkeypatch.setitem(registry, protocol, fake_gcs.FakeGCSFileSystem)
-  # epath sends gs:// to TensorFlow's client when TF is installed, except for zonal buckets,
-  # which go to fsspec; orbax asks the bucket's layout through google-cloud-storage.
-  monkeypatch.setattr(gpath, "_is_zonal_gcs_bucket", lambda name: True)
-  monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)
-  epath_backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
-  fake_gcs.FakeGCSFileSystem.reset()
-  yield fake_gcs.FakeGCSFileSystem.store
-  server.shutdown()
-  fake_gcs.FakeGCSFileSystem.reset()
-  epath_backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
 
 
 def _files(store, prefix: str) -> list[str]:
