@@ -30,9 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vcoach_jax import checkpoint_integrity as integrity
 from vcoach_jax import storage
 from vcoach_jax.checkpoint_integrity import CheckpointError, first_line
-from vcoach_jax import checkpoint_integrity as integrity
 from vcoach_jax.parallel import mesh as mesh_lib
 
 DATA_DIR = "data_iter"
