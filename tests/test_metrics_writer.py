@@ -33,3 +33,22 @@ def test_jsonl_tensorboard_and_png(tmp_path):
   assert img.shape == (440, 720, 3)
   colors = {tuple(c) for c in img.reshape(-1, 3)}
   assert COLORS[0] in colors and COLORS[1] in colors
+
+
+def test_resume_drops_rows_past_the_restored_step(tmp_path):
+  """A kill between checkpoints: steps 0..4 were logged, the checkpoint holds 3 steps; the
+  resumed run logs steps 3.. again, and no step appears twice."""
+  w = MetricsWriter(tmp_path, tensorboard=False, enabled=True)
+  for step in range(5):
+    w.write(step, {"loss": float(step)})
+  w.close()
+  resumed = MetricsWriter(tmp_path, tensorboard=False, enabled=True)
+  assert resumed.drop_from(3) == 2
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]  # no temporary left
+  for step in range(3, 6):
+    resumed.write(step, {"loss": 10.0 + step})
+  resumed.close()
+  rows = read_jsonl(tmp_path / "metrics.jsonl")
+  assert [r["step"] for r in rows] == [0, 1, 2, 3, 4, 5]
+  assert [r["loss"] for r in rows] == [0.0, 1.0, 2.0, 13.0, 14.0, 15.0]
+  assert MetricsWriter(tmp_path, tensorboard=False, enabled=True).drop_from(6) == 0

@@ -165,3 +165,23 @@ def test_save_hf_writes_the_tokenizer(saved, tmp_path):
   text = "<think>the red ball</think><|im_end|>"
   assert again(text)["input_ids"] == tok(text)["input_ids"]
   assert tk.special_ids(again) == tk.special_ids(tok)
+
+
+@pytest.mark.parametrize("keep", [4, 100, 2000])
+def test_truncated_safetensors_names_the_file(saved, tmp_path, keep):
+  """Cut inside the length, inside the header, inside the tensor data: one line naming it."""
+  folder = _copy(saved[1], tmp_path / "c")
+  f = folder / "model.safetensors"
+  f.write_bytes(f.read_bytes()[:keep])
+  with pytest.raises(ValueError) as e:
+    vm.load_hf(folder)
+  assert str(f) in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("text", ['{"model_type": "qwen2_5_vl", ', '[1, 2]', '{"vision_config": 3}'])
+def test_bad_config_json_names_the_file(saved, tmp_path, text):
+  folder = _copy(saved[1], tmp_path / "c")
+  (folder / "config.json").write_text(text)
+  with pytest.raises(ValueError) as e:
+    vm.load_hf(folder)
+  assert str(folder / "config.json") in str(e.value) and "\n" not in str(e.value), str(e.value)

@@ -28,8 +28,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import pathlib
-import shutil
 import time
 from typing import Any, Mapping, Sequence
 
@@ -38,6 +36,7 @@ import numpy as np
 
 from vcoach_jax import config as config_lib
 from vcoach_jax import demo
+from vcoach_jax import storage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +99,7 @@ def ablate_config(fast: bool = False, overrides: Sequence[str] = ()) -> ml_colle
 # --------------------------------------------------------------------------------------------
 # Evaluation of one policy.
 
-def evaluate_policy(rl, config: ml_collections.ConfigDict, tok, workdir: pathlib.Path, *,
+def evaluate_policy(rl, config: ml_collections.ConfigDict, tok, workdir: storage.Path, *,
                     probe_batches: int, progress: bool = False) -> dict[str, float]:
   """Flat metrics of trainer `rl`'s current policy: `probe/<reward>` (sampled, G per prompt)
   and `eval/<metric>` (greedy, V-STAR-style, over the whole held-out split)."""
@@ -125,7 +124,7 @@ def evaluate_policy(rl, config: ml_collections.ConfigDict, tok, workdir: pathlib
       out_jsonl=str(jsonl), batch_size=config.eval.batch_size,
       options=vc_eval.EvalOptions.from_config(config.eval),
       reward_options=config_lib.reward_options(config), progress=progress)
-  (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+  storage.write_text(workdir / "summary.json", json.dumps(summary, indent=1) + "\n")
   block = summary["vstar"]["overall"]
   chain = block["chain1"]
   figures = {"acc": block["acc"], "tIoU": chain["mean_tiou"], "R1@0.5": chain.get("R1@0.5"),
@@ -164,8 +163,8 @@ def markdown_table(stats: Mapping[str, Mapping[str, Mapping[str, Any]]],
   return "\n".join(lines)
 
 
-def curve_plot(run_dirs: Mapping[str, Sequence[pathlib.Path]], path: pathlib.Path,
-               key: str = "reward_total") -> pathlib.Path:
+def curve_plot(run_dirs: Mapping[str, Sequence[storage.Path]], path: storage.Path,
+               key: str = "reward_total") -> storage.Path:
   """`key` per step of each variant's runs (their metrics/metrics.jsonl), mean over seeds."""
   from vcoach_jax import metrics_writer  # pylint: disable=g-import-not-at-top
   series = {}
@@ -222,7 +221,7 @@ def fingerprint(config: ml_collections.ConfigDict, skip: Sequence[str] = ()) -> 
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _start(config, w: pathlib.Path, progress: bool, fast: bool, seconds: dict):
+def _start(config, w: storage.Path, progress: bool, fast: bool, seconds: dict):
   """The shared SFT start and selector cache (reused when this work folder has them)."""
   from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
   marker = w / "start.json"
@@ -242,8 +241,8 @@ def _start(config, w: pathlib.Path, progress: bool, fast: bool, seconds: dict):
   keys = ("data.tokenizer_dir", "data.tfds_dir", "model.checkpoint") + (
       ("selector.cache",) if select else ())
   flat = config_lib.flatten(rl_config)
-  marker.write_text(json.dumps({"overrides": [f"{k}={flat[k]}" for k in keys],
-                                "fingerprint": fingerprint(config, RL_ONLY)}) + "\n")
+  storage.write_text(marker, json.dumps({"overrides": [f"{k}={flat[k]}" for k in keys],
+                                         "fingerprint": fingerprint(config, RL_ONLY)}) + "\n")
   return rl_config, tok
 
 
@@ -256,7 +255,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
   if unknown or seeds < 1:
     raise ValueError(f"variants must be among {list(VARIANTS)} (got {unknown}) and seeds >= 1 "
                      f"(got {seeds})")
-  w = pathlib.Path(workdir)
+  w = storage.path(workdir)
   w.mkdir(parents=True, exist_ok=True)
   seconds: dict[str, float] = {}
   rl_config, tok = _start(config, w, progress, fast, seconds)
@@ -277,7 +276,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
         runs.append(json.loads(done.read_text()))
         print(f"== {name} seed {seed}: done before, reused")
         continue
-      shutil.rmtree(d, ignore_errors=True)  # an interrupted run starts over
+      if d.exists():
+        d.rmtree()  # an interrupted run starts over
       print(f"== RL {name} seed {seed} ({steps} steps): {v.description}")
       rl = rl_trainer.Trainer(run_config, str(d), seed=seed, coach=v.coach, distill=v.distill,
                               progress=progress)
@@ -286,13 +286,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
               and json.loads(start_file.read_text()).get("fingerprint") == start_key):
         metrics = evaluate_policy(rl, rl_config, tok, w / "runs" / "start",
                                   probe_batches=n_probe)
-        start_file.write_text(json.dumps({"variant": START, "seed": 0, "metrics": metrics,
-                                          "fingerprint": start_key}))
+        storage.write_text(start_file, json.dumps({"variant": START, "seed": 0,
+                                                   "metrics": metrics, "fingerprint": start_key}))
       rl.run()
       rl.writer.close()
       metrics = evaluate_policy(rl, rl_config, tok, d / "eval", probe_batches=n_probe)
       result = {"variant": name, "seed": seed, "metrics": metrics, "fingerprint": key}
-      done.write_text(json.dumps(result, indent=1) + "\n")
+      storage.write_text(done, json.dumps(result, indent=1) + "\n")
       runs.append(result)
   seconds["rl+eval"] = time.perf_counter() - t0
   start_run = w / "runs" / "start.json"
@@ -305,6 +305,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
              "variants": {k: dataclasses.asdict(v) for k, v in VARIANTS.items()},
              "metrics": stats, "runs": rows, "seconds": seconds,
              "config": json.loads(rl_config.to_json_best_effort())}
-  (w / "ablation.md").write_text(markdown, encoding="utf-8")
-  (w / "ablation.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+  storage.write_text(w / "ablation.md", markdown)
+  storage.write_text(w / "ablation.json", json.dumps(summary, indent=1) + "\n")
   return AblationResult(markdown, summary, str(plot), seconds)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import os
 import pathlib
+import traceback
 from typing import Any, Callable, Iterable, Mapping
 
 import ml_collections
@@ -120,14 +122,30 @@ def _load_module(path: str):
   if file.suffix == ".py" or file.exists():
     if not file.exists():
       raise ConfigError(f"config file {path!r} does not exist")
+    if file.is_dir():
+      raise ConfigError(f"config {path!r} is a folder; pass a config file such as "
+                        f"{os.path.join(path, 'default.py')!r}")
     spec = importlib.util.spec_from_file_location(f"_vcoach_config_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+      spec.loader.exec_module(module)
+    except SyntaxError as e:
+      raise ConfigError(f"config file {path}, line {e.lineno}: syntax error: {e.msg}") from None
+    except Exception as e:  # pylint: disable=broad-except
+      raise ConfigError(f"config file {path}{_line_in(e, file)}: {type(e).__name__}: {e}"
+                        ) from None
     return module
   try:
     return importlib.import_module(path)
   except ImportError as e:
     raise ConfigError(f"config {path!r} is neither a file nor an importable module: {e}") from e
+
+
+def _line_in(error: BaseException, file: pathlib.Path) -> str:
+  """', line N' of the deepest traceback frame inside `file` ('' if none)."""
+  frames = [f for f in traceback.extract_tb(error.__traceback__)
+            if os.path.abspath(f.filename) == os.path.abspath(file)]
+  return f", line {frames[-1].lineno}" if frames else ""
 
 
 def load(spec: str | None = None, overrides: Iterable[str] = ()) -> ConfigDict:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import pathlib
 import time
 
 import ml_collections
 
 from vcoach_jax import config as config_lib
+from vcoach_jax import storage
 
 # The demo's changes to the embedded default: a learning rate a random tiny model can learn
 # with, completions as long as the world's traces, short runs. `fast` shrinks it for tests.
@@ -47,7 +47,7 @@ def demo_config(fast: bool = False, overrides=()) -> ml_collections.ConfigDict:
   return config_lib.load(None, list(DEMO) + (list(FAST) if fast else []) + list(overrides))
 
 
-def _select(config, workdir: pathlib.Path, tok, fast: bool) -> str:
+def _select(config, workdir: storage.Path, tok, fast: bool) -> str:
   """Labels a few records with the SFT policy as proxy reasoner, trains the text selector and
   writes its cache over the train split; returns the cache path."""
   from vcoach_jax.commands import select  # pylint: disable=g-import-not-at-top
@@ -73,7 +73,7 @@ def cold_start(config: ml_collections.ConfigDict, workdir: str, *, progress: boo
   """
   from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
   from vcoach_jax.sft import trainer as sft_trainer  # pylint: disable=g-import-not-at-top
-  w = pathlib.Path(workdir)
+  w = storage.path(workdir)
   seconds = {} if seconds is None else seconds
   t0 = time.perf_counter()
   tok = experiment.tokenizer(config, w)
@@ -115,7 +115,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
   """SFT -> selector -> VisionCoach RL on `config`, probing before and after RL."""
   from vcoach_jax.rl import probe as probe_lib  # pylint: disable=g-import-not-at-top
   from vcoach_jax.rl import trainer as rl_trainer  # pylint: disable=g-import-not-at-top
-  w = pathlib.Path(workdir)
+  w = storage.path(workdir)
   seconds = {}
   rl_config, tok, sft = cold_start(config, workdir, progress=progress, fast=fast,
                                    seconds=seconds)

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 from typing import Any
 
 import ml_collections
+
+from vcoach_jax import storage
 
 
 @dataclasses.dataclass
 class Parts:
   """What a trainer needs, built once."""
   config: ml_collections.ConfigDict
-  workdir: pathlib.Path
+  workdir: storage.Path  # local or remote (gs://...)
   tokenizer: Any
   model: Any  # vcoach_jax.model.Qwen2_5_VL
   mesh: Any  # jax.sharding.Mesh
@@ -32,10 +33,10 @@ class Parts:
 def tokenizer(config: ml_collections.ConfigDict, workdir: str | os.PathLike):
   """`data.tokenizer_dir`, or the checkpoint's tokenizer, or the tiny one built in WORKDIR."""
   from vcoach_jax.data import tokenizer as tk  # pylint: disable=g-import-not-at-top
-  if not config.data.tokenizer_dir and config.model.checkpoint and os.path.isfile(
-      os.path.join(config.model.checkpoint, "tokenizer.json")):
+  if not config.data.tokenizer_dir and config.model.checkpoint and (
+      storage.path(config.model.checkpoint) / "tokenizer.json").exists():
     return tk.load_tokenizer(config.model.checkpoint)
-  return tk.from_config(config, str(pathlib.Path(workdir) / "tokenizer"))
+  return tk.from_config(config, os.fspath(storage.path(workdir) / "tokenizer"))
 
 
 def policy(config: ml_collections.ConfigDict, tok, workdir: str | os.PathLike, seed: int = 0):
@@ -47,13 +48,13 @@ def policy(config: ml_collections.ConfigDict, tok, workdir: str | os.PathLike, s
     return build.from_config(config, seed, tokenizer=tok)
   from vcoach_jax.model import hf_checkpoint  # pylint: disable=g-import-not-at-top
   from vcoach_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
-  init = pathlib.Path(workdir) / "init"
+  init = storage.path(workdir) / "init"
   distributed.sync("policy: before checking WORKDIR/init")  # every process decides alike
   if not (init / "config.json").is_file():
     model, _ = build.from_config(config, seed, tokenizer=tok)
     hf_checkpoint.save_hf(model, init, tokenizer=tok)
   local = config.copy_and_resolve_references()
-  local.model.checkpoint = str(init)
+  local.model.checkpoint = os.fspath(init)
   return build.from_config(local, seed, tokenizer=tok)
 
 
@@ -72,7 +73,7 @@ def pipeline(config: ml_collections.ConfigDict, tok, workdir: str | os.PathLike,
 
 def data_dir(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> str:
   """`data.tfds_dir`, or WORKDIR/data (where the synthetic world is written)."""
-  return config.data.tfds_dir or str(pathlib.Path(workdir) / "data")
+  return config.data.tfds_dir or os.fspath(storage.path(workdir) / "data")
 
 
 def split_size(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> int:
@@ -87,7 +88,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | os.PathLike, seed: i
   """Tokenizer, policy and prompt texts of a run (the data stream is built by the caller, which
   knows the split and restores its position)."""
   from vcoach_jax.data import chat  # pylint: disable=g-import-not-at-top
-  workdir = pathlib.Path(workdir)
+  workdir = storage.path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   tok = tokenizer(config, workdir)
   model, mesh = policy(config, tok, workdir, seed)

@@ -18,7 +18,10 @@ the real name, and a reader sees the old file or the new one:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import shutil
+import tempfile
 import uuid
 from typing import IO, Iterable, Iterator
 
@@ -80,6 +83,154 @@ def write_bytes(target: PathLike, data: bytes) -> None:
   """Writes `data` to `target` atomically (temporary name, then rename)."""
   with atomic_open(target, "wb") as f:
     f.write(data)
+
+
+class Appender:
+  """Appends text to a file one `write` at a time, each complete on return. A local file is kept
+  open in append mode and flushed; an object store cannot append, so a remote file's text is
+  kept and the file rewritten whole (temporary name, then rename) at each write."""
+
+  def __init__(self, target: PathLike):
+    self.path = path(target)
+    self.remote = is_remote(self.path)
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    self._parts: list[str] = []
+    self._f = None
+    if self.remote:
+      self._parts.append(self.path.read_text(encoding="utf-8") if self.path.exists() else "")
+    else:
+      self._f = self.path.open("a", encoding="utf-8")  # pylint: disable=consider-using-with
+
+  def write(self, text: str) -> None:
+    if self._f is not None:
+      self._f.write(text)
+      self._f.flush()
+    else:
+      self._parts.append(text)
+      write_text(self.path, "".join(self._parts))
+
+  def close(self) -> None:
+    if self._f is not None:
+      self._f.close()
+      self._f = None
+
+  def __enter__(self) -> "Appender":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def read_text(source: PathLike) -> str:
+  """The text of a file (local or remote)."""
+  return path(source).read_text(encoding="utf-8")
+
+
+def files_under(folder: PathLike) -> list[str]:
+  """Relative names ('a/b.txt') of every file below `folder`, sorted ([] if it is missing)."""
+  folder = path(folder)
+  out = []
+  def visit(d: epath.Path, prefix: str) -> None:
+    for child in d.iterdir():
+      if child.is_dir():
+        visit(child, f"{prefix}{child.name}/")
+      else:
+        out.append(prefix + child.name)
+  if folder.is_dir():
+    visit(folder, "")
+  return sorted(out)
+
+
+def copy_tree(src: PathLike, dst: PathLike) -> None:
+  """Copies the files under folder `src` into folder `dst` (either may be remote; files are
+  replaced atomically)."""
+  src, dst = path(src), path(dst)
+  for rel in files_under(src):
+    write_bytes(dst / rel, (src / rel).read_bytes())
+
+
+class LocalMirror:
+  """A local folder for libraries that only write local files (TensorFlow checkpoints and
+  summaries, tokenizers' `save`, safetensors), whose files end up in `target`.
+
+  A local target is used directly (`sync` does nothing). For a remote one the files are written
+  to a temporary local folder, copied into `target` by `sync()` and by `close()`, which also
+  removes the temporary folder. Only files changed since the last sync are copied."""
+
+  def __init__(self, target: PathLike):
+    self.target = path(target)
+    self.remote = is_remote(self.target)
+    self._sent: dict[str, tuple[int, int]] = {}
+    if self.remote:
+      self.local = tempfile.mkdtemp(prefix="vcoach-")
+    else:
+      self.target.mkdir(parents=True, exist_ok=True)
+      self.local = os.fspath(self.target)
+
+  def sync(self) -> None:
+    if not self.remote:
+      return
+    for root, _, files in os.walk(self.local):
+      for name in files:
+        f = os.path.join(root, name)
+        st = os.stat(f)
+        rel = os.path.relpath(f, self.local)
+        if self._sent.get(rel) == (st.st_size, st.st_mtime_ns):
+          continue
+        dst = self.target / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(f, "rb") as src, atomic_open(dst, "wb") as out:  # src: the mirror's own
+          shutil.copyfileobj(src, out, 16 << 20)
+        self._sent[rel] = (st.st_size, st.st_mtime_ns)
+
+  def close(self, sync: bool = True) -> None:
+    if self.remote:
+      try:
+        if sync:
+          self.sync()
+      finally:
+        shutil.rmtree(self.local, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_dir_for(target: PathLike) -> Iterator[str]:
+  """A local folder whose files end up in folder `target` when the block ends normally (the
+  target itself when local; see `LocalMirror`). On error nothing is copied."""
+  mirror = LocalMirror(target)
+  ok = False
+  try:
+    yield mirror.local
+    ok = True
+  finally:
+    mirror.close(sync=ok)
+
+
+@contextlib.contextmanager
+def local_copy(source: PathLike) -> Iterator[str]:
+  """A local path holding `source`'s content (a file or a folder): `source` itself when local,
+  else a temporary copy, removed when the block ends."""
+  source = path(source)
+  if not is_remote(source):
+    yield os.fspath(source)
+    return
+  tmp = tempfile.mkdtemp(prefix="vcoach-")
+  try:
+    local = os.path.join(tmp, source.name)
+    if source.is_dir():
+      copy_tree(source, local)
+    else:
+      with open(local, "wb") as f:
+        f.write(source.read_bytes())
+    yield local
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_png(target: PathLike, image) -> None:
+  """Writes a PIL image as PNG to `target` atomically (PIL itself writes local files only)."""
+  buffer = io.BytesIO()
+  image.save(buffer, format="PNG")
+  write_bytes(target, buffer.getvalue())
 
 
 def remove_temporaries(folder: PathLike) -> int:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import pathlib
+import os
 import signal
 import time
 from typing import Any, Callable, Iterator, Mapping
 
 from vcoach_jax import config as config_lib
 from vcoach_jax import run_length
+from vcoach_jax import storage
 
 
 class NonFiniteError(RuntimeError):
@@ -29,7 +30,7 @@ class RunError(ValueError):
 
 def checkpoint_dir(config, workdir) -> str:
   """`checkpoint.dir`, or WORKDIR/checkpoints."""
-  return config.checkpoint.dir or str(pathlib.Path(workdir) / "checkpoints")
+  return config.checkpoint.dir or os.fspath(storage.path(workdir) / "checkpoints")
 
 
 def refuse_fresh_run_over(ckpt) -> None:
@@ -139,34 +140,44 @@ class Runner:
   def save(self, step: int) -> None:
     self.ckpt.save(step, self.state, self.rng, config=self.config, data_save=self.pipe.save)
 
-  def restore(self, reschedule: bool = False) -> int:
-    """Restores the latest checkpoint (params, optimizer, rng, data position); returns its step,
-    0 when there is none. A checkpoint of another schedule is refused unless `reschedule` (the
-    command line set the schedule), which is then stated."""
+  def restore(self, mode: str = "latest", reschedule: bool = False) -> int:
+    """Restores a checkpoint (params, optimizer, rng, data position) and returns its step, 0
+    when there is none. `mode` "latest" refuses a latest step that fails its checks (one line
+    naming the step and file); "latest-intact" falls back to the newest step that passes. A
+    checkpoint of another schedule is refused unless `reschedule` (the command line set the
+    schedule), which is then stated."""
+    from vcoach_jax import checkpointing  # pylint: disable=g-import-not-at-top
     if self.ckpt.latest_step() is None:
       return 0
-    restored = self.ckpt.restore(self.state)
+    if mode == checkpointing.LATEST_INTACT:
+      restored = self.ckpt.restore_intact(self.state, data_restore=self.pipe.restore)
+    else:
+      try:
+        restored = self.ckpt.restore(self.state, data_restore=self.pipe.restore)
+      except checkpointing.CheckpointError as e:
+        raise checkpointing.CheckpointError(
+            f"{e}; resume from the newest intact step with --resume=latest-intact") from None
     note = run_length.check_resumed(restored.config, self.schedule_key, self.total_steps(),
                                     restored.step, str(self.ckpt.directory), reschedule)
     if note:
       print(note)
     self.state, self.rng = restored.state, restored.rng
-    if restored.data_path:
-      self.pipe.restore(restored.data_path)
     return restored.step
 
   def total_steps(self) -> int:
     """The schedule's length."""
     return int(config_lib.flatten(self.config)[self.schedule_key])
 
-  def run(self, steps: int | None = None, *, resume: bool = False,
+  def run(self, steps: int | None = None, *, resume: bool | str = False,
           reschedule: bool = False) -> LoopResult:
-    """Runs until step `steps` (default: the schedule's end; never past it), from the latest
-    checkpoint with `resume` (a fresh run over checkpoints is refused)."""
+    """Runs until step `steps` (default: the schedule's end; never past it). `resume`: False (a
+    fresh run over checkpoints is refused), True or "latest" (the latest step), or
+    "latest-intact" (the newest step that passes its checks)."""
     steps = self.total_steps() if steps is None else steps
     run_length.check_stop(steps, self.total_steps(), self.schedule_key)
     if resume:
-      start = self.restore(reschedule)
+      start = self.restore("latest" if resume is True else resume, reschedule)
+      self.writer.drop_from(start)  # rows of steps after the checkpoint are run again
     else:
       refuse_fresh_run_over(self.ckpt)
       start = 0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import pathlib
+import os
 import shlex
 import sys
+
+from vcoach_jax import storage
 
 HELP = "ablate the method on the synthetic world: GSPO vs + coaching vs + self-distillation"
 DESCRIPTION = """\
@@ -52,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
   seeds = args.seeds if args.seeds is not None else 1 if args.fast else 3
   if seeds < 1 or (args.steps is not None and args.steps < 1):
     raise ValueError(f"--seeds ({seeds}) and --steps ({args.steps}) must be positive")
-  cache = args.compile_cache or str(pathlib.Path(args.workdir) / "jax_cache")
+  cache = args.compile_cache or os.fspath(storage.path(args.workdir) / "jax_cache")
   if cache != "none":
     # Nine runs compile the same sampler and train-step programs: compile them once.
-    jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(cache).absolute()))
+    jax.config.update("jax_compilation_cache_dir", os.fspath(storage.path(cache)))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   config = ablate.ablate_config(args.fast, args.overrides)
   command = "vcoach " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == [
@@ -65,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
   print()
   print(result.markdown)
   print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()))
-  print(f"table: {pathlib.Path(args.workdir) / 'ablation.md'}, plot: {result.plot}")
+  print(f"table: {storage.path(args.workdir) / 'ablation.md'}, plot: {result.plot}")
   return 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
 from typing import Any, Callable
 
 from vcoach_jax import config as config_lib
+from vcoach_jax import storage
 
 HELP = "evaluate a checkpoint on V-STAR, Charades-STA, an MCQ set or the synthetic world"
 DESCRIPTION = """\
@@ -121,7 +121,7 @@ def judge_generate_fn(config, checkpoint: str, workdir: str) -> GenerateFn:
   """A local judge model's greedy generate function over chat texts (a few tokens each, no
   repetition penalty, as the released judge)."""
   from vcoach_jax.eval import generation  # pylint: disable=g-import-not-at-top
-  if not os.path.isdir(checkpoint):
+  if not storage.path(checkpoint).is_dir():
     raise FileNotFoundError(f"judge checkpoint folder {checkpoint!r} does not exist")
   local = config_lib.with_overrides(config, [f"model.checkpoint={checkpoint}",
                                              "model.lora_rank=0", "data.tokenizer_dir=",
@@ -145,7 +145,7 @@ def main(args: argparse.Namespace, generate_fn: GenerateFn | None = None,
   ev = config.eval
   protocol = vc_eval.protocols.get(ev.protocol, ev.benchmark)
   items = load_items(config)
-  out_dir = pathlib.Path(args.out or os.path.join("eval_out", ev.benchmark))
+  out_dir = storage.path(args.out or os.path.join("eval_out", ev.benchmark))
   out_dir.mkdir(parents=True, exist_ok=True)
   if ev.judge.startswith("model:") and judge_generate is None:
     judge_generate = judge_generate_fn(config, ev.judge[len("model:"):],
@@ -165,7 +165,7 @@ def main(args: argparse.Namespace, generate_fn: GenerateFn | None = None,
       reward_options=config_lib.reward_options(config) if ev.benchmark == "synthetic" else None,
       progress=not args.no_progress, protocol=protocol)
   summary["judge"] = ev.judge
-  (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+  storage.write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
   print(vc_eval.summary_table(summary))
   print(f"\n{summary['new']} new, {summary['resumed']} resumed item(s) -> {out_dir}")
   return 0

@@ -56,10 +56,10 @@ def _record(path: str, rid: str | None) -> dict:
   from vcoach_jax.data import tfds_stgr  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
-  if not os.path.isfile(path):
+  from vcoach_jax import storage  # pylint: disable=g-import-not-at-top
+  if not storage.path(path).exists():
     raise FileNotFoundError(f"record file {path!r} does not exist")
-  with open(path, encoding="utf-8") as f:
-    text = f.read()
+  text = storage.read_text(path)
   try:
     raw = json.loads(text)
     raws = [raw] if isinstance(raw, dict) else raw
@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
+  from vcoach_jax import storage  # pylint: disable=g-import-not-at-top
   from vcoach_jax.data import tfds_stgr  # pylint: disable=g-import-not-at-top
   from vcoach_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
   from vcoach_jax.prompting import hints  # pylint: disable=g-import-not-at-top
@@ -118,7 +119,6 @@ def run(args: argparse.Namespace) -> int:
   positions = [p if p is not None else frame_pos[int(np.argmin(np.abs(times - t)))]
                for p, t in zip(key_pos, example["key_frame_times"])]
   per_frame = options.per_key_frame_boxes and not args.all_boxes
-  os.makedirs(args.out, exist_ok=True)
   drawn = {kind: vp.prompt_key_frames(record, example["key_frames"], kind, positions,
                                       per_key_frame_boxes=per_frame,
                                       darken_factor=options.darken_factor,
@@ -127,13 +127,13 @@ def run(args: argparse.Namespace) -> int:
   written = []
   for kind in types:
     for k, image in enumerate(drawn[kind]):
-      path = os.path.join(args.out, f"{rid}_kf{k}_{kind}.png")
-      Image.fromarray(image).save(path)
+      path = os.fspath(storage.path(args.out) / f"{rid}_kf{k}_{kind}.png")
+      storage.write_png(path, Image.fromarray(image))
       written.append(path)
   sheet = contact_sheet([[drawn[kind][k] for kind in types]
                          for k in range(len(record["key_frames"]))])
-  sheet_path = os.path.join(args.out, f"{rid}_sheet.png")
-  Image.fromarray(sheet).save(sheet_path)
+  sheet_path = os.fspath(storage.path(args.out) / f"{rid}_sheet.png")
+  storage.write_png(sheet_path, Image.fromarray(sheet))
   h, w = example["key_frames"].shape[1:3]
   print(f"record {record['id']}: {len(record['key_frames'])} key frames of {w}x{h} px "
         f"at positions {positions}; wrote {len(written)} PNGs to {args.out}")

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from vcoach_jax import config as config_lib
+from vcoach_jax import storage
 
 HELP = "VP-Selector: build labelled data with proxy reasoners, train it, predict the cache"
 DESCRIPTION = """\
@@ -188,7 +189,7 @@ def predict(config, args, paths, tok) -> int:
 def run(args: argparse.Namespace) -> int:
   from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
   config = config_lib.load(args.config, args.overrides)
-  os.makedirs(args.workdir, exist_ok=True)
+  storage.path(args.workdir).mkdir(parents=True, exist_ok=True)
   paths = paths_for(config, args.workdir)
   local = config
   if args.action != "build-data" and config.selector.backbone:

@@ -36,10 +36,13 @@ def add(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
       f"curriculum span N steps, replacing {schedule}); when {schedule} is also set with --set, "
       "the schedule is that and N may not exceed it (stop early, --resume later). Default: the "
       "schedule's length")
-  parser.add_argument("--resume", action="store_true",
+  parser.add_argument("--resume", nargs="?", const="latest", default=None,
+                      choices=("latest", "latest-intact"),
                       help="continue from the latest checkpoint in --workdir, on its schedule "
-                      "(another one only when set with --set). Without it a work folder that "
-                      "holds checkpoints is refused")
+                      "(another one only when set with --set); refused, naming the file, if that "
+                      "step fails its integrity checks; --resume=latest-intact falls back to the "
+                      "newest step that passes them, saying so (docs/checkpoints.md). Without it "
+                      "a work folder that holds checkpoints is refused")
   parser.add_argument("--seed", type=int, default=0, help="initialisation and sampling seed")
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
   config_lib.add_config_flags(parser)

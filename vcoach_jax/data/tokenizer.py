@@ -18,8 +18,9 @@ text); a real Qwen tokenizer splits them into several pieces.
 from __future__ import annotations
 
 import os
-import pathlib
 from typing import Iterable
+
+from vcoach_jax import storage
 
 # Qwen2.5-VL's added special tokens, in the order of their ids there (151643 upwards).
 QWEN_SPECIAL_TOKENS = (
@@ -60,12 +61,10 @@ def build_tiny_tokenizer(texts: Iterable[str], out_dir: str, vocab_size: int = 1
   for name, want in TINY_SPECIAL_IDS.items():
     if tok.token_to_id(name) != want:
       raise AssertionError(f"tiny tokenizer put {name} at {tok.token_to_id(name)}, not {want}")
-  out = pathlib.Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  tok.save(str(out / "tokenizer.json"))
-  fast = _wrap(str(out / "tokenizer.json"))
-  fast.save_pretrained(str(out))
-  return str(out / "tokenizer.json")
+  with storage.local_dir_for(out_dir) as local:  # the files land in out_dir (local or remote)
+    tok.save(os.path.join(local, "tokenizer.json"))
+    _wrap(os.path.join(local, "tokenizer.json")).save_pretrained(local)
+  return os.fspath(storage.path(out_dir) / "tokenizer.json")
 
 
 def _wrap(tokenizer_file: str):
@@ -80,11 +79,13 @@ def _wrap(tokenizer_file: str):
 def load_tokenizer(path: str):
   """A transformers fast tokenizer from a folder (tiny tokenizer or a real Qwen checkpoint)."""
   from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top
-  if not os.path.isdir(path):
+  folder = storage.path(path)
+  if not folder.is_dir():
     raise FileNotFoundError(f"tokenizer folder {path!r} does not exist")
-  if not os.path.isfile(os.path.join(path, "tokenizer.json")):
+  if not (folder / "tokenizer.json").exists():
     raise FileNotFoundError(f"tokenizer folder {path!r} has no tokenizer.json")
-  return AutoTokenizer.from_pretrained(path, use_fast=True)
+  with storage.local_copy(folder) as local:  # transformers reads local files only
+    return AutoTokenizer.from_pretrained(local, use_fast=True)
 
 
 def from_config(config, cache_dir: str):
@@ -92,7 +93,7 @@ def from_config(config, cache_dir: str):
   (built once into `cache_dir`, reused when it is already there)."""
   if config.data.tokenizer_dir:
     return load_tokenizer(config.data.tokenizer_dir)
-  if not os.path.isfile(os.path.join(cache_dir, "tokenizer.json")):
+  if not (storage.path(cache_dir) / "tokenizer.json").exists():
     from vcoach_jax.data import synthetic  # pylint: disable=g-import-not-at-top
     spec = synthetic.WorldSpec.from_config(config.synthetic)
     build_tiny_tokenizer(synthetic.corpus(spec, n=min(config.synthetic.num_train, 600)), cache_dir,

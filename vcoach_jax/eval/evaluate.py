@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import sys
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from vcoach_jax import storage
 from vcoach_jax.eval import judge as judge_lib
 from vcoach_jax.eval import metrics
 from vcoach_jax.eval import protocols as protocols_lib
@@ -65,10 +65,9 @@ class EvalOptions:
 
 def read_results(path) -> dict[str, dict[str, Any]]:
   """Results already in a JSONL file, by id; a last line cut short is removed from the file."""
-  if not path or not os.path.isfile(path):
+  if not path or not storage.path(path).exists():
     return {}
-  with open(path, "rb") as f:
-    data = f.read()
+  data = storage.path(path).read_bytes()
   done, good_end = {}, 0
   for line in data.split(b"\n"):
     end = good_end + len(line) + 1
@@ -81,8 +80,7 @@ def read_results(path) -> dict[str, dict[str, Any]]:
     good_end = end
   good_end = min(good_end, len(data))
   if good_end < len(data):
-    with open(path, "r+b") as f:
-      f.truncate(good_end)
+    storage.write_bytes(path, data[:good_end])
   return done
 
 
@@ -158,7 +156,7 @@ def evaluate(items: Iterable[EvalItem], generate_fn: GenerateFn, benchmark: str,
                        "run to another output folder")
   pending = [it for it in items if it.id not in done]
   results = {k: v for k, v in done.items()}
-  out = open(out_jsonl, "a", encoding="utf-8") if out_jsonl else None  # pylint: disable=consider-using-with
+  out = storage.Appender(out_jsonl) if out_jsonl else None
   bar = tqdm.tqdm(total=len(items), initial=len(items) - len(pending), unit="item",
                   desc=f"eval {benchmark}", file=sys.stderr, disable=not progress)
   try:
@@ -183,10 +181,8 @@ def evaluate(items: Iterable[EvalItem], generate_fn: GenerateFn, benchmark: str,
       for result in scored:
         result["protocol"] = protocol.name
         results[result["id"]] = result
-        if out:
-          out.write(json.dumps(result) + "\n")
       if out:
-        out.flush()
+        out.write("".join(json.dumps(result) + "\n" for result in scored))
       bar.update(len(group))
   finally:
     bar.close()

@@ -37,6 +37,7 @@ import pathlib
 import re
 from typing import Any, Callable, Mapping, Sequence
 
+from vcoach_jax import storage
 from vcoach_jax.eval.items import (  # pylint: disable=g-importing-member
     BENCHMARKS, EvalItem, Request, TASK_VSTAR)
 from vcoach_jax.eval.judge import LETTERS
@@ -74,7 +75,7 @@ def _get(path, item, row: Mapping[str, Any], field: str, kind: type | tuple = st
 
 def read_json(path) -> Any:
   """A .json / .jsonl / .parquet file as Python data (parquet needs pyarrow)."""
-  path = pathlib.Path(path)
+  path = storage.path(path)
   if not path.is_file():
     raise FileNotFoundError(f"annotation file {path} does not exist")
   if path.suffix == ".parquet":
@@ -199,7 +200,7 @@ def load_vstar(path, video_dir=None) -> list[EvalItem]:
 
 def load_charades(path, video_dir=None) -> list[EvalItem]:
   """Charades-STA `vid start end##sentence` lines; `video_dir` defaults to the file's folder."""
-  path = pathlib.Path(path)
+  path = storage.path(path)
   if not path.is_file():
     raise FileNotFoundError(f"annotation file {path} does not exist")
   video_dir = path.parent if video_dir is None else video_dir

@@ -177,7 +177,11 @@ class ModelConfig:
 
   @classmethod
   def from_file(cls, path: str | pathlib.Path, **runtime) -> ModelConfig:
-    return cls.from_hf(json.loads(pathlib.Path(path).read_text()), **runtime)
+    from vcoach_jax import storage  # pylint: disable=g-import-not-at-top
+    try:
+      return cls.from_hf(json.loads(storage.read_text(path)), **runtime)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+      raise ValueError(f"{path}: not a Qwen2.5-VL config.json ({type(e).__name__}: {e})") from None
 
   def to_hf(self) -> dict[str, Any]:
     """The `config.json` dict transformers' `Qwen2_5_VLConfig` reads."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import pathlib
 import re
 import struct
@@ -27,6 +28,7 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
+from vcoach_jax import storage
 from vcoach_jax.model import layers as lyr
 from vcoach_jax.model.config import ModelConfig
 from vcoach_jax.model.qwen2_5_vl import Qwen2_5_VL
@@ -99,10 +101,20 @@ def _model_shape(shape: tuple[int, ...], transform: str | None) -> tuple[int, ..
 class _SafetensorsFile:
   def __init__(self, path: pathlib.Path):
     self.path = path
-    with open(path, "rb") as f:
-      n = struct.unpack("<Q", f.read(8))[0]
-      header = json.loads(f.read(n))
-    header.pop("__metadata__", None)
+    size = os.path.getsize(path)
+    try:
+      with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        if n > size - 8:
+          raise ValueError(f"its header claims {n} bytes, the file has {size}")
+        header = json.loads(f.read(n))
+      header.pop("__metadata__", None)
+      end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+    except (struct.error, ValueError, KeyError, TypeError, IndexError) as e:
+      raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    if 8 + n + end > size:
+      raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes, its header "
+                            f"describes {8 + n + end})")
     self.header, self.base = header, 8 + n
     self._mm = None
 
@@ -175,7 +187,11 @@ def load_hf(path: str | pathlib.Path, dtype=jnp.float32, mesh: jax.sharding.Mesh
   Raises:
     CheckpointError: listing missing and unexpected tensor names and shape mismatches.
   """
-  path = pathlib.Path(path)
+  with storage.local_copy(path) as local:  # a remote folder is read from a local copy
+    return _load_local(pathlib.Path(local), dtype, mesh, rules, **runtime)
+
+
+def _load_local(path: pathlib.Path, dtype, mesh, rules, **runtime: Any) -> Qwen2_5_VL:
   if not (path / "config.json").exists():
     raise CheckpointError(f"{path}: config.json is missing")
   cfg = ModelConfig.from_file(path / "config.json", **runtime)
@@ -312,10 +328,24 @@ def save_hf(model: Qwen2_5_VL, path: str | pathlib.Path, dtype=None,
   process takes part in the gather of a tensor sharded across hosts) and each safetensors shard
   is written by process 0 as soon as it is full, so at most one shard sits in host memory.
   """
-  path = pathlib.Path(path)
   writer = jax.process_index() == 0
-  if writer:
-    path.mkdir(parents=True, exist_ok=True)
+  # safetensors and the tokenizer's files are written locally (the target itself when local, a
+  # temporary folder copied into a remote target at the end).
+  mirror = storage.LocalMirror(path) if writer else None
+  try:
+    _save(model, pathlib.Path(mirror.local) if writer else None, dtype, max_shard_bytes,
+          tokenizer)
+  except BaseException:
+    if mirror is not None:
+      mirror.close(sync=False)
+    raise
+  if mirror is not None:
+    mirror.close()
+  distributed.sync(f"save_hf {path}")  # nobody reads the folder before process 0 finished it
+
+
+def _save(model, path: pathlib.Path | None, dtype, max_shard_bytes: int, tokenizer) -> None:
+  writer = path is not None
   shard_files: list[tuple[pathlib.Path, list[str]]] = []
   current: dict[str, np.ndarray] = {}
   size = total = 0
@@ -338,7 +368,6 @@ def save_hf(model: Qwen2_5_VL, path: str | pathlib.Path, dtype=None,
   flush()
   if writer:
     _finish_folder(model, path, shard_files, total, first_dtype, tokenizer)
-  distributed.sync(f"save_hf {path}")  # nobody reads the folder before process 0 finished it
 
 
 def _finish_folder(model, path: pathlib.Path, shard_files, total: int, first_dtype,

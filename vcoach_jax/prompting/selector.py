@@ -25,7 +25,6 @@ import dataclasses
 import functools
 import json
 import os
-import pathlib
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -34,6 +33,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from vcoach_jax import storage
 from vcoach_jax.model.qwen2_5_vl import ModelInputs, Qwen2_5_VL
 
 # What trains: the LoRA adapters of the backbone and the head.
@@ -56,8 +56,7 @@ class SelectorTexts:
     from vcoach_jax.data import chat  # pylint: disable=g-import-not-at-top
     path = path or chat.DEFAULT_PROMPTS_FILE
     chat.PromptTexts.load(path)  # the same file must also be a valid prompts file
-    with open(path, encoding="utf-8") as f:
-      raw = json.load(f)
+    raw = json.loads(storage.read_text(path))
     for key in ("selector_instruction", "selector_input"):
       if not isinstance(raw.get(key), str):
         raise ValueError(f"prompts file {path!r} has no {key!r} text")
@@ -293,19 +292,19 @@ def from_config(config, tokenizer, workdir: str | os.PathLike, seed: int = 0) ->
 def save(selector: Selector, directory: str | os.PathLike, meta: Mapping[str, Any]) -> None:
   """Writes the trainable params (orbax, DIR/params) and `meta` (DIR/selector.json)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  directory = pathlib.Path(directory).absolute()
+  directory = storage.path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   params = nnx.to_pure_dict(nnx.state(selector, TRAINABLE))
   ckpt = ocp.StandardCheckpointer()
   ckpt.save(directory / "params", params, force=True)
   ckpt.wait_until_finished()
   meta = dict(meta, num_classes=selector.num_classes, text_only=selector.text_only)
-  (directory / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+  storage.write_text(directory / META_FILE, json.dumps(meta, indent=1, sort_keys=True))
 
 
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
-  path = pathlib.Path(directory) / META_FILE
-  if not path.is_file():
+  path = storage.path(directory) / META_FILE
+  if not path.exists():
     raise FileNotFoundError(f"selector checkpoint {str(directory)!r} has no {META_FILE}")
   return json.loads(path.read_text())
 
@@ -313,7 +312,7 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
 def restore(selector: Selector, directory: str | os.PathLike) -> dict[str, Any]:
   """Loads trainable params written by `save` into `selector` (same shapes); returns the meta."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  directory = pathlib.Path(directory).absolute()
+  directory = storage.path(directory)
   meta = read_meta(directory)
   if meta["num_classes"] != selector.num_classes or meta["text_only"] != selector.text_only:
     raise ValueError(f"selector checkpoint {str(directory)!r} has {meta['num_classes']} classes "
@@ -329,11 +328,7 @@ def restore(selector: Selector, directory: str | os.PathLike) -> dict[str, Any]:
 
 def write_cache(path: str | os.PathLike, labels: Mapping[str, str]) -> None:
   """The prediction cache: JSON {record_id: prompt type}."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(json.dumps(dict(labels), indent=0, sort_keys=True))
-  os.replace(tmp, path)
+  storage.write_text(path, json.dumps(dict(labels), indent=0, sort_keys=True))
 
 
 # The released code's cache values: its binary selector's class (0 = raw, 1 = darken) or its
@@ -364,8 +359,8 @@ def cache_labels(cache: Mapping[str, Any], where: str = "selector cache") -> dic
 
 def load_cache(path: str | os.PathLike) -> dict[str, str]:
   """Reads a prediction cache (this project's form or the released code's: `cache_labels`)."""
-  path = pathlib.Path(path)
-  if not path.is_file():
+  path = storage.path(path)
+  if not path.exists():
     raise FileNotFoundError(f"selector cache {str(path)!r} does not exist")
   return cache_labels(json.loads(path.read_text()), f"selector cache {str(path)!r}")
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from vcoach_jax import storage
 from vcoach_jax.data import chat
 from vcoach_jax.data import pipeline
 from vcoach_jax.prompting import hints
@@ -71,11 +71,10 @@ def _text(x) -> str:
 
 def read_done(path: str) -> dict[str, dict[str, Any]]:
   """Rows already written ({id: row}); a file with a cut line is rewritten without it."""
-  if not os.path.exists(path):
+  if not storage.path(path).exists():
     return {}
   rows, broken = {}, False
-  with open(path, encoding="utf-8") as f:
-    lines = f.readlines()
+  lines = storage.read_text(path).splitlines(keepends=True)
   for line in lines:
     try:
       row = json.loads(line)
@@ -83,8 +82,7 @@ def read_done(path: str) -> dict[str, dict[str, Any]]:
     except (json.JSONDecodeError, KeyError, TypeError):
       broken = True
   if broken or (lines and not lines[-1].endswith("\n")):
-    with open(path, "w", encoding="utf-8") as f:
-      f.writelines(json.dumps(r) + "\n" for r in rows.values())
+    storage.write_text(path, "".join(json.dumps(r) + "\n" for r in rows.values()))
   return rows
 
 
@@ -140,9 +138,8 @@ def build_data(examples: Iterable[Mapping[str, Any]], reasoners: Sequence[Reason
     raise ValueError("build-data needs at least one proxy reasoner")
   done = read_done(out_path)
   counts = collections.Counter(row["label"] for row in done.values())
-  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
   new = skipped = 0
-  with open(out_path, "a", encoding="utf-8") as f:
+  with storage.Appender(out_path) as f:
     bar = tqdm(examples, desc="build-data", unit="rec", total=total, disable=not progress)
     for example in bar:
       if limit is not None and new >= limit:
@@ -153,7 +150,6 @@ def build_data(examples: Iterable[Mapping[str, Any]], reasoners: Sequence[Reason
       row = label_example(example, reasoners, processor=processor, texts=texts, shapes=shapes,
                           reward_options=reward_options, types=types, options=options)
       f.write(json.dumps(row) + "\n")
-      f.flush()
       done[row["id"]] = row
       counts[row["label"]] += 1
       new += 1
@@ -164,7 +160,7 @@ def build_data(examples: Iterable[Mapping[str, Any]], reasoners: Sequence[Reason
 
 def read_labelled(path: str, types: Sequence[str]) -> tuple[list[dict[str, Any]], np.ndarray]:
   """Rows of a labelled JSONL and their class indices in `types` (rows of other types dropped)."""
-  if not os.path.isfile(path):
+  if not storage.path(path).exists():
     raise FileNotFoundError(f"labelled data {path!r} does not exist (write it with "
                             "`vcoach select build-data`)")
   rows = list(read_done(path).values())

@@ -11,7 +11,6 @@ rollouts but gives the NLL zero weight (which alone changes nothing: combine it 
 
 from __future__ import annotations
 
-import pathlib
 import time
 from typing import Any, Mapping
 
@@ -24,6 +23,7 @@ from flax import nnx
 from vcoach_jax import checkpointing
 from vcoach_jax import config as config_lib
 from vcoach_jax import experiment
+from vcoach_jax import storage
 from vcoach_jax import metrics_writer
 from vcoach_jax import rewards as rewards_lib
 from vcoach_jax import run_length
@@ -75,7 +75,7 @@ class Trainer(training_loop.Runner):
     if not distill:
       config = config_lib.with_overrides(config, ["rl.alpha=0.0"])
     config = run_length.with_epochs(config, workdir)  # optim.epochs > 0: total_steps counted
-    self.config, self.workdir = config, pathlib.Path(workdir)
+    self.config, self.workdir = config, storage.path(workdir)
     self.coach, self.progress = coach, progress
     self.parts = experiment.build(config, workdir, seed)
     tok = self.parts.tokenizer
@@ -94,7 +94,7 @@ class Trainer(training_loop.Runner):
     self.rng = jax.random.key(seed)
     self.ckpt = checkpointing.Checkpointer(training_loop.checkpoint_dir(config, workdir),
                                            keep=config.checkpoint.keep)
-    self.writer = metrics_writer.MetricsWriter(str(self.workdir / "metrics"))
+    self.writer = metrics_writer.MetricsWriter(self.workdir / "metrics")
 
   # ----------------------------------------------------------------------------------------------
   def policy_state(self) -> nnx.State:
@@ -147,8 +147,8 @@ class Trainer(training_loop.Runner):
     out["batch_ids"] = batch.ids
     return out
 
-  def export(self, path) -> pathlib.Path:
+  def export(self, path) -> storage.Path:
     """Writes the current policy in the HF layout with its tokenizer (LoRA merged)."""
     model = nnx.merge(self.step_fn.graphdef, self.state.params, self.state.frozen)
     hf_checkpoint.save_hf(model, path, tokenizer=self.parts.tokenizer)
-    return pathlib.Path(path)
+    return storage.path(path)

@@ -8,7 +8,6 @@ the assistant turn, the same sharded update, checkpoints and metrics as the RL t
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 import jax
@@ -17,6 +16,7 @@ from flax import nnx
 
 from vcoach_jax import checkpointing
 from vcoach_jax import experiment
+from vcoach_jax import storage
 from vcoach_jax import metrics_writer
 from vcoach_jax import training_loop
 from vcoach_jax.model import hf_checkpoint
@@ -32,7 +32,7 @@ class SFTTrainer(training_loop.Runner):
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
                progress: bool = True):
-    self.config, self.workdir, self.progress = config, pathlib.Path(workdir), progress
+    self.config, self.workdir, self.progress = config, storage.path(workdir), progress
     self.parts = experiment.build(config, workdir, seed)
     self.step_fn, self.state = sft_step.setup(config, self.parts.model, self.parts.mesh)
     self.pipe = experiment.pipeline(config, self.parts.tokenizer, workdir)
@@ -40,7 +40,7 @@ class SFTTrainer(training_loop.Runner):
     self.rng = jax.random.key(seed)
     self.ckpt = checkpointing.Checkpointer(training_loop.checkpoint_dir(config, workdir),
                                            keep=config.checkpoint.keep)
-    self.writer = metrics_writer.MetricsWriter(str(self.workdir / "metrics"))
+    self.writer = metrics_writer.MetricsWriter(self.workdir / "metrics")
 
   def step(self, step: int) -> dict[str, Any]:
     del step
@@ -57,7 +57,7 @@ class SFTTrainer(training_loop.Runner):
     """The current policy as a model (parameters are the train state's)."""
     return nnx.merge(self.step_fn.graphdef, self.state.params, self.state.frozen)
 
-  def export(self, path: str | pathlib.Path) -> pathlib.Path:
+  def export(self, path: storage.PathLike) -> storage.Path:
     """Writes the policy in the HF layout with its tokenizer (LoRA merged)."""
     hf_checkpoint.save_hf(self.policy(), path, tokenizer=self.parts.tokenizer)
-    return pathlib.Path(path)
+    return storage.path(path)
