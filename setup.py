@@ -35,6 +35,9 @@ INSTALL_REQUIRES = [
     "pillow>=10.0,<14",
     "tqdm>=4.64,<5",
     "etils[epath]>=1.9.1,<2",  # vcoach_jax/storage.py
+    # orbax lists checkpoint steps in a gs:// bucket through the GCS client (its hierarchical-
+    # namespace check); without it a run on a bucket fails at its first checkpoint listing.
+    "google-cloud-storage>=3.17,<4",
     "matplotlib>=3.8.4,<4",  # 3.7 does not import with numpy 2
 ]
 
