@@ -11,6 +11,7 @@ import types
 
 import jax
 import numpy as np
+import ml_collections
 import pytest
 
 import rl_testutil as ru
@@ -132,6 +133,7 @@ def test_non_finite_parameters_are_refused(tmp_path, state):
 def _runner(ckpt, state):
   r = training_loop.Runner()
   r.ckpt, r.state, r.rng = ckpt, state, None
+  r.config = ml_collections.ConfigDict({"optim": {"total_steps": 2}})  # the schedule
   r.pipe = types.SimpleNamespace(restore=_data_restore)
   return r
 

@@ -74,9 +74,12 @@ def local_disk(tmp_path, monkeypatch):
 
 
 def _sft(data_flag, *extra) -> None:
-  _run("sft", "--workdir", "gs://bucket/sft", "--steps", "2", *data_flag)
+  # A 3-step schedule stopped after 2 steps, then resumed to its end.
+  schedule = ["--set", "sft.steps=3"]
+  _run("sft", "--workdir", "gs://bucket/sft", "--steps", "2", *schedule, *data_flag)
   # The resumed session also reads its starting policy from the bucket (load_hf, tokenizer).
-  _run("sft", "--workdir", "gs://bucket/sft", "--steps", "3", "--resume", *data_flag, *extra)
+  _run("sft", "--workdir", "gs://bucket/sft", "--steps", "3", "--resume", *schedule, *data_flag,
+       *extra)
   _check_run(fake_gcs.FakeGCSFileSystem.store, "/bucket/sft/", [2, 3])
   sft_files = _files(fake_gcs.FakeGCSFileSystem.store, "/bucket/sft/")
   for name in ("tokenizer/tokenizer.json", "init/config.json", "init/model.safetensors",
@@ -94,6 +97,7 @@ def test_sft_and_train_on_a_bucket_write_nothing_locally(bucket, local_disk):
   data_flag = local_disk[2]
   _sft(data_flag)
   policy = ["--set", "model.checkpoint=gs://bucket/sft/policy"]
+  policy += ["--set", "optim.total_steps=3"]
   _run("train", "--workdir", "gs://bucket/rl", "--steps", "2", *data_flag, *policy)
   _run("train", "--workdir", "gs://bucket/rl", "--steps", "3", "--resume", *data_flag, *policy)
   _check_run(bucket, "/bucket/rl/", [2, 3])

@@ -31,6 +31,9 @@ LOCAL_SET = {
     "model.preset": "tiny",
     "data.source": "synthetic",
     "eval.benchmark": "synthetic",
+    # The synthetic benchmark is read from the prepared world, with no native video for a
+    # reference protocol to sample: items are shown as in training.
+    "eval.protocol": "training",
     "selector.reasoners": (),  # proxy reasoners: the policy of `model.*`
     "synthetic.num_train": 32,  # a small world: written in seconds
     "synthetic.num_eval": 8,
