@@ -65,6 +65,10 @@ def get_config(arg=None):
   config.sampling.num_samples = 4  # G rollouts per prompt
   config.sampling.repetition_penalty = 1.0  # seen ids' logits / p (> 0) or * p (< 0); 1 = off
   config.sampling.batch_buckets = (1, 2, 4, 8, 16, 32, 64)  # prompt rows are padded to these
+  # The decoding copy of the weights, made once per generate call (vcoach_jax/sampling/weights.py):
+  # auto (replicated when it fits in half a device's memory, else split over `tensor`),
+  # replicated, tensor, or as_trained (decode from the fp32 master weights as sharded).
+  config.sampling.weights_layout = "auto"
 
   # --- Parallel (vcoach_jax/parallel/mesh.py). One size per mesh axis; -1 = remaining devices.
   config.parallel = ml_collections.ConfigDict()

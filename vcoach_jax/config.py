@@ -39,6 +39,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
                        "perceptiontest", "synthetic"),
     "eval.split": ("eval", "train"),
     "eval.protocol": lambda: importlib.import_module("vcoach_jax.eval.protocols").NAMES,
+    "sampling.weights_layout":
+        lambda: importlib.import_module("vcoach_jax.sampling.weights").LAYOUTS,
     "rl.candidate_rule": ("answer", "total"),
     "rl.prompt_selector": ("cache", "off"),
     "optim.schedule": ("cosine", "constant"),

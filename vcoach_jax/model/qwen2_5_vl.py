@@ -102,14 +102,20 @@ class Qwen2_5_VL(nnx.Module):
     h, _, _ = self.model(x, cos, sin, mask)
     return h
 
-  def __call__(self, inputs: ModelInputs, cache: KVCache | None = None):
+  def __call__(self, inputs: ModelInputs, cache: KVCache | None = None, *,
+               last_only: bool = False):
     """Full forward over `inputs` (optionally writing them into `cache` from its `index`).
 
+    Args:
+      last_only: apply the LM head to the last position only (a left-padded prompt's next-token
+        logits): the prefill never holds a [B, T, vocab] array.
+
     Returns:
-      (logits [B, T, vocab] fp32, updated cache or None).
+      (logits [B, T, vocab] fp32 ([B, 1, vocab] with `last_only`), updated cache or None).
     """
+    pick = (lambda h: h[:, -1:]) if last_only else (lambda h: h)  # noqa: E731
     if cache is None:
-      return self.head(self.hidden_states(inputs)), None
+      return self.head(pick(self.hidden_states(inputs))), None
     cfg = self.config
     x = self.embed(inputs)
     cos, sin = mrope_cos_sin(inputs.positions, cfg.head_dim, cfg.rope_theta, cfg.mrope_section)
@@ -123,7 +129,7 @@ class Qwen2_5_VL(nnx.Module):
     h, k, v = self.model(x, cos, sin, mask, cache.k, cache.v, idx)
     cache = cache.replace(k=k, v=v, valid=kv_valid, index=idx + t,
                           rope_deltas=inputs.rope_deltas)
-    return self.head(h), cache
+    return self.head(pick(h)), cache
 
 
 # ------------------------------------------------------------------------------------------------
@@ -188,8 +194,8 @@ def _forward(graphdef, state, inputs: ModelInputs):
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=3)
 def _prefill(graphdef, state, inputs: ModelInputs, cache: KVCache):
-  logits, cache = nnx.merge(graphdef, state)(inputs, cache)
-  return logits[:, -1], cache
+  logits, cache = nnx.merge(graphdef, state)(inputs, cache, last_only=True)
+  return logits[:, 0], cache
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=3)

@@ -14,6 +14,10 @@ back through the model with the cache, until every row has produced an end token
 place: it is allocated once, never copied between steps. Rows are sharded over the mesh's batch
 axes and kv heads over `tensor`, by the same rules as the parameters.
 
+The weights are a copy of the policy in the compute dtype, laid out for decoding (replicated, or
+split over `tensor` only), made once per `generate` call (`weights`): the loop never gathers
+fsdp-sharded master weights. The prefill applies the LM head to the last prompt position only.
+
 With `repetition_penalty` != 1 the loop also carries a [rows, vocab] mask of the ids seen (the
 prompt's, padding left out, then each sampled token) and penalises their logits before the next
 token is chosen (`select.repetition_penalty`, transformers' convention).
@@ -43,6 +47,7 @@ from vcoach_jax.parallel.rules import DEFAULT_RULES
 from vcoach_jax.sampling import buckets
 from vcoach_jax.sampling import kv_cache
 from vcoach_jax.sampling import select
+from vcoach_jax.sampling import weights as weights_lib
 
 END_TOKENS = ("<|im_end|>", "<|endoftext|>")
 PAD_TOKEN = "<|endoftext|>"
@@ -59,8 +64,12 @@ class SamplingConfig:
   max_new_tokens: int = 768  # the reference's max_completion_length
   num_samples: int = 1  # G rollouts per prompt
   repetition_penalty: float = 1.0  # > 1 discourages tokens already seen (1 = off; `select`)
+  weights_layout: str = "auto"  # the decoding copy of the weights (`weights.LAYOUTS`)
 
   def __post_init__(self):
+    if self.weights_layout not in weights_lib.LAYOUTS:
+      raise ValueError(f"weights_layout must be one of {weights_lib.LAYOUTS}, got "
+                       f"{self.weights_layout!r}")
     if self.repetition_penalty <= 0:
       raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
     if self.temperature < 0:
@@ -146,6 +155,7 @@ class Sampler:
     self.batch_buckets = tuple(sorted(int(b) for b in batch_buckets))
     self.last_num_steps = 0  # decode steps the last `generate` ran (< N when all rows ended)
     self._compilations = 0
+    self._weights = weights_lib.Placer(mesh, rules, model.dtype)
     out = None if mesh is None else NamedSharding(mesh, PartitionSpec())
     self._program = jax.jit(self._generate, static_argnums=(0, 1), out_shardings=out)
 
@@ -165,8 +175,25 @@ class Sampler:
       config: sampling settings.
       rng: PRNG key; the same key gives the same completions.
       state: the policy's `nnx.State` to sample from instead of the model's own weights (the
-        trainer's current parameters); same structure as `nnx.split(model)[1]`.
+        trainer's current parameters); same structure as `nnx.split(model)[1]`. Either way the
+        program decodes from a copy laid out by `config.weights_layout` (`weights`), made here.
     """
+    b = np.shape(inputs.input_ids)[0]
+    tokens, mask, logprobs, steps = self._program(*self._arguments(inputs, config, rng, state))
+    n = b * config.num_samples
+    tokens, mask = np.asarray(tokens)[:n], np.asarray(mask)[:n].astype(np.int32)
+    logprobs = np.asarray(logprobs)[:n]
+    self.last_num_steps = int(steps)
+    return Rollouts(tokens, mask, logprobs, self.decode(tokens, mask))
+
+  def lower(self, inputs: qwen.ModelInputs, config: SamplingConfig, rng: jax.Array, *,
+             state: nnx.State | None = None) -> jax.stages.Lowered:
+    """The program `generate` would run for these arguments, lowered (for `.compile()`, its
+    HLO text and memory analysis)."""
+    return self._program.lower(*self._arguments(inputs, config, rng, state))
+
+  def _arguments(self, inputs, config: SamplingConfig, rng, state):
+    """The program's arguments: bucketed, placed inputs and the decoding copy of the weights."""
     inputs = jax.tree.map(np.asarray, inputs)
     b, t = inputs.input_ids.shape
     rows = buckets.batch_bucket(b, self.batch_buckets)
@@ -176,15 +203,10 @@ class Sampler:
     static = _Static(bool(config.greedy or config.temperature == 0), int(config.top_k),
                      int(config.max_new_tokens), int(config.num_samples),
                      float(config.repetition_penalty) != 1.0)
-    tokens, mask, logprobs, steps = self._program(
-        graphdef, static, own_state if state is None else state, self._place(padded),
-        self._place_rows(live), rng, jnp.float32(config.temperature), jnp.float32(config.top_p),
-        jnp.float32(config.repetition_penalty))
-    n = b * static.num_samples
-    tokens, mask = np.asarray(tokens)[:n], np.asarray(mask)[:n].astype(np.int32)
-    logprobs = np.asarray(logprobs)[:n]
-    self.last_num_steps = int(steps)
-    return Rollouts(tokens, mask, logprobs, self.decode(tokens, mask))
+    weights = self._weights(own_state if state is None else state, config.weights_layout)
+    return (graphdef, static, weights, self._place(padded), self._place_rows(live), rng,
+            jnp.float32(config.temperature), jnp.float32(config.top_p),
+            jnp.float32(config.repetition_penalty))
 
   def decode(self, tokens: np.ndarray, mask: np.ndarray) -> list[str]:
     """Texts of completions (up to and including the end token; special tokens dropped)."""
