@@ -2,10 +2,13 @@
 
 import collections
 import copy
+import json
+import time
 
 import pytest
 
 from vcoach_jax.data import records
+from vcoach_jax.rewards import parsing
 
 GOOD_ST = {
     "id": "st-1", "task": "temporal-spatial free-form QA", "source": "stgr",
@@ -169,3 +172,40 @@ def test_key_frame_order_and_times_kept():
                        {"idx": 1, "time": 0.5, "path": "a.jpg"}]
   frames = records.validate_record(rec)["key_frames"]
   assert [(f["idx"], f["time"]) for f in frames] == [(3, 2.0000001), (1, 0.5)]
+
+
+def _answer_box_by_pattern(answer):
+  """`answer_box` as the box pattern itself decides it (the former implementation)."""
+  match = parsing.BOX_RE.search(answer)
+  if not match:
+    return None
+  try:
+    box = json.loads(match.group(1))
+  except json.JSONDecodeError:
+    return None
+  return box if isinstance(box, list) and len(box) == 4 and all(map(records._is_num, box)) else None
+
+
+@pytest.mark.parametrize("answer,want", [
+    ("<obj>cup</obj><box>[1, 2, 3, 4]</box>", [1, 2, 3, 4]),
+    ("<box>[1,2,3,4]</box> then <box>[5,6,7,8]</box>", [1, 2, 3, 4]),
+    ("<box>[1,2,\n3,4]</box><box>[5,6,7,8]</box>", [5, 6, 7, 8]),  # no newline inside a box
+    ("<box>[<box>[1,2,3,4]</box>", None),  # the first `<box>[` takes the whole text: bad JSON
+    ("<box>[1,2,3]</box>", None),
+    ("<box>[1,2,3,true]</box>", None),
+    ("<box>[1,2,3,4]", None),
+    ("<box>1,2,3,4</box>", None),
+    ("no box", None),
+])
+def test_answer_box_equals_the_box_pattern(answer, want):
+  assert records.answer_box(answer) == want == _answer_box_by_pattern(answer)
+
+
+def test_answer_box_of_a_megabyte_unclosed_box_is_fast():
+  """The box pattern retries every `<box>[` of a line without `]</box>` (quadratic)."""
+  small = "<box>[1," * 500
+  assert records.answer_box(small) is None is _answer_box_by_pattern(small)
+  start = time.perf_counter()
+  assert records.answer_box("<box>[1," * 131_072) is None  # 1 MB
+  assert records.answer_box("<box>[1," * 131_072 + "<box>[1,2,3,4]</box>") is None  # 1st box
+  assert time.perf_counter() - start < 0.5

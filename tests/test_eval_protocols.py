@@ -6,6 +6,7 @@ import json
 import math
 import pathlib
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ import pytest
 from conftest import DATA_DIR
 from vcoach_jax import cli
 from vcoach_jax.eval import evaluate, loaders, protocols, reference, reference_inputs
-from vcoach_jax.eval.judge import ExactJudge, ModelJudge, load_judge_prompt, parse_grade
+from vcoach_jax.eval.judge import ExactJudge, ModelJudge, answer_text, load_judge_prompt, parse_grade
+from vcoach_jax.rewards import parsing
 
 # --- parsers -------------------------------------------------------------------------------------
 
@@ -282,3 +284,36 @@ def test_charades_reference_prompt_text():
   assert text.startswith(f"The video lasts 2.0 seconds. Frame 1 at 0.0s: {image}\n"
                          f"Frame 2 at 1.0s: {image}\n")
   assert item.question.rstrip(". ") in text and "From <t>start_time</t>s" in text
+
+
+def _answer_text_by_pattern(completion):
+  """`answer_text` as the answer-block pattern decides it (the former implementation)."""
+  if parsing.ANSWER_BLOCK_RE.search(completion or ""):
+    return parsing.extract_answer(completion)
+  return (completion or "").strip()
+
+
+@pytest.mark.parametrize("completion,want", [
+    ("<think>x</think><answer> B </answer>", "B"),
+    ("<answer>\nfirst\n</answer><answer>second</answer>", "first"),
+    ("<answer>a<answer>b</answer>", "a<answer>b"),
+    ("<answer></answer>", ""),
+    ("  <answer>unclosed B  ", "<answer>unclosed B"),
+    ("</answer><answer>x", "</answer><answer>x"),
+    ("plain C. ", "plain C."),
+    ("", ""),
+    (None, ""),
+])
+def test_answer_text_equals_the_answer_pattern(completion, want):
+  assert answer_text(completion) == want == _answer_text_by_pattern(completion)
+
+
+def test_answer_text_of_a_megabyte_of_unclosed_answer_tags_is_fast():
+  """The answer-block pattern retries every `<answer>` when `</answer>` is missing (quadratic)."""
+  small = "<answer>x" * 500
+  assert answer_text(small) == small == _answer_text_by_pattern(small)
+  text = "<answer>x" * 116_509  # 1 MB
+  start = time.perf_counter()
+  assert answer_text(text) == text
+  assert answer_text(text + "</answer>") == text[len("<answer>"):]
+  assert time.perf_counter() - start < 0.5

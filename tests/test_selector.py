@@ -139,6 +139,23 @@ def test_vl_selector_trains_on_video_prompts(tok, backbone):
   assert probs.shape == (4, 5) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
+@pytest.mark.parametrize("on_mesh", [False, True])
+def test_training_steps_compile_once(tok, backbone, on_mesh):
+  """Step 2 reuses step 1's program: the state comes out of the step on the shardings it went in
+  with (on a mesh as `from_config` places it, the optimizer's count and the replicated head used
+  to come back differently placed, a second compilation as long as the first)."""
+  from vcoach_jax.parallel import mesh as mesh_lib
+  sel, cfg = _selector(backbone)
+  if on_mesh:
+    mesh_lib.shard_model(sel, mesh_lib.make_mesh())
+  world = synthetic.SyntheticWorld(WORLD)
+  mk = sl.text_inputs_fn([world.sample(i).record for i in range(4)], tok, SHORT, cfg, 128)
+  trainer = sl.Trainer(sel, lr=1e-3)
+  losses = [trainer.step(mk(np.arange(4)), np.array([0, 1, 0, 1]))["loss"] for _ in range(3)]
+  assert trainer._step._cache_size() == 1  # pylint: disable=protected-access
+  assert losses[2] < losses[0]
+
+
 def test_cache_round_trip_and_choose(tmp_path):
   sl.write_cache(tmp_path / "c.json", {"a": "darken", "b": "raw"})
   cache = sl.load_cache(tmp_path / "c.json")

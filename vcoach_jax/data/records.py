@@ -36,7 +36,7 @@ import json
 import math
 from typing import Any, Mapping
 
-from vcoach_jax.rewards import parsing  # the one box pattern of the project
+from vcoach_jax.rewards import scan  # the one box pattern of the project, in linear time
 # The six task strings are defined once, with the rewards that score them.
 from vcoach_jax.rewards.targets import (  # pylint: disable=g-importing-member
     TASK_FREE, TASK_MCQ, TASK_ST, TASK_TG, TASK_TG_MCQ, TASK_VQA, TASKS)
@@ -80,11 +80,11 @@ def parse_segment(text: str) -> tuple[float, float] | None:
 
 def answer_box(answer: str) -> list[float] | None:
   """The first `<box>[x1,y1,x2,y2]</box>` of a visual-QA answer, or None."""
-  match = parsing.BOX_RE.search(answer)
-  if not match:
+  box_text = next(scan.box_groups(answer), None)  # `parsing.BOX_RE`'s first group, linear time
+  if box_text is None:
     return None
   try:
-    box = json.loads(match.group(1))
+    box = json.loads(box_text)
   except json.JSONDecodeError:
     return None
   return box if isinstance(box, list) and len(box) == 4 and all(map(_is_num, box)) else None

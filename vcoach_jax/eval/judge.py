@@ -25,6 +25,7 @@ from typing import Callable, Protocol, Sequence
 from vcoach_jax import storage
 from vcoach_jax.rewards import accuracy
 from vcoach_jax.rewards import parsing
+from vcoach_jax.rewards import scan
 
 LETTERS = "ABCDEFGHIJ"
 DEFAULT_ROUGE_THRESHOLDS = (0.3, 0.7, 0.9)
@@ -147,7 +148,7 @@ def make_judge(spec: str, thresholds: Sequence[float] = DEFAULT_ROUGE_THRESHOLDS
 
 def answer_text(completion: str) -> str:
   """The answer a completion gives: its `<answer>` block, else the whole text, stripped."""
-  if parsing.ANSWER_BLOCK_RE.search(completion or ""):
+  if scan.block(completion or "", "<answer>", "</answer>") is not None:
     return parsing.extract_answer(completion)
   return (completion or "").strip()
 

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from vcoach_jax import storage
 from vcoach_jax.model.qwen2_5_vl import ModelInputs, Qwen2_5_VL
@@ -193,6 +194,23 @@ def _train_step(graphdef, tx, trainable, opt_state, frozen, inputs: ModelInputs,
   return trainable, opt_state, metrics
 
 
+def _state_shardings(state):
+  """Each leaf's sharding: a mesh-placed leaf keeps its own, any other (optax's step count,
+  created uncommitted on one device) is replicated on that mesh (on the first leaf's device
+  when nothing is on a mesh).
+
+  Pinning the step's outputs to these is what makes the jitted step compile once: left to
+  itself, jit returns the count committed and replicated where it came in uncommitted, and
+  spells a replicated matrix `P(None, None)` where `shard_model` placed it as `P()`; either
+  changes the cache key of the second call (a second full compilation)."""
+  leaves = jax.tree.leaves(state)
+  mesh = next((x.sharding.mesh for x in leaves if isinstance(x.sharding, NamedSharding)), None)
+  rep = (NamedSharding(mesh, PartitionSpec()) if mesh is not None
+         else SingleDeviceSharding(next(iter(leaves[0].devices()))))
+  return jax.tree.map(lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else rep,
+                      state)
+
+
 class Trainer:
   """AdamW on the selector's LoRA adapters and head; the rest of the backbone stays frozen.
 
@@ -209,8 +227,11 @@ class Trainer:
     decay = lambda params: jax.tree.map(lambda x: x.ndim > 1, params)  # noqa: E731 no bias decay
     self.tx = optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay, mask=decay)
     self.opt_state = self.tx.init(self.trainable)
+    # The state goes in and comes out on the same shardings, so step 2 reuses step 1's program.
+    shardings = _state_shardings((self.trainable, self.opt_state))
+    self.trainable, self.opt_state = jax.device_put((self.trainable, self.opt_state), shardings)
     self._step = jax.jit(functools.partial(_train_step, self.graphdef, self.tx),
-                         donate_argnums=(0, 1))
+                         out_shardings=shardings + (None,), donate_argnums=(0, 1))
 
   def step(self, inputs: ModelInputs, labels: np.ndarray) -> dict[str, float]:
     self.trainable, self.opt_state, metrics = self._step(
