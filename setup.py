@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     "tensorflow-cpu==2.21.0",
     "tensorflow-datasets==4.9.10",
     "pillow==13.0.0",
+    "matplotlib>=3.7",
     "tqdm==4.70.1",
 ]
 
