@@ -125,9 +125,13 @@ def get_config(arg=None):
   config.synthetic.max_objects = 2
   config.synthetic.distractors = 1  # difficulty: extra objects that are not asked about
   config.synthetic.occlusion = 0.0  # difficulty: probability of a grey bar over a frame
+  config.synthetic.lookalike = 0.0  # difficulty: probability a distractor has the asked shape
   config.synthetic.min_size = 10  # object side in pixels
   config.synthetic.max_size = 18
   config.synthetic.max_speed = 6.0  # pixels per frame
+  # Tasks the records cycle through (the demo keeps the spatio-temporal one: the grounded task).
+  config.synthetic.tasks = ("temporal-spatial free-form QA", "temporal QA (MCQ)", "temporal QA",
+                            "visual QA", "General video QA MCQ", "General video QA Free-form")
 
   # --- Visual prompts (DESIGN.md §8.4-8.5, vcoach_jax/prompting).
   config.prompting = ml_collections.ConfigDict()

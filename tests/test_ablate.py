@@ -47,9 +47,13 @@ def test_ablate_fast_end_to_end(tmp_path):
   table = (workdir / "ablation.md").read_text()
   rows = [line for line in table.splitlines() if line.startswith("| ")]
   names = [r.split("|")[1].strip() for r in rows]
+  pairs = ["", "full - gspo", "coach - gspo", "full - coach"]  # paired differences with CIs
+  per_variant = ["", "gspo", "coach", "full"]  # each variant's mean with its CI
   order = ["variant", ablate.START, "gspo", "coach", "full"]
-  assert names == order * 2  # the probe table, then the V-STAR-style one
+  assert names == pairs + per_variant + order * 2  # then the probe and V-STAR-style tables
   assert sum(r.count("±") for r in rows) == len(ablate.COLUMNS) * 4
+  assert summary["paired_differences"]["full - gspo"]["probe/total"]["values"] == [
+      stats["full"]["probe/total"]["mean"] - stats["gspo"]["probe/total"]["mean"]]
   assert "prompted rollouts of hard prompts as extra GSPO groups" in table
 
   # The variants differ where they should: only coaching runs sample prompted rollouts.
@@ -70,3 +74,23 @@ def test_ablate_fast_end_to_end(tmp_path):
   # A rerun reuses the SFT start and the finished runs.
   assert cli.main(argv) == 0
   assert json.loads((workdir / "ablation.json").read_text())["metrics"] == stats
+
+
+def test_mean_ci_is_the_student_t_interval():
+  m, lo, hi = ablate.mean_ci([1.0, 2.0, 3.0])
+  assert m == 2.0
+  np.testing.assert_allclose([lo, hi], [2.0 - 2.4841, 2.0 + 2.4841], atol=1e-3)  # t(.975, 2)
+  assert ablate.mean_ci([0.5]) == (0.5, 0.5, 0.5)
+
+
+def test_paired_differences_pair_runs_by_seed():
+  runs = [{"variant": v, "seed": s, "metrics": {"probe/total": base + s * 0.5}}
+          for v, base in (("gspo", 1.0), ("full", 1.2)) for s in range(3)]
+  diff = ablate.paired_differences(runs, pairs=(("full", "gspo"), ("coach", "gspo")),
+                                   columns=("probe/total",))
+  assert list(diff) == ["full - gspo"]  # no coach runs: no pair
+  d = diff["full - gspo"]["probe/total"]
+  np.testing.assert_allclose(d["values"], [0.2, 0.2, 0.2])  # the seed effect cancels
+  assert d["low"] == pytest.approx(0.2) and d["high"] == pytest.approx(0.2)
+  table = ablate.ci_table(diff, ("probe/total",))
+  assert "| full - gspo | 3 | 0.200 [0.200, 0.200] |" in table

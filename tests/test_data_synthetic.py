@@ -99,3 +99,24 @@ def test_tokenizer_from_config(tmp_path):
   assert tokenizer_lib.special_ids(tok)["<|video_pad|>"] == 13
   again = tokenizer_lib.from_config(config, str(tmp_path / "tok"))  # reused, not rebuilt
   assert again.get_vocab() == tok.get_vocab()
+  # The prompts' fixed wording is in the corpus: a system text is a few words' worth of tokens.
+  from vcoach_jax.data import chat  # pylint: disable=g-import-not-at-top
+  system = chat.PromptTexts.load().system["temporal QA"]
+  config = config_lib.load(None, ["synthetic.num_train=20", "data.tiny_vocab_size=700"])
+  tok = tokenizer_lib.from_config(config, str(tmp_path / "tok700"))
+  assert len(tok(system, add_special_tokens=False)["input_ids"]) < len(system) / 3
+
+
+def test_lookalike_distractors_share_the_asked_shape():
+  free = ("General video QA Free-form",)  # its trace lists every object of the clip
+  alike = synthetic.SyntheticWorld(synthetic.WorldSpec(tasks=free, distractors=2, lookalike=1.0))
+  plain = synthetic.SyntheticWorld(synthetic.WorldSpec(tasks=free, distractors=2))
+
+  def shapes(world, i):
+    names = world.sample(i).record["reasoning_process"].split(": ")[1].split(".")[0]
+    return {n.split()[1] for n in names.split(", ")}
+  assert all(len(shapes(alike, i)) == 1 for i in range(12))
+  assert any(len(shapes(plain, i)) > 1 for i in range(12))
+  # lookalike = 0 draws nothing more: the default world is unchanged.
+  assert synthetic.SyntheticWorld(synthetic.WorldSpec(lookalike=0.0)).sample(5).completion == \
+      synthetic.SyntheticWorld().sample(5).completion

@@ -74,3 +74,21 @@ def test_outputs_on_disk(result):
              zip(jax.tree.leaves(nnx.state(rl_policy)), jax.tree.leaves(nnx.state(sft_policy)))]
   assert any(changed)  # RL moved the policy
   assert (workdir / "rl" / "checkpoints").is_dir()
+
+
+def test_readme_demo_table_has_the_shape_the_demo_prints(result):
+  """The README's demo table is `vcoach demo`'s output: same header, same rows, a number in
+  every cell (the figures themselves come from running the README's command)."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+  block = readme[readme.index("The demo's table"):]
+  printed = re.search(r"```\n(.*?)\n```", block, re.DOTALL).group(1).splitlines()
+  _, r = result
+  lines = r.table.splitlines()
+  assert printed[0] == lines[0]
+  for shown, ours in zip(printed[1:len(lines)], lines[1:]):
+    label = ours[:ours.index("  ")]
+    assert shown.startswith(label)
+    assert len(shown.split()) == len(ours.split())
+    assert all(re.fullmatch(r"-?\d+\.\d{3}", v) for v in shown[len(label):].split())

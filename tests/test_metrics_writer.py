@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from vcoach_jax.metrics_writer import COLORS, MetricsWriter, read_jsonl
+from vcoach_jax import plots
+from vcoach_jax.metrics_writer import MetricsWriter, read_jsonl
 
 
 def test_jsonl_tensorboard_and_png(tmp_path):
@@ -30,9 +31,10 @@ def test_jsonl_tensorboard_and_png(tmp_path):
       scalars[(v.tag, record.step)] = float(tf.make_ndarray(v.tensor))
   assert scalars[("reward/total", 3)] == 1.5 and scalars[("loss", 0)] == 1.0
   img = np.asarray(Image.open(png).convert("RGB"))
-  assert img.shape == (440, 720, 3)
+  assert img.shape[0] > 200 and img.shape[1] > 400  # two panels side by side
   colors = {tuple(c) for c in img.reshape(-1, 3)}
-  assert COLORS[0] in colors and COLORS[1] in colors
+  for hex_color in plots.COLORS[:2]:  # each panel's moving average in full colour
+    assert tuple(int(hex_color[i:i + 2], 16) for i in (1, 3, 5)) in colors
 
 
 def test_resume_drops_rows_past_the_restored_step(tmp_path):
@@ -52,3 +54,22 @@ def test_resume_drops_rows_past_the_restored_step(tmp_path):
   assert [r["step"] for r in rows] == [0, 1, 2, 3, 4, 5]
   assert [r["loss"] for r in rows] == [0.0, 1.0, 2.0, 13.0, 14.0, 15.0]
   assert MetricsWriter(tmp_path, tensorboard=False, enabled=True).drop_from(6) == 0
+
+
+def test_moving_average_is_trailing_and_skips_nans():
+  np.testing.assert_allclose(plots.moving_average([1, 3, 5, 7], 2), [1, 2, 4, 6])
+  np.testing.assert_allclose(plots.moving_average([1, float("nan"), 5], 3), [1, 1, 3])
+
+
+def test_bands_and_boxes_pngs(tmp_path):
+  steps = np.arange(5)
+  per = {"reward_total": (steps, steps * 0.1, steps * 0.1 - 0.05, steps * 0.1 + 0.05)}
+  png = plots.bands({"gspo": per, "full": per}, tmp_path / "bands.png", title="t")
+  assert Image.open(png).size[0] > 300
+  frame = np.zeros((56, 84, 3), np.uint8)
+  png = plots.boxes_on_frame(frame, {"SFT": [[10, 10, 30, 30]], "RL": [[12, 11, 31, 29]]},
+                             tmp_path / "clip.png", truth=[[11, 10, 30, 30]])
+  img = np.asarray(Image.open(png).convert("RGB"))
+  colors = {tuple(c) for c in img.reshape(-1, 3)}
+  for hex_color in plots.COLORS[1:3]:  # the two sources' box colours
+    assert tuple(int(hex_color[i:i + 2], 16) for i in (1, 3, 5)) in colors

@@ -80,3 +80,31 @@ def test_prompted_gspo_config_field_is_validated():
     assert "prompted_gspo" in str(e)
   else:
     raise AssertionError("a non-bool rl.prompted_gspo was accepted")
+
+
+def test_a_compact_prompted_batch_gives_the_padded_layouts_loss_and_gradient():
+  """The trainer passes only the hard prompts (P rows, a power of two <= B): one hard prompt in
+  a 1-row prompted batch must train exactly as in a B-row batch whose other row is padding."""
+  model = ru.tiny_model(seed=4)
+  raw = ru.rollout_batch(model.config, 2)
+  full = ru.rollout_batch(model.config, 2, seed=7, prompted=True)
+  adv = np.zeros((2 * ru.G,), np.float32)
+  adv[:ru.G] = np.asarray(full.advantages[:ru.G])
+  w = np.asarray(full.weights).copy()
+  w[ru.G:] = 0.0  # prompt 1 is padding: weight 0, advantage 0
+  padded = full._replace(advantages=adv, weights=w)
+  first = lambda x: None if x is None else np.asarray(x)[:ru.G]  # noqa: E731
+  p = full.prompt
+  compact = full._replace(
+      prompt=p._replace(input_ids=p.input_ids[:1], attention_mask=p.attention_mask[:1],
+                        positions=p.positions[:, :1], rope_deltas=p.rope_deltas[:1]),
+      tokens=first(full.tokens), mask=first(full.mask), old_logprobs=first(full.old_logprobs),
+      advantages=adv[:ru.G], weights=w[:ru.G])
+  for cfg in (ts.LossConfig(group_size=ru.G, alpha=0.1, beta=0.0),
+              ts.LossConfig(group_size=ru.G, alpha=0.0, beta=0.0, prompted_gspo=True)):
+    loss_p, m_p, g_p = _grads(model, raw, padded, cfg)
+    loss_c, m_c, g_c = _grads(model, raw, compact, cfg)
+    np.testing.assert_allclose(loss_c, loss_p, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(float(m_c["nll"]), float(m_p["nll"]), rtol=1e-6)
+    for a, b in zip(g_c, g_p):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-7)

@@ -14,7 +14,8 @@ Each run is evaluated on the held-out synthetic split two ways: the probe (`rl.p
 sampled rollouts per prompt, the seven rewards' means, the fraction of hard prompts) and the
 V-STAR-style metrics of `vcoach_jax.eval` (greedy, raw video, through the sampler with the
 trained policy). Writes ablation.md / ablation.json (mean ± std over seeds) and
-reward_total.png (the raw rollouts' mean total reward per step, mean over seeds).
+reward_total.png (the raw rollouts' rewards per step: a panel per reward, each variant's mean
+over seeds with its 95% interval).
 
   result = run(ablate_config(), "vcoach_ablate", seeds=3)
   print(result.markdown)
@@ -37,6 +38,7 @@ import numpy as np
 from vcoach_jax import config as config_lib
 from vcoach_jax import demo
 from vcoach_jax import storage
+from vcoach_jax.rewards.targets import TASKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,10 +58,11 @@ VARIANTS: dict[str, Variant] = {
                     "positives)"),
 }
 
-# The ablation's changes to the demo's settings: a harder world (two distractors, occluding bars
-# on a quarter of the frames) so the SFT policy finds most prompts hard, a larger held-out split,
-# and short RL runs of 4 prompts x G = 4, sized for 9 of them on 2 CPU cores.
+# The ablation's changes to the demo's settings: a harder world (all tasks, two distractors,
+# occluding bars on a quarter of the frames) so the SFT policy finds most prompts hard, a larger
+# held-out split, and short RL runs of 4 prompts x G = 4, sized for 9 of them on 2 CPU cores.
 ABLATE = (
+    f"synthetic.tasks={TASKS!r}",  # every task (the demo keeps the grounded one): V* tIoU too
     "synthetic.distractors=2", "synthetic.occlusion=0.25", "synthetic.num_eval=24",
     "data.batch_size=4", "optim.total_steps=10", "optim.lr=0.0003", "selector.steps=20",
     "eval.batch_size=8",
@@ -163,28 +166,97 @@ def markdown_table(stats: Mapping[str, Mapping[str, Mapping[str, Any]]],
   return "\n".join(lines)
 
 
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+  """(mean, low, high): Student-t interval of the mean over seeds (the mean alone for one)."""
+  from scipy import stats as st  # pylint: disable=g-import-not-at-top
+  v = np.asarray(values, np.float64)
+  m = float(v.mean())
+  if v.size < 2:
+    return m, m, m
+  half = float(st.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+  return m, m - half, m + half
+
+
+CURVE_KEYS = ("reward_total", "reward_thk_spatial", "reward_thk_temporal_point",
+              "reward_ans_acc", "frac_hard")
+
+
 def curve_plot(run_dirs: Mapping[str, Sequence[storage.Path]], path: storage.Path,
-               key: str = "reward_total") -> storage.Path:
-  """`key` per step of each variant's runs (their metrics/metrics.jsonl), mean over seeds."""
+               keys: Sequence[str] = CURVE_KEYS) -> storage.Path:
+  """A panel per metric of the raw rollouts (metrics/metrics.jsonl of each run): each variant's
+  mean over seeds per step with its 95% interval."""
   from vcoach_jax import metrics_writer  # pylint: disable=g-import-not-at-top
-  series = {}
+  from vcoach_jax import plots  # pylint: disable=g-import-not-at-top
+  variants = {}
   for name, dirs in run_dirs.items():
-    by_step: dict[int, list[float]] = {}
+    by_key: dict[str, dict[int, list[float]]] = {k: {} for k in keys}
     for d in dirs:
       for row in metrics_writer.read_jsonl(d / "metrics" / "metrics.jsonl"):
-        by_step.setdefault(int(row["step"]), []).append(float(row[key]))
-    series[name] = [(s + 1, float(np.mean(v))) for s, v in sorted(by_step.items())]
+        for k in keys:
+          if isinstance(row.get(k), (int, float)):
+            by_key[k].setdefault(int(row["step"]) + 1, []).append(float(row[k]))
+    variants[name] = {}
+    for k, by_step in by_key.items():
+      if by_step:
+        steps = sorted(by_step)
+        variants[name][k] = (steps, *zip(*(mean_ci(by_step[s]) for s in steps)))
   n = max((len(d) for d in run_dirs.values()), default=0)
-  metrics_writer.line_plot(series, path, title=f"{key} of raw rollouts, mean over {n} seed(s)")
+  plots.bands(variants, path, title=f"raw rollouts per RL step: mean over {n} seed(s), 95% CI")
   return path
 
 
-def _report(stats, config, seeds: int, steps: int, command: str, probe_prompts: int) -> str:
+PAIRS = (("full", "gspo"), ("coach", "gspo"), ("full", "coach"))  # (variant, baseline)
+
+
+def paired_differences(runs: Sequence[Mapping[str, Any]], pairs=PAIRS,
+                       columns: Sequence[str] = COLUMNS) -> dict[str, dict[str, dict[str, Any]]]:
+  """{"a - b": {metric: {mean, low, high (95% t interval), values}}} over the seeds both
+  variants ran: run a of seed s minus run b of seed s (same SFT start, data order and seed)."""
+  by = {(r["variant"], r["seed"]): r["metrics"] for r in runs}
+  out: dict[str, dict[str, dict[str, Any]]] = {}
+  for a, b in pairs:
+    seeds = sorted(s for (v, s) in by if v == a and (b, s) in by)
+    if not seeds:
+      continue
+    per = out.setdefault(f"{a} - {b}", {})
+    for key in columns:
+      d = [float(by[(a, s)][key]) - float(by[(b, s)][key]) for s in seeds]
+      m, lo, hi = mean_ci(d)
+      per[key] = {"mean": m, "low": lo, "high": hi, "values": d}
+  return out
+
+
+def ci_table(stats: Mapping[str, Mapping[str, Mapping[str, Any]]],
+             columns: Sequence[str] = COLUMNS) -> str:
+  """One row per variant or pair, `mean [low, high]` per metric (95% intervals)."""
+  head = "| | seeds | " + " | ".join(HEADERS.get(c, c) for c in columns) + " |"
+  lines = [head, "|" + "---|" * (len(columns) + 2)]
+  for name, per in stats.items():
+    n = len(next(iter(per.values()))["values"])
+    cells = []
+    for c in columns:
+      x = per[c]
+      lo, hi = (x["low"], x["high"]) if "low" in x else mean_ci(x["values"])[1:]
+      cells.append(f"{x['mean']:.3f} [{lo:.3f}, {hi:.3f}]")
+    lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def _report(stats, config, seeds: int, steps: int, command: str, probe_prompts: int,
+            diffs=None) -> str:
   lines = [f"# Ablation in miniature ({seeds} seed(s), {steps} RL steps per run)", ""]
   if command:
     lines += ["```", command, "```", ""]
   probe_cols = [c for c in COLUMNS if c.startswith("probe/")]
   eval_cols = [c for c in COLUMNS if c.startswith("eval/")]
+  key_cols = ["probe/total", "probe/thk_spatial", "probe/thk_temporal_point", "probe/ans_acc",
+              "eval/mIoU", "eval/AM", "eval/LGM"]
+  if diffs:
+    lines += ["Paired differences (same seed, same SFT start and data order), mean over seeds "
+              "with the 95% t interval: a difference is resolved when its interval excludes 0.",
+              "", ci_table(diffs, key_cols), "",
+              "Per variant, mean over seeds with the 95% t interval:", "",
+              ci_table({k: v for k, v in stats.items() if k != START}, key_cols), ""]
   lines += ["Per-reward means on held-out prompts (probe, sampled):", "",
             markdown_table(stats, probe_cols), "",
             "V-STAR-style metrics on the held-out split (greedy):", "",
@@ -298,12 +370,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
   start_run = w / "runs" / "start.json"
   rows = ([json.loads(start_run.read_text())] if start_run.is_file() else []) + runs
   stats = aggregate(rows)
+  diffs = paired_differences(runs)
   markdown = _report(stats, rl_config, seeds, steps, command,
-                     n_probe * rl_config.data.batch_size)
+                     n_probe * rl_config.data.batch_size, diffs)
   plot = curve_plot(run_dirs, w / "reward_total.png")
   summary = {"command": command, "seeds": seeds, "steps": steps,
              "variants": {k: dataclasses.asdict(v) for k, v in VARIANTS.items()},
-             "metrics": stats, "runs": rows, "seconds": seconds,
+             "metrics": stats, "paired_differences": diffs, "runs": rows, "seconds": seconds,
              "config": json.loads(rl_config.to_json_best_effort())}
   storage.write_text(w / "ablation.md", markdown)
   storage.write_text(w / "ablation.json", json.dumps(summary, indent=1) + "\n")

@@ -21,10 +21,20 @@ from vcoach_jax import storage
 
 # The demo's changes to the embedded default: a learning rate a random tiny model can learn
 # with, completions as long as the world's traces, short runs. `fast` shrinks it for tests.
+# The world is the grounded task only (spatio-temporal questions: every trace cites boxes),
+# with objects large against the 28-pixel merged patch, short clips (short prompts), and
+# look-alike distractors (same shape, another colour): what makes a prompt hard there is which
+# object is meant, which a drawn prompt on the key frames shows. Prompted rows and sampler rows
+# are padded to 4 or 8 (few compiled programs).
 DEMO = (
     "sft.lr=0.01", "sft.steps=250", "optim.weight_decay=0.0", "optim.lr=0.0002",
-    "optim.total_steps=12", "sampling.max_new_tokens=96", "checkpoint.every_steps=50",
+    "optim.total_steps=20", "sampling.max_new_tokens=96", "checkpoint.every_steps=50",
     "selector.steps=40", "selector.batch_size=8", "selector.max_new_tokens=96",
+    "data.prompt_buckets=(128, 256, 512, 1024, 2048, 4096, 8192, 16384)",
+    "sampling.batch_buckets=(4, 8)",
+    "synthetic.tasks=('temporal-spatial free-form QA',)", "synthetic.min_size=16",
+    "synthetic.max_size=24", "synthetic.max_frames=6", "synthetic.max_speed=4.0",
+    "synthetic.lookalike=0.5",
 )
 FAST = ("sft.steps=40", "optim.total_steps=2", "sampling.max_new_tokens=32",
         "selector.steps=4", "selector.max_new_tokens=32", "synthetic.num_train=64",
@@ -110,6 +120,54 @@ def probe_policy(rl, config: ml_collections.ConfigDict, tok, workdir, num_batche
                          state=rl.policy_state(), seed=seed)
 
 
+def greedy_completions(rl, config: ml_collections.ConfigDict, tok, workdir):
+  """(first eval batch, greedy completion of each of its prompts) under `rl`'s current policy."""
+  from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.model import batching  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.sampling import SamplingConfig  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  pipe = experiment.pipeline(config, tok, workdir, split="eval", shuffle_buffer=1)
+  batch = pipe.next_host_batch()
+  sampling = dataclasses.replace(SamplingConfig.from_config(config.sampling), greedy=True,
+                                 num_samples=1)
+  out = rl.sampler.generate(batching.batch_inputs(rl.parts.model.config, batch.arrays),
+                            sampling, jax.random.key(0), state=rl.policy_state())
+  return batch, out.texts
+
+
+def _claimed_boxes(text: str, time: float) -> list:
+  """Boxes of the claims whose time is nearest `time` (within the reward's 1 s gate)."""
+  from vcoach_jax.rewards import parsing  # pylint: disable=g-import-not-at-top
+  claims = [c for c in parsing.parse_claims(text) if abs(c.time - time) <= 1.0]
+  if not claims:
+    return []
+  best = min(abs(c.time - time) for c in claims)
+  return [list(map(float, b)) for c in claims if abs(c.time - time) == best
+          for b in c.boxes if isinstance(b, list) and len(b) == 4
+          and all(isinstance(v, (int, float)) for v in b)]
+
+
+def key_frame_figure(batch, completions: dict, path) -> str | None:
+  """The first held-out spatio-temporal clip of `batch`: its first key frame with the ground
+  truth and each policy's claimed boxes there (`completions`: label -> one text per prompt)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from vcoach_jax import plots  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.data import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+  for i, example in enumerate(batch.examples):
+    record = pipeline_lib.record_of(example)
+    if not record["key_frames"] or not len(example["key_frames"]):
+      continue
+    key = record["key_frames"][0]
+    w, h = record["image_size"]
+    truth = [[b[0] * w, b[1] * h, b[2] * w, b[3] * h]
+             for boxes in record["key_items"].get(str(key["idx"]), {}).values() for b in boxes]
+    boxes = {label: _claimed_boxes(texts[i], key["time"]) for label, texts in completions.items()}
+    return plots.boxes_on_frame(np.asarray(example["key_frames"][0]), boxes, path, truth=truth,
+                                title=f"{record['id']}: {record['question']}\n"
+                                      f"key frame at {key['time']:.1f}s (dashed: ground truth)")
+  return None
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
         fast: bool = False) -> DemoResult:
   """SFT -> selector -> VisionCoach RL on `config`, probing before and after RL."""
@@ -125,10 +183,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
   rl = rl_trainer.Trainer(rl_config, str(w / "rl"), progress=progress)
   n = 1 if fast else PROBE_BATCHES
   before = probe_policy(rl, rl_config, tok, w / "rl", n)
+  batch, sft_texts = greedy_completions(rl, rl_config, tok, w / "rl")
   rl.run()
   rl.export(w / "rl" / "policy")
   after = probe_policy(rl, rl_config, tok, w / "rl", n)
+  _, rl_texts = greedy_completions(rl, rl_config, tok, w / "rl")
   seconds["rl"] = time.perf_counter() - t0
   table = probe_lib.table({"SFT (before RL)": before, "VisionCoach RL": after})
   plots = [str(sft.writer.logdir / "curves.png"), str(rl.writer.logdir / "curves.png")]
+  figure = key_frame_figure(batch, {"SFT": sft_texts, "VisionCoach RL": rl_texts},
+                            w / "key_frame.png")
+  if figure:
+    plots.append(figure)
   return DemoResult(table, before, after, plots, seconds)

@@ -7,8 +7,8 @@
 
 `metrics.jsonl` holds one `{"step": s, **metrics}` object per line (floats; arrays are reduced
 by the caller). TensorBoard scalars go through `tf.summary.write` (TensorFlow is a dependency of the
-data pipeline; the tensorboard package is not needed to write them); the plot is drawn
-with PIL (no matplotlib).
+data pipeline; the tensorboard package is not needed to write them); the plots are
+matplotlib's (`vcoach_jax.plots`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,8 @@ import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
-
 from vcoach_jax import storage
 
-COLORS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-          (140, 86, 75), (227, 119, 194), (127, 127, 127))
 TB_SYNC_SECONDS = 60.0  # a remote logdir gets the TensorBoard files at most this stale
 
 
@@ -111,7 +107,8 @@ class MetricsWriter:
     return list(self._history.get(key, []))
 
   def plot(self, keys: Sequence[str], path: storage.PathLike, title: str = "") -> storage.Path:
-    """Draws the recorded curves of `keys` into one PNG (relative paths go under logdir)."""
+    """Draws the recorded curves of `keys` into one PNG, a panel each (relative paths go under
+    logdir)."""
     p = os.fspath(path)
     path = storage.path(p) if storage.is_remote(p) or os.path.isabs(p) else self.logdir / p
     series = {k: self.history(k) for k in keys}
@@ -139,58 +136,8 @@ def read_jsonl(path: storage.PathLike) -> list[dict[str, Any]]:
   return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-  if hi <= lo:
-    return [lo]
-  return [lo + (hi - lo) * i / (n - 1) for i in range(n)]
-
-
 def line_plot(series: Mapping[str, Sequence[tuple[float, float]]], path: storage.PathLike, *,
-              title: str = "", size: tuple[int, int] = (720, 440)) -> None:
-  """A simple line chart: axes with ticks, one coloured line per series, a legend."""
-  w, h = size
-  left, right, top, bottom = 70, 20, 30 if title else 15, 45
-  img = Image.new("RGB", size, "white")
-  draw = ImageDraw.Draw(img)
-  font = ImageFont.load_default()
-  points = [(x, y) for s in series.values() for x, y in s if math.isfinite(y)]
-  xs = [p[0] for p in points] or [0.0, 1.0]
-  ys = [p[1] for p in points] or [0.0, 1.0]
-  x0, x1 = min(xs), max(xs)
-  y0, y1 = min(ys), max(ys)
-  if x1 == x0:
-    x0, x1 = x0 - 1, x1 + 1
-  if y1 == y0:
-    y0, y1 = y0 - 1, y1 + 1
-  pad = 0.05 * (y1 - y0)
-  y0, y1 = y0 - pad, y1 + pad
-  px = lambda x: left + (x - x0) / (x1 - x0) * (w - left - right)  # noqa: E731
-  py = lambda y: h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom)  # noqa: E731
-  for t in _ticks(x0, x1):
-    draw.line([px(t), h - bottom, px(t), h - bottom + 4], fill="black")
-    draw.text((px(t) - 10, h - bottom + 6), f"{t:g}", fill="black", font=font)
-  for t in _ticks(y0, y1):
-    draw.line([left - 4, py(t), left, py(t)], fill="black")
-    draw.line([left, py(t), w - right, py(t)], fill=(230, 230, 230))
-    draw.text((4, py(t) - 5), f"{t:.3g}", fill="black", font=font)
-  draw.rectangle([left, top, w - right, h - bottom], outline="black")
-  draw.text(((w - left) // 2 + left - 10, h - 14), "step", fill="black", font=font)
-  if title:
-    draw.text((left, 8), title, fill="black", font=font)
-  lines = []
-  for i, (name, s) in enumerate(series.items()):
-    color = COLORS[i % len(COLORS)]
-    pts = [(px(x), py(y)) for x, y in s if math.isfinite(y)]
-    if len(pts) > 1:
-      draw.line(pts, fill=color, width=2)
-    for x, y in pts[-1:] if len(pts) == 1 else []:
-      draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=color)
-    lines.append((name, color))
-  lx = w - right - 160
-  draw.rectangle([lx, top + 4, w - right - 4, top + 10 + 14 * len(lines)], fill="white",
-                 outline=(180, 180, 180))
-  for i, (name, color) in enumerate(lines):
-    ly = top + 8 + 14 * i
-    draw.line([lx + 6, ly + 5, lx + 26, ly + 5], fill=color, width=3)
-    draw.text((lx + 31, ly), name[:22], fill="black", font=font)
-  storage.write_png(path, img)
+              title: str = "") -> None:
+  """One panel per series (`plots.curves`: raw values faint, a moving average over them)."""
+  from vcoach_jax import plots  # pylint: disable=g-import-not-at-top
+  plots.curves(series, path, title=title)

@@ -13,8 +13,9 @@ every frame is a sampled frame and no resize is needed; boxes are integer pixels
 (key items, and the stored temporal-spatial trace as in STGR, hold them divided by W, H).
 Everything is a function of (seed, index).
 
-Difficulty knobs (`WorldSpec`): distractor objects, an occluding grey bar over part of some
-frames, clip length, object size and speed.
+Difficulty knobs (`WorldSpec`): distractor objects (and how often they share the asked object's
+shape: look-alikes), an occluding grey bar over part of some frames, clip length, object size
+and speed.
 
   world = SyntheticWorld(WorldSpec(seed=0))
   sample = world.sample(7)        # Sample(record, frames [T, H, W, 3] uint8, times [T])
@@ -52,6 +53,7 @@ class WorldSpec:
   max_objects: int = 2
   distractors: int = 1  # extra objects that only get in the way
   occlusion: float = 0.0  # probability that a frame has a grey bar over part of it
+  lookalike: float = 0.0  # probability that a distractor has the asked object's shape
   min_size: int = 10  # object side in pixels
   max_size: int = 18
   max_speed: float = 6.0  # pixels per frame
@@ -133,6 +135,10 @@ class SyntheticWorld:
         break
       if still and shape in used_shapes:
         continue  # still images name objects by shape alone, so shapes are unique there
+      if tracks and not still and s.lookalike > 0 and rng.random() < s.lookalike:
+        if colour == tracks[0].colour:
+          continue
+        shape = tracks[0].shape  # a look-alike: only its colour tells it from the asked one
       used_shapes.add(shape)
       size = int(rng.integers(s.min_size, s.max_size + 1))
       bw, bh = size, int(np.clip(size + rng.integers(-2, 3), s.min_size, s.max_size))

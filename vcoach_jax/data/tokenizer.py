@@ -17,8 +17,9 @@ text); a real Qwen tokenizer splits them into several pieces.
 
 from __future__ import annotations
 
+import itertools
 import os
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from vcoach_jax import storage
 
@@ -95,10 +96,29 @@ def from_config(config, cache_dir: str):
     return load_tokenizer(config.data.tokenizer_dir)
   if not (storage.path(cache_dir) / "tokenizer.json").exists():
     from vcoach_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+    from vcoach_jax.data import chat  # pylint: disable=g-import-not-at-top
     spec = synthetic.WorldSpec.from_config(config.synthetic)
-    build_tiny_tokenizer(synthetic.corpus(spec, n=min(config.synthetic.num_train, 600)), cache_dir,
-                         config.data.tiny_vocab_size)
+    n = min(config.synthetic.num_train, 600)
+    texts = chat.PromptTexts.load(config.prompts_file or None)
+    corpus = itertools.chain(synthetic.corpus(spec, n=n),
+                             prompt_corpus(texts, spec.tasks, spec.max_frames, n))
+    build_tiny_tokenizer(corpus, cache_dir, config.data.tiny_vocab_size)
   return load_tokenizer(cache_dir)
+
+
+def prompt_corpus(texts, tasks, max_frames: int, n: int) -> Iterator[str]:
+  """The fixed wording of `n` prompts (system texts of `tasks` in turn, frame labels up to
+  `max_frames`, duration lines, hints), so the tiny tokenizer merges it into few tokens: the
+  prompts it sees in training are then short, which makes every step cheaper."""
+  hints = [h for h in texts.hints.values() if h]
+  for i in range(n):
+    yield texts.system[tasks[i % len(tasks)]]
+    frames = 2 + 2 * (i % max(1, max_frames // 2))
+    yield "\n".join(texts.frame_label.format(index=k + 1, time=k / 2) for k in range(frames))
+    yield texts.key_frame_label.format(index=i % (frames + 2) + 1, time=i % 5)
+    yield texts.duration_line.format(seconds=frames / 2) + " " + texts.image_label
+    if hints:
+      yield hints[i % len(hints)]
 
 
 def special_ids(tokenizer) -> dict[str, int]:

@@ -116,6 +116,13 @@ class Qwen2_5_VL(nnx.Module):
     pick = (lambda h: h[:, -1:]) if last_only else (lambda h: h)  # noqa: E731
     if cache is None:
       return self.head(pick(self.hidden_states(inputs))), None
+    h, cache = self.hidden_states_cached(inputs, cache)
+    return self.head(pick(h)), cache
+
+  def hidden_states_cached(self, inputs: ModelInputs, cache: KVCache):
+    """[B, T, D] hidden states of `inputs` attending the cache's valid slots before them, and
+    the cache with `inputs` written from its `index` (differentiable: the RL loss runs a
+    prompt once per group this way, `rl.logprobs`)."""
     cfg = self.config
     x = self.embed(inputs)
     cos, sin = mrope_cos_sin(inputs.positions, cfg.head_dim, cfg.rope_theta, cfg.mrope_section)
@@ -129,7 +136,7 @@ class Qwen2_5_VL(nnx.Module):
     h, k, v = self.model(x, cos, sin, mask, cache.k, cache.v, idx)
     cache = cache.replace(k=k, v=v, valid=kv_valid, index=idx + t,
                           rope_deltas=inputs.rope_deltas)
-    return self.head(pick(h)), cache
+    return h, cache
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,9 +1,14 @@
 """Teacher-forced log-probs of completion tokens: prompt + completion through the policy.
 
-The prompt's vision features are encoded once per prompt and scattered into its G rows
-(`batching.repeat_rows`); the completion continues the prompt's positions
-(`batching.append_tokens`). Only the completion positions go through the LM head: at 7B with
-long video prompts the full [S, T, vocab] logits would dominate the step's memory.
+With G > 1 completions per prompt the prompt runs once per prompt, not once per completion:
+the prompt's forward fills a KV cache ([B] rows, its vision features encoded once), the cache
+rows are repeated G times (`kv_cache.expand`) and the [B*G, N] completions run against it,
+their positions continuing the prompt's (`slot + rope_deltas`, as in decoding). Every token
+attends exactly what it attends in one forward over prompt + completion (`sequence_inputs`,
+the G = 1 path and the reference of the tests), so the log-probs are the same up to float
+rounding, and gradients flow through the cache into the prompt's forward. This is what makes
+the RL step cheap: the [B*G, T+N]^2 attention of the joint forward becomes [B, T]^2 plus
+[B*G, N] x [T+N]. Only the completion positions go through the LM head.
 """
 
 from __future__ import annotations
@@ -12,13 +17,20 @@ import jax
 import jax.numpy as jnp
 
 from vcoach_jax.model.batching import append_tokens, repeat_rows
-from vcoach_jax.model.qwen2_5_vl import ModelInputs, Qwen2_5_VL
+from vcoach_jax.model.qwen2_5_vl import ModelInputs, Qwen2_5_VL, init_cache
+from vcoach_jax.sampling import kv_cache
 
 
 def sequence_inputs(prompt: ModelInputs, tokens: jax.Array, mask: jax.Array,
                     group_size: int) -> ModelInputs:
   """[B] prompts + [B*G, N] completions -> [B*G, T+N] model inputs."""
   return append_tokens(repeat_rows(prompt, group_size), tokens, mask)
+
+
+def _picked(model: Qwen2_5_VL, h: jax.Array, tokens: jax.Array) -> jax.Array:
+  logits = model.head(h)
+  picked = jnp.take_along_axis(logits, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  return picked - jax.nn.logsumexp(logits, axis=-1)
 
 
 def completion_logprobs(model: Qwen2_5_VL, prompt: ModelInputs, tokens: jax.Array,
@@ -33,7 +45,19 @@ def completion_logprobs(model: Qwen2_5_VL, prompt: ModelInputs, tokens: jax.Arra
     group_size: G.
   """
   t, n = prompt.input_ids.shape[1], tokens.shape[1]
-  h = model.hidden_states(sequence_inputs(prompt, tokens, mask, group_size))
-  logits = model.head(h[:, t - 1:t + n - 1])  # position t-1+j predicts completion token j
-  picked = jnp.take_along_axis(logits, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
-  return picked - jax.nn.logsumexp(logits, axis=-1)
+  if group_size == 1:
+    h = model.hidden_states(sequence_inputs(prompt, tokens, mask, 1))
+    return _picked(model, h[:, t - 1:t + n - 1], tokens)  # position t-1+j predicts token j
+  b = prompt.input_ids.shape[0]
+  cache = init_cache(model.config, b, t, model.dtype)
+  h_prompt, cache = model.hidden_states_cached(prompt, cache)
+  cache = kv_cache.expand(cache, group_size, t + n)
+  deltas = cache.rope_deltas  # [B*G]
+  pos = (t + jnp.arange(n, dtype=jnp.int32))[None, :] + deltas[:, None]
+  completion = ModelInputs(input_ids=tokens.astype(jnp.int32), attention_mask=mask.astype(bool),
+                           positions=jnp.broadcast_to(pos[None], (3,) + pos.shape),
+                           rope_deltas=deltas)
+  h_completion, _ = model.hidden_states_cached(completion, cache)
+  last = jnp.repeat(h_prompt[:, -1:], group_size, axis=0)  # predicts token 0
+  h = jnp.concatenate([last, h_completion[:, :n - 1]], axis=1)
+  return _picked(model, h, tokens)

@@ -9,8 +9,9 @@ With `rl.prompted_gspo` (the ablation's "coaching without self-distillation" var
 reference) the prompted rollouts of hard prompts also enter a GSPO term as their own groups:
 their advantages are normalised within each prompted group (`collect`), the log-probs are taken
 under the prompted input, no KL; rows of easy (padding) prompts carry advantage 0, and the term
-is averaged over all B*G rows like the raw one, so padding contributes nothing and each prompted
-group weighs what a raw group does.
+is averaged over all B*G rows like the raw one (the prompted batch has P <= B rows: its mean is
+scaled by P/B), so padding contributes nothing and each prompted group weighs what a raw group
+does.
 
   step, state, ref = setup(config, model, mesh)
   state, metrics = step(state, ref, raw, prompted, rng)
@@ -40,7 +41,8 @@ from vcoach_jax.rl.logprobs import completion_logprobs
 
 class RolloutBatch(NamedTuple):
   """G rollouts of each of B prompts, as fixed-shape arrays (rows b*G .. b*G+G-1 = prompt b)."""
-  prompt: ModelInputs  # [B] left-padded prompts (vision encoded once per prompt)
+  prompt: ModelInputs  # [B] left-padded prompts (vision encoded once per prompt); the prompted
+  # batch has P <= B rows (the hard prompts, padded to a power of two)
   tokens: jax.Array  # [B*G, N] int32 completion ids
   mask: jax.Array  # [B*G, N] completion mask (1 up to and including the end token)
   old_logprobs: jax.Array | None  # [B*G, N] sampling-policy log-probs (used when mu > 1)
@@ -96,6 +98,7 @@ def visioncoach_loss(model, ref_lp: jax.Array | None, raw: RolloutBatch,
     p_old = prompted.old_logprobs if cfg.use_old_logprobs else None
     p_loss, _ = gspo.gspo_loss(plp, p_old, None, prompted.mask, prompted.advantages,
                                eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta=0.0)
+    p_loss = p_loss * (prompted.tokens.shape[0] / raw.tokens.shape[0])  # a mean over B*G rows
     loss = loss + p_loss
     metrics["gspo_prompted"] = p_loss
   nll, nll_metrics = distill.nll_loss(plp, prompted.mask, prompted.weights,

@@ -53,11 +53,11 @@ def step_metrics(c: collect_lib.Collected, update: Mapping[str, Any], g: int) ->
          for name in rewards_lib.REWARD_NAMES}
   out["reward_total"] = float(np.mean(c.raw.total))
   out["frac_hard"] = float(np.mean(c.hard))
-  has_pos = c.weights.reshape(-1, g).sum(axis=1) > 0
-  out["frac_candidates"] = float(has_pos[c.hard].mean()) if c.hard.any() else 0.0
-  if c.prompted is not None:
-    rows = np.repeat(c.hard, g)
-    out["prompted_total"] = float(np.mean(c.prompted.total[rows]))
+  out["frac_candidates"] = 0.0
+  if c.prompted is not None:  # the first num_hard prompted rows are the hard prompts
+    has_pos = c.weights.reshape(-1, g)[:c.num_hard].sum(axis=1) > 0
+    out["frac_candidates"] = float(has_pos.mean())
+    out["prompted_total"] = float(np.mean(c.prompted.total[:c.num_hard * g]))
   out.update({k: float(v) for k, v in update.items()})
   out["completion_tokens"] = float(c.raw.rollouts.mask.sum())
   return out
@@ -128,7 +128,7 @@ class Trainer(training_loop.Runner):
         prompt_type=self._prompt_type, shapes=self.pipe.shapes, pad_id=self.pipe.pad_id, g=self.g,
         k1=c.rl.k1, k1_per_task=dict(c.rl.k1_per_task), candidate_rule=c.rl.candidate_rule,
         num_positives=c.rl.num_positives, reward_options=config_lib.reward_options(c),
-        coach=self.coach)
+        coach=self.coach, row_buckets=tuple(c.sampling.batch_buckets))
     t1 = time.perf_counter()
     raw = rollout_batch(got.raw_inputs, got.raw, advantages=got.advantages)
     prompted = None
