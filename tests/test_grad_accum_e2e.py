@@ -62,14 +62,19 @@ def test_sft_grad_accum_update_equals_whole_batch(tiny_world, tmp_path):
 
 
 def test_train_grad_accum_update_equals_whole_batch(tiny_world, tmp_path, monkeypatch):
-  """A random policy earns no reward (a zero update): a deterministic answer score of each
-  completion's text stands in for ans_acc, so advantages, hard prompts and positives are not
-  empty; both runs sample the same rollouts (same seed), so they score the same."""
+  """A random policy earns no reward (a zero update): a fixed answer score stands in for
+  ans_acc, so advantages, hard prompts and positives are not empty whatever the sampled text:
+  the raw rollouts of each group score 1, 0, 1, 0, ... (mean 0.5: hard), the prompted ones
+  (the step's second scoring) 1 (all candidates). Both runs make the same calls in order."""
   real = collect_lib.score
+  calls = []
 
   def score(rollouts, samples, g, options):
     scored = real(rollouts, samples, g, options)
-    acc = np.asarray([len(t) % 5 for t in rollouts.texts], np.float32) / 4
+    n = len(rollouts.texts)
+    prompted = len(calls) % 2 == 1
+    calls.append(n)
+    acc = np.ones(n, np.float32) if prompted else (np.arange(n) % 2 == 0).astype(np.float32)
     per = dict(scored.per_reward, ans_acc=acc)
     return collect_lib.Scored(scored.rollouts, per, scored.total + acc)
   monkeypatch.setattr(collect_lib, "score", score)

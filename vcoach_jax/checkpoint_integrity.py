@@ -98,9 +98,18 @@ def _all_sums(tree):
 def array_report(tree: Any) -> dict[str, tuple[str, bool]]:
   """`{array name: (checksum hex, all finite)}` for every array of `tree`."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  names = [_name(p) for p, _ in leaves]
-  sums = jax.device_get(_all_sums([jnp.asarray(x) for _, x in leaves]))
-  return {n: (f"{int(a):08x}{int(b):08x}", bool(f)) for n, (a, b, f) in zip(names, sums)}
+  arrays = [jnp.asarray(x) for _, x in leaves]
+  # One jitted program per device set: a state may mix mesh-placed arrays with single-device
+  # ones (an rng key), which one jit call refuses.
+  groups: dict[Any, list[int]] = {}
+  for i, x in enumerate(arrays):
+    groups.setdefault(frozenset(d.id for d in x.devices()), []).append(i)
+  sums: list[Any] = [None] * len(arrays)
+  for idx in groups.values():
+    for i, s in zip(idx, jax.device_get(_all_sums([arrays[i] for i in idx]))):
+      sums[i] = s
+  return {_name(p): (f"{int(a):08x}{int(b):08x}", bool(f))
+          for (p, _), (a, b, f) in zip(leaves, sums)}
 
 
 def checksums(tree: Any) -> dict[str, str]:
