@@ -351,11 +351,11 @@ def _save(model, path: pathlib.Path | None, dtype, max_shard_bytes: int, tokeniz
   size = total = 0
   first_dtype = None
 
-  def flush():
-    part = path / f".part-{len(shard_files):05d}.safetensors"
+  def flush():  # every process gathers each tensor; only the writer has a folder to write to
     if writer:
+      part = path / f".part-{len(shard_files):05d}.safetensors"
       _write_safetensors(part, current)
-    shard_files.append((part, list(current)))
+      shard_files.append((part, list(current)))
 
   for name, x in hf_tensors(model, dtype):
     first_dtype = first_dtype or x.dtype
