@@ -172,7 +172,7 @@ VISUAL_PROMPTS = [
 # Visual prompts
 
 VisionCoach coaches a hard sample by drawing a *visual prompt* on its key frames and appending a
-textual *hint* to the question (DESIGN.md §8.4-8.5). `vcoach_jax.prompting.visual_prompts` has the
+textual *hint* to the question (docs/design.md §8.4-8.5). `vcoach_jax.prompting.visual_prompts` has the
 four prompt types — `darken` (everything outside the key objects' boxes dimmed, the reference's
 arithmetic), `circle` (a red ellipse around each box), `numbers` (the frame's position in the
 prompt), `attention` (a warm heat map over each box) — as pure numpy on uint8 frames.
@@ -271,7 +271,7 @@ QUICKSTART = [
     ("md", """\
 # Quickstart: VisionCoach end to end on a CPU
 
-The embedded default (DESIGN.md §10) needs nothing downloaded: a procedurally generated world of
+The embedded default (docs/design.md §10) needs nothing downloaded: a procedurally generated world of
 short clips with coloured objects (every object's box and time known, so every task's ground
 truth is exact), a tiny tokenizer built on the world's text, and a tiny Qwen2.5-VL (the same code
 as the 7B) initialised at random. `vcoach_jax.demo.run` then does the whole method:

@@ -19,7 +19,7 @@ def get_config(arg=None):
   arg = recipes.parse_arg(arg, runlocal=False)
   config = ml_collections.ConfigDict()
 
-  # --- Rewards (REWARDS.md). Values of the paper's run; the released code's CLI defaults are
+  # --- Rewards (docs/rewards.md). Values of the paper's run; the released code's CLI defaults are
   # max / none / all / True.
   config.rewards = ml_collections.ConfigDict()
   config.rewards.spatial_iou_mode = "avg"  # max | avg: how a claim scores several GT objects.
@@ -55,7 +55,7 @@ def get_config(arg=None):
   config.model.lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                "down_proj")  # regexes matched at the end of a linear's path
 
-  # --- Sampling (vcoach_jax/sampling; DESIGN.md §8.1, reference values).
+  # --- Sampling (vcoach_jax/sampling; docs/design.md §8.1, reference values).
   config.sampling = ml_collections.ConfigDict()
   config.sampling.temperature = 1.0  # softmax temperature (0 = greedy)
   config.sampling.top_p = 0.95  # nucleus mass in (0, 1]; 1 = off
@@ -77,7 +77,7 @@ def get_config(arg=None):
   # parallel over heads/mlp/vocab, batch over data x fsdp. Replace the tuple to change layouts.
   config.parallel.rules = rules.DEFAULT_RULES
 
-  # --- Video (DESIGN.md §6; reference constants). Frame count n = duration * fps clamped to
+  # --- Video (docs/design.md §6; reference constants). Frame count n = duration * fps clamped to
   # [min_frames, min(max_frames, total)] and floored to even; each frame is smart-resized to
   # multiples of 28 between pixels_factor*28*28 and max(min(that, total_pixels/n*2), 1.05*that).
   config.video = ml_collections.ConfigDict()
@@ -93,7 +93,7 @@ def get_config(arg=None):
   # released trainers' rule, for checkpoints trained by the authors' code).
   config.video.timestamps = "exact"
 
-  # --- Data: prompts, tokenizer, TFDS input pipeline (DESIGN.md §6, §8.2).
+  # --- Data: prompts, tokenizer, TFDS input pipeline (docs/design.md §6, §8.2).
   config.prompts_file = ""  # JSON of system/frame/hint texts; "" = vcoach_jax/assets/prompts.json
   config.data = ml_collections.ConfigDict()
   config.data.source = "synthetic"  # synthetic (the world below) | tfds (a `vcoach prepare` output)
@@ -111,7 +111,7 @@ def get_config(arg=None):
   config.data.seed = 0
   config.data.reshuffle_each_epoch = True
 
-  # --- Synthetic world (DESIGN.md §10): seeded clips of moving coloured objects.
+  # --- Synthetic world (docs/design.md §10): seeded clips of moving coloured objects.
   config.synthetic = ml_collections.ConfigDict()
   config.synthetic.seed = 0
   config.synthetic.num_train = 512  # records in the train split
@@ -133,14 +133,14 @@ def get_config(arg=None):
   config.synthetic.tasks = ("temporal-spatial free-form QA", "temporal QA (MCQ)", "temporal QA",
                             "visual QA", "General video QA MCQ", "General video QA Free-form")
 
-  # --- Visual prompts (DESIGN.md §8.4-8.5, vcoach_jax/prompting).
+  # --- Visual prompts (docs/design.md §8.4-8.5, vcoach_jax/prompting).
   config.prompting = ml_collections.ConfigDict()
   config.prompting.per_key_frame_boxes = True  # each key frame's own boxes (False: all, as ref)
   config.prompting.draw_on = "key_frames_st_only"  # key_frames_st_only (ref) | key_and_nearest
   config.prompting.darken_factor = 0.3  # reference: pixels outside the boxes * 0.3
   config.prompting.darken_pad = 10  # reference: boxes grown by 10 px before darkening
 
-  # --- VP-Selector (DESIGN.md §8.6, vcoach_jax/prompting/selector.py).
+  # --- VP-Selector (docs/design.md §8.6, vcoach_jax/prompting/selector.py).
   config.selector = ml_collections.ConfigDict()
   config.selector.mode = "text"  # text (reference: question + object names) | vl (video + question)
   config.selector.types = ("raw", "darken")  # class names in order; reference: raw, darken
@@ -159,7 +159,7 @@ def get_config(arg=None):
   config.selector.max_new_tokens = 128  # build-data: greedy completion length
   config.selector.seed = 0
 
-  # --- Evaluation (DESIGN.md §9, vcoach_jax/eval). `vcoach eval` flags override the first five.
+  # --- Evaluation (docs/design.md §9, vcoach_jax/eval). `vcoach eval` flags override the first five.
   config.eval = ml_collections.ConfigDict()
   config.eval.benchmark = "synthetic"  # vstar | charades | videomme | worldsense | videommmu | perceptiontest | synthetic
   config.eval.data = ""  # annotation file of the benchmark ("" for synthetic)
@@ -179,7 +179,7 @@ def get_config(arg=None):
   config.eval.joint_miou = 0.1  # ... and item mIoU at least this
   config.eval.lgm_eps = 1e-6  # LGM clips each mean to 1 - eps (ln(0) guard)
   config.eval.length_bounds = (60.0, 180.0)  # video-length buckets in seconds: short | medium | long
-  # --- RL and coaching (DESIGN.md §8.3-8.4; reference values). G is sampling.num_samples.
+  # --- RL and coaching (docs/design.md §8.3-8.4; reference values). G is sampling.num_samples.
   config.rl = ml_collections.ConfigDict()
   config.rl.k1 = 2.21  # a prompt is hard when its raw group's mean total reward is < k1
   config.rl.k1_per_task = ()  # ((task, k1), ...) overriding k1 for those tasks; () = none
@@ -198,7 +198,7 @@ def get_config(arg=None):
   # turns it on, with alpha = 0, for "coaching without self-distillation".
   config.rl.prompted_gspo = False
 
-  # --- Optimiser (DESIGN.md §8.7). lr 1e-6 is the 7B run's; the tiny demo uses larger.
+  # --- Optimiser (docs/design.md §8.7). lr 1e-6 is the 7B run's; the tiny demo uses larger.
   config.optim = ml_collections.ConfigDict()
   config.optim.lr = 1e-6  # peak learning rate
   config.optim.schedule = "cosine"  # cosine (decay to 0) | constant
@@ -221,7 +221,7 @@ def get_config(arg=None):
   config.checkpoint.every_steps = 100  # save every N optimizer steps (and at the end)
   config.checkpoint.keep = 3  # keep the last k checkpoints
 
-  # --- Cold-start SFT (DESIGN.md §8.8): token cross-entropy on the assistant turn.
+  # --- Cold-start SFT (docs/design.md §8.8): token cross-entropy on the assistant turn.
   config.sft = ml_collections.ConfigDict()
   config.sft.steps = 200  # optimizer steps
   config.sft.lr = 1e-6  # peak learning rate (replaces optim.lr during SFT)

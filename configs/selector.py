@@ -1,5 +1,5 @@
 """VP-Selector in the paper's form: Qwen2.5-VL-3B with LoRA over video + question, choosing
-among all prompt types; labels from proxy reasoners (DESIGN.md §8.6).
+among all prompt types; labels from proxy reasoners (docs/design.md §8.6).
 
   vcoach select build-data --config configs/selector.py --workdir runs/sel \\
       --set 'selector.reasoners=("/ckpt/sft7b/policy",)'

@@ -1,4 +1,4 @@
-"""Cold-start SFT of Qwen2.5-VL-7B on the grounded STGR traces (DESIGN.md §8.8).
+"""Cold-start SFT of Qwen2.5-VL-7B on the grounded STGR traces (docs/design.md §8.8).
 
   vcoach sft --config configs/sft_coldstart.py --workdir gs://BUCKET/sft7b \\
       --set model.checkpoint=/ckpt/Qwen2.5-VL-7B-Instruct --set data.tfds_dir=/data/stgr_sft

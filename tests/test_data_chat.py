@@ -1,4 +1,4 @@
-"""Prompt construction (DESIGN.md §8.2) and processor parity with transformers 4.51.3."""
+"""Prompt construction (docs/design.md §8.2) and processor parity with transformers 4.51.3."""
 
 import os
 

@@ -13,7 +13,7 @@ from vcoach_jax.data import tokenizer as tokenizer_lib
 
 OPTIONS = {"spatial_iou_mode": "avg", "identity_match_mode": "soft",
            "spatial_norm_mode": "matched", "correct_tempgate": True}
-# Maximum total reward per task (DESIGN.md §7).
+# Maximum total reward per task (docs/design.md §7).
 MAX_TOTAL = {records.TASK_ST: 4.0, records.TASK_TG_MCQ: 4.0, records.TASK_TG: 3.0,
              records.TASK_VQA: 3.0, records.TASK_MCQ: 2.0, records.TASK_FREE: 2.0}
 HARD = synthetic.WorldSpec(seed=3, distractors=3, occlusion=0.5, max_frames=16, max_objects=3,

@@ -1,4 +1,4 @@
-"""Frame sampling, smart resize and decoding against the values of DESIGN.md §6."""
+"""Frame sampling, smart resize and decoding against the values of docs/design.md §6."""
 
 import os
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from conftest import CONFIGS, TINY_WORLD, set_args
 from vcoach_jax import cli
@@ -61,6 +62,9 @@ def test_sft_grad_accum_update_equals_whole_batch(tiny_world, tmp_path):
   _assert_same_update(runs, start)
 
 
+# Slow: the train step's micro-batch split is covered by tests/test_rl_train_step.py (the
+# accumulated step equals the whole batch) and the 7B recipe's runlocal run (grad_accum 4).
+@pytest.mark.slow
 def test_train_grad_accum_update_equals_whole_batch(tiny_world, tmp_path, monkeypatch):
   """A random policy earns no reward (a zero update): a fixed answer score stands in for
   ans_acc, so advantages, hard prompts and positives are not empty whatever the sampled text:

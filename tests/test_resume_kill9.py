@@ -1,6 +1,6 @@
 """`vcoach sft` killed with SIGKILL mid-run, then `--resume`: the steps after the checkpoint it
 resumes from have the losses of an uninterrupted run and the exported policy is bit-identical
-(DESIGN.md §12).
+(docs/design.md §12).
 
 Slow (three `vcoach sft` processes, each compiling its programs, two at a time: 85 s on a loaded
 2-core machine; run with `-m slow`); tests/test_trainer_resume.py covers the same restore path

@@ -1,4 +1,4 @@
-"""The checkable numbers of the VisionCoach losses and coaching rules (issue 8, DESIGN §8.3-8.4)."""
+"""The checkable numbers of the VisionCoach losses and coaching rules (docs/design.md §8.3-8.4)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The VisionCoach loss and its gradients equal a straightforward torch implementation of the same
-formulas (tests/torch_rl_reference.py, DESIGN.md §8.3-8.4) on the same tiny transformers
+formulas (tests/torch_rl_reference.py, docs/design.md §8.3-8.4) on the same tiny transformers
 Qwen2.5-VL, loaded into JAX with `load_hf` (fp32, loss and every parameter gradient <= 1e-4).
 
 Raw batch: 2 left-padded video prompts x G = 3 rollouts, masks that end early on some rows,

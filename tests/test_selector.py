@@ -1,4 +1,4 @@
-"""VP-Selector (DESIGN.md §8.6): the text form learns a visible property of the question, the
+"""VP-Selector (docs/design.md §8.6): the text form learns a visible property of the question, the
 VL form trains through the same head and loop, checkpoints round-trip, the cache is what the
 trainer reads; `build-data` labels synthetic records and resumes."""
 

@@ -1,5 +1,5 @@
 """`--resume` continues exactly: params, optimizer, rng and the data position come back, so an
-interrupted run ends where an uninterrupted one does (DESIGN.md §12)."""
+interrupted run ends where an uninterrupted one does (docs/design.md §12)."""
 
 from __future__ import annotations
 

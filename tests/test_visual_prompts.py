@@ -1,4 +1,4 @@
-"""Visual-prompt renderers (DESIGN.md §8.5): known values of the reference darken, invariants of
+"""Visual-prompt renderers (docs/design.md §8.5): known values of the reference darken, invariants of
 circle / numbers / attention, determinism and shapes."""
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def test_prompt_key_frames_uses_each_key_frames_boxes():
     vp.prompt_key_frames(RECORD, frames[:1], "darken")
 
 
-# --- prompted examples and hints (DESIGN.md §8.2, §8.4.3) ---------------------------------------
+# --- prompted examples and hints (docs/design.md §8.2, §8.4.3) ---------------------------------------
 
 from vcoach_jax.data import chat  # noqa: E402
 from vcoach_jax.data import pipeline  # noqa: E402

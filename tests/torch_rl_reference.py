@@ -1,4 +1,4 @@
-"""A straightforward torch implementation of the VisionCoach loss (DESIGN.md §8.3-8.4), written
+"""A straightforward torch implementation of the VisionCoach loss (docs/design.md §8.3-8.4), written
 from the formulas and importing nothing from vcoach_jax: the reference of
 tests/test_rl_torch_parity.py and the torch baseline of benchmarks/train_step_bench.py.
 

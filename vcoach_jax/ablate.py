@@ -1,4 +1,4 @@
-"""The method's ablation in miniature (DESIGN.md §10, COMPASS area 6): on the synthetic world,
+"""The method's ablation in miniature (docs/design.md §10, COMPASS area 6): on the synthetic world,
 cold-start SFT once (and the VP-Selector), then three RL variants from that same start, on the
 same data order, for several seeds each:
 

@@ -1,4 +1,4 @@
-"""The embedded default end to end (DESIGN.md §10): synthetic world, tiny tokenizer, tiny
+"""The embedded default end to end (docs/design.md §10): synthetic world, tiny tokenizer, tiny
 Qwen2.5-VL, cold-start SFT, VP-Selector, VisionCoach RL, a before/after table and plots.
 
   result = run(demo_config(), "vcoach_demo")

@@ -3,7 +3,7 @@ periodic checkpoints, a clean stop on SIGTERM/SIGINT, and the non-finite guard's
 
 The step itself (sampling, rewards, the jitted update) is the caller's `step_fn`; this module
 only decides when to save, when to stop and what to report, so both trainers behave the same
-under interruption (DESIGN.md §12).
+under interruption (docs/design.md §12).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from vcoach_jax import storage
 
 HELP = "ablate the method on the synthetic world: GSPO vs + coaching vs + self-distillation"
 DESCRIPTION = """\
-The ablation in miniature (DESIGN.md §10): cold-start SFT once (plus the VP-Selector), then three
+The ablation in miniature (docs/design.md §10): cold-start SFT once (plus the VP-Selector), then three
 RL variants from the same start and the same data order, for --seeds seeds each:
 
   gspo   GSPO with the grounding rewards only, no coaching

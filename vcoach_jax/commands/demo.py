@@ -6,7 +6,7 @@ import argparse
 
 HELP = "run the whole method on the embedded default (tiny model, synthetic videos, CPU)"
 DESCRIPTION = """\
-End to end with nothing downloaded (DESIGN.md §10): writes the synthetic grounded-video world
+End to end with nothing downloaded (docs/design.md §10): writes the synthetic grounded-video world
 and a tiny tokenizer, builds a random tiny Qwen2.5-VL (saved and reloaded in the HF layout),
 runs cold-start SFT on the grounded traces, builds VP-Selector labels with the SFT policy as
 proxy reasoner and trains the selector, then runs VisionCoach RL (GSPO + visual-prompt coaching

@@ -14,8 +14,8 @@ DESCRIPTION = """\
 Answer a question about a video with a Hugging Face-layout Qwen2.5-VL checkpoint (config.json,
 safetensors and the tokenizer files in one folder, e.g. written by `save_hf` or a trained run).
 
-Frames are sampled and resized as in training (the config's `video.*`, DESIGN.md §6) and the
-prompt is the training prompt of --task (DESIGN.md §8.2) on the raw video: no visual prompt, no
+Frames are sampled and resized as in training (the config's `video.*`, docs/design.md §6) and the
+prompt is the training prompt of --task (docs/design.md §8.2) on the raw video: no visual prompt, no
 hint. Decoding is greedy unless --sample or --num-samples > 1, which use the config's
 `sampling.*` (temperature, top-p, top-k). The completion (reasoning with grounded claims, then
 the answer) is printed to stdout, one block per sample.

@@ -1,4 +1,4 @@
-"""`vcoach plan`: the ahead-of-time memory plan of the train step (DESIGN.md §11)."""
+"""`vcoach plan`: the ahead-of-time memory plan of the train step (docs/design.md §11)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ HELP = "draw the visual prompts on a video's key frames and write PNGs (and a co
 DESCRIPTION = """\
 Decode a video as training does (the config's `video.*`), take the key frames of one STGR record
 (its key-frame JPEGs when given, else the sampled frame nearest each key time, resized to the
-frame size) and draw each visual prompt on them (DESIGN.md §8.5): darken, circle, numbers,
+frame size) and draw each visual prompt on them (docs/design.md §8.5): darken, circle, numbers,
 attention. Writes OUT/<id>_kf<k>_<type>.png per key frame and type, and OUT/<id>_sheet.png, a
 contact sheet with one row per key frame and one column per type in the order printed.
 

@@ -10,7 +10,7 @@ from vcoach_jax import storage
 
 HELP = "VP-Selector: build labelled data with proxy reasoners, train it, predict the cache"
 DESCRIPTION = """\
-The VP-Selector picks the visual prompt for a hard sample (DESIGN.md §8.6).
+The VP-Selector picks the visual prompt for a hard sample (docs/design.md §8.6).
 
   build-data  for each record of the dataset, draw every type of `selector.types` on its key
               frames (with its hint), answer each with the proxy reasoners (`selector.reasoners`,

@@ -8,7 +8,7 @@ from vcoach_jax import run_length
 from vcoach_jax.commands import training_flags
 from vcoach_jax.parallel import distributed
 
-HELP = "cold-start SFT on grounded reasoning traces (DESIGN.md §8.8)"
+HELP = "cold-start SFT on grounded reasoning traces (docs/design.md §8.8)"
 DESCRIPTION = """\
 Supervised fine-tuning before RL: token cross-entropy on the assistant turn
 (<think>...</think><answer>...</answer><|im_end|>) of each record's grounded trace, with the

@@ -8,7 +8,7 @@ from vcoach_jax import run_length
 from vcoach_jax.commands import training_flags
 from vcoach_jax.parallel import distributed
 
-HELP = "VisionCoach RL: GSPO + visual-prompt coaching + self-distillation (DESIGN.md §8)"
+HELP = "VisionCoach RL: GSPO + visual-prompt coaching + self-distillation (docs/design.md §8)"
 DESCRIPTION = """\
 Algorithm 1 of the paper: for each batch, G raw rollouts per prompt are sampled and scored with
 the seven rewards; hard prompts (mean reward < rl.k1) get a visual prompt (the VP-Selector's

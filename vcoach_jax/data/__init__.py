@@ -1,4 +1,4 @@
-"""Input data (DESIGN.md §6, §8.2, §10).
+"""Input data (docs/design.md §6, §8.2, §10).
 
   video.py      frame sampling, smart resize, decord decode, still images
   chat.py       prompt construction (texts from assets/prompts.json) and the Qwen2.5-VL processor

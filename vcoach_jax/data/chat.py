@@ -1,4 +1,4 @@
-"""Prompt construction (DESIGN.md §8.2) and the Qwen2.5-VL processor.
+"""Prompt construction (docs/design.md §8.2) and the Qwen2.5-VL processor.
 
 The user turn shows the video as a list of frames, each fed to the model as its own image:
 
@@ -54,7 +54,7 @@ OPTIONAL = {"image_separator": "\n"}
 
 @dataclasses.dataclass(frozen=True)
 class PromptTexts:
-  """How prompts are written: the wording of a prompts file (DESIGN.md §8.2, docs/prompts.md)
+  """How prompts are written: the wording of a prompts file (docs/design.md §8.2, docs/prompts.md)
   and the rule for frame times (`timestamps`, from `config.video.timestamps`).
 
   `sft_overrides` are the file's optional `sft` entries (any of the wording fields, `system`
@@ -198,7 +198,7 @@ def build_video_prompt(task: str, question: str, frames: Sequence[np.ndarray],
                        key_frames: Sequence[np.ndarray] = (), key_times: Sequence[float] = (),
                        prompt_type: str | None = None, sample_fps: float | None = None
                        ) -> Prompt:
-  """The prompt of DESIGN.md §8.2 for a video record.
+  """The prompt of docs/design.md §8.2 for a video record.
 
   Args:
     task: one of the six task strings.
@@ -315,7 +315,7 @@ class Processor:
     """Video mode (one `<|video_pad|>` for the whole clip, frames paired over the temporal patch):
     uint8 frames [n, h, w, 3] -> (pixel_values_videos [t*h*w, 3*T*P*P], video_grid_thw [1, 3]).
 
-    The prompts of DESIGN.md §8.2 feed frames as separate images (`patchify`); this is for inputs
+    The prompts of docs/design.md §8.2 feed frames as separate images (`patchify`); this is for inputs
     built the standard Qwen2.5-VL way. A clip of odd length repeats its last frame.
     """
     p, m, tp = self.patch_size, self.merge_size, self.temporal_patch_size

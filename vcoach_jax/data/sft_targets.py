@@ -1,4 +1,4 @@
-"""Cold-start SFT target text (DESIGN.md §8.8) with its boxes on the model's input scale.
+"""Cold-start SFT target text (docs/design.md §8.8) with its boxes on the model's input scale.
 
 STGR traces store boxes on the annotation's scale; the model sees resized frames and cites
 pixels of them. The released SFT converts every `<box>[...]</box>` of the target before
@@ -25,7 +25,7 @@ _BOX = re.compile(r"<box>\[([^\]]*)\]</box>")
 
 
 def sft_target(reasoning: str, answer: str) -> str:
-  """The cold-start SFT target text (DESIGN.md §8.8), end of turn not included."""
+  """The cold-start SFT target text (docs/design.md §8.8), end of turn not included."""
   return f"<think>{reasoning}</think>\n<answer>{answer}</answer>"
 
 

@@ -1,4 +1,4 @@
-"""The synthetic grounded-video world of the embedded default (DESIGN.md §10).
+"""The synthetic grounded-video world of the embedded default (docs/design.md §10).
 
 Short clips of named coloured objects ("red ball", "blue cube", ...) that appear, move and
 disappear on a plain background. The generator knows every object's box in every frame and when

@@ -1,4 +1,4 @@
-"""The tiny local tokenizer of the embedded default, and loading a real one (DESIGN.md §10).
+"""The tiny local tokenizer of the embedded default, and loading a real one (docs/design.md §10).
 
 `build_tiny_tokenizer(texts, out_dir)` trains a byte-level BPE with `tokenizers` on a corpus (the
 synthetic world's prompts, traces and answers) and writes `tokenizer.json` plus the transformers

@@ -1,4 +1,4 @@
-"""Video and image input: frame sampling, smart resize, decoding (DESIGN.md §6).
+"""Video and image input: frame sampling, smart resize, decoding (docs/design.md §6).
 
 The arithmetic follows the reference's video reader (qwen-vl-utils as configured by the
 VisionCoach scripts):

@@ -1,4 +1,4 @@
-"""Benchmark metrics (DESIGN.md §9): pure functions of per-item results, host side.
+"""Benchmark metrics (docs/design.md §9): pure functions of per-item results, host side.
 
 V-STAR (after the reference's eval_vstar.py): the answer ("what") is judged once per item, 0-3,
 and counts as correct at score >= 2; each chain (what->when->where, what->where->when) has its

@@ -1,6 +1,6 @@
 """Eval requests -> chat prompts (text + images), ready for the processor and the sampler.
 
-Inference is on the raw video (DESIGN.md §9): the sampled frames and the question, under the
+Inference is on the raw video (docs/design.md §9): the sampled frames and the question, under the
 system prompt of the request's task; no visual prompt, no hint, and no key frames (they would
 tell the model which moments matter). Synthetic items are re-rendered from their world index;
 real videos are decoded once per batch (V-STAR asks five questions about each).

@@ -1,6 +1,6 @@
 """Qwen2.5-VL in Flax NNX: model, HF checkpoints in and out, LoRA.
 
-Public contract (DESIGN.md §4): `load_hf(path, dtype=..., mesh=...)`, `save_hf(model, path)`,
+Public contract (docs/design.md §4): `load_hf(path, dtype=..., mesh=...)`, `save_hf(model, path)`,
 `logits(model, inputs)`.
 """
 

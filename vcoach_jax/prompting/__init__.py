@@ -1,4 +1,4 @@
-"""Visual-prompt coaching (DESIGN.md §8.4-8.6): renderers, prompted inputs, the VP-Selector.
+"""Visual-prompt coaching (docs/design.md §8.4-8.6): renderers, prompted inputs, the VP-Selector.
 
   visual_prompts  darken / circle / numbers / attention in numpy, `render`, `prompt_key_frames`
   hints           `prompted_example`, `prompted_prompt`, `hint`, `PromptOptions`

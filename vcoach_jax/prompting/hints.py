@@ -1,6 +1,6 @@
 """Prompted inputs for coaching: the visual prompt drawn on an example plus its textual hint.
 
-DESIGN.md §8.4.3: the hint of the prompt type ends the user turn (after the question; the texts
+docs/design.md §8.4.3: the hint of the prompt type ends the user turn (after the question; the texts
 are `hints` in the prompts file, read by `data.chat.PromptTexts`), and for the temporal-spatial
 task the prompt is drawn on the key frames inserted in the frame list. Other tasks get only the
 hint (the reference), unless `draw_on = "key_and_nearest"`, which also draws on the sampled frame

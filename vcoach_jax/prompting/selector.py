@@ -1,4 +1,4 @@
-"""The VP-Selector (DESIGN.md §8.6): which visual prompt helps a hard sample.
+"""The VP-Selector (docs/design.md §8.6): which visual prompt helps a hard sample.
 
 Two forms share one module, one head and one training loop:
 
@@ -119,7 +119,7 @@ def vl_texts(texts, instruction: str):
 
 def vl_inputs_fn(examples: Sequence[Mapping[str, Any]], processor, texts, shapes, model_config
                  ) -> Callable[[np.ndarray], ModelInputs]:
-  """`make_inputs(indices)` of the VL form: each decoded example's raw video prompt (DESIGN.md
+  """`make_inputs(indices)` of the VL form: each decoded example's raw video prompt (docs/design.md
   §8.2) with the selector instruction as system text (`vl_texts`), in fixed-shape batches."""
   from vcoach_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from vcoach_jax.model import batching  # pylint: disable=g-import-not-at-top
@@ -387,7 +387,7 @@ def load_cache(path: str | os.PathLike) -> dict[str, str]:
 
 
 def choose(cache: Mapping[str, str] | None, record_id: str, has_key_items: bool = True) -> str:
-  """The prompt type of a hard sample (DESIGN.md §8.4.2): `raw` with no selector, no key items
+  """The prompt type of a hard sample (docs/design.md §8.4.2): `raw` with no selector, no key items
   or an unknown id."""
   if not cache or not has_key_items:
     return "raw"

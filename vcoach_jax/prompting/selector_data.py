@@ -1,11 +1,11 @@
-"""Labels for the VP-Selector from proxy reasoners (`vcoach select build-data`, DESIGN.md §8.6).
+"""Labels for the VP-Selector from proxy reasoners (`vcoach select build-data`, docs/design.md §8.6).
 
 For each record, every prompt type is drawn on its key frames (with its hint, `hints`), each proxy
 reasoner answers every prompted input greedily, and the completions are scored with the project's
 rewards: score = answer accuracy (ans_acc + ans_tiou + ans_viou) + grounding (thk_temporal_point
 + thk_temporal_segment + thk_spatial), averaged over reasoners. The label is the best type; ties
 go to `raw` (then to the earlier type). Records without key items are labelled `raw` without
-running anything (the trainer never prompts them, DESIGN.md §8.4.2).
+running anything (the trainer never prompts them, docs/design.md §8.4.2).
 
 The output is JSONL, one row per record, appended and flushed as it goes, so an interrupted run
 resumes where it stopped (ids already written are skipped; a line cut by the interruption is

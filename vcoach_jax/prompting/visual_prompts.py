@@ -1,4 +1,4 @@
-"""The four visual prompts drawn on key frames (DESIGN.md §8.5), pure numpy.
+"""The four visual prompts drawn on key frames (docs/design.md §8.5), pure numpy.
 
 Every renderer maps frames uint8 `[F, H, W, 3]` and per-frame boxes (normalised xyxy, any number
 per frame) to new frames of the same shape and dtype, vectorised over frames and boxes,

@@ -1,4 +1,4 @@
-"""Group-normalised advantages (DESIGN.md §8.3): A_i = (R_i - mean) / (std_unbiased + 1e-4)."""
+"""Group-normalised advantages (docs/design.md §8.3): A_i = (R_i - mean) / (std_unbiased + 1e-4)."""
 
 from __future__ import annotations
 

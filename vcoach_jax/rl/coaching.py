@@ -1,4 +1,4 @@
-"""Coaching decisions on the host (DESIGN.md §8.4): which prompts are hard, and which prompted
+"""Coaching decisions on the host (docs/design.md §8.4): which prompts are hard, and which prompted
 rollouts are the positives the policy distils. Numpy in, fixed-shape numpy out.
 
   hard = hard_prompts(total_raw, G, k1=2.21)                       # [B] bool

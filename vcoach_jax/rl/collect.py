@@ -99,7 +99,7 @@ def collect(batch: pipeline_lib.HostBatch, *, model_config, sample: Callable,
     encode: `(example, prompt_type) -> encoded item` (draws the visual prompt, adds the hint).
     prompt_type: decoded example -> its prompt type when hard (selector cache or `raw`).
     shapes, pad_id: the fixed shapes of host batches.
-    g, k1, k1_per_task, candidate_rule, num_positives: DESIGN.md §8.4 constants.
+    g, k1, k1_per_task, candidate_rule, num_positives: docs/design.md §8.4 constants.
     reward_options: the reward options of `config.rewards`.
     coach: False runs plain GSPO (no prompted branch).
     row_buckets: row counts the prompted batch is padded to (capped at B).

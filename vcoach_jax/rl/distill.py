@@ -1,4 +1,4 @@
-"""Self-distillation NLL on the positives of hard prompts, and the combined loss (DESIGN.md §8.4).
+"""Self-distillation NLL on the positives of hard prompts, and the combined loss (docs/design.md §8.4).
 
 Per positive sequence: masked token mean of -log p of the completion (end token included) under
 the *prompted* input. Per prompt: the mean over its positives. The host turns "hard prompt with k

@@ -1,4 +1,4 @@
-"""GSPO loss with the k3 KL to a frozen reference (DESIGN.md §8.3).
+"""GSPO loss with the k3 KL to a frozen reference (docs/design.md §8.3).
 
 Per sequence i with completion mask m: s_i = masked mean over t of (lp - lp_old), clamped to
 <= 10 before exp; r_i = exp(s_i); objective min(r_i A_i, clip(r_i, 1-eps_low, 1+eps_high) A_i).

@@ -1,4 +1,4 @@
-"""The optimizer of DESIGN.md §8.7: AdamW (0.9/0.999, eps 1e-8), cosine decay to 0 (optional
+"""The optimizer of docs/design.md §8.7: AdamW (0.9/0.999, eps 1e-8), cosine decay to 0 (optional
 linear warmup), weight decay 0.01 not on biases and norm scales, global-norm clip 5.
 
 Master weights are whatever the train state holds (fp32; `train_step.init_train_state` upcasts);

@@ -1,4 +1,4 @@
-"""An ahead-of-time memory plan of the VisionCoach train step (DESIGN.md §11).
+"""An ahead-of-time memory plan of the VisionCoach train step (docs/design.md §11).
 
 The step is lowered and compiled for a mesh without any weights existing: the model is built
 under `nnx.eval_shape`, the train state and the reference are `jax.ShapeDtypeStruct`s, and the

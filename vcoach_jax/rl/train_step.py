@@ -1,4 +1,4 @@
-"""The VisionCoach train step (DESIGN.md §8.3-8.4, §8.7): one jitted, sharded function of
+"""The VisionCoach train step (docs/design.md §8.3-8.4, §8.7): one jitted, sharded function of
 
   (train state, reference params, raw rollout batch, prompted rollout batch, rng)
 

@@ -56,7 +56,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-  """How completions are drawn (DESIGN.md §8.1; defaults are the reference's)."""
+  """How completions are drawn (docs/design.md §8.1; defaults are the reference's)."""
   temperature: float = 1.0
   top_p: float = 0.95  # nucleus: smallest prefix of the sorted distribution with this mass
   top_k: int = 50  # 0 = no top-k cut

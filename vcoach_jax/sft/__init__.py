@@ -1,2 +1,2 @@
-"""Cold-start SFT (DESIGN.md §8.8): assistant-turn token cross-entropy, with the RL step's
+"""Cold-start SFT (docs/design.md §8.8): assistant-turn token cross-entropy, with the RL step's
 optimizer, shardings, micro-batching and non-finite guard."""

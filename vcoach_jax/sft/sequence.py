@@ -1,4 +1,4 @@
-"""Which tokens the SFT loss covers (`config.sft.loss_on`, DESIGN.md §8.8).
+"""Which tokens the SFT loss covers (`config.sft.loss_on`, docs/design.md §8.8).
 
   assistant  the target turn only (the assistant's text and its `<|im_end|>`): the default
   sequence   the released SFT: every token of prompt and target that is not padding and not an

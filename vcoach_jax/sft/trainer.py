@@ -1,4 +1,4 @@
-"""Cold-start SFT (DESIGN.md §8.8): the grounded traces of the data stream, token cross-entropy on
+"""Cold-start SFT (docs/design.md §8.8): the grounded traces of the data stream, token cross-entropy on
 the assistant turn, the same sharded update, checkpoints and metrics as the RL trainer.
 
   trainer = SFTTrainer(config, workdir)
