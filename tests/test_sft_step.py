@@ -15,6 +15,17 @@ from vcoach_jax.sft import sequence
 from vcoach_jax.sft import step as sft
 
 
+def _teacher_forced(prompt, target, tmask):
+  """(prompt length, ids, ModelInputs) of prompt + target in one sequence: the direct forward."""
+  t, n = prompt.input_ids.shape[1], target.shape[1]
+  ids = np.concatenate([prompt.input_ids, target], 1)
+  pos = np.concatenate([prompt.positions, np.broadcast_to(
+      (t + np.arange(n))[None, None] + prompt.rope_deltas[None, :, None], (3, len(target), n))], 2)
+  full = ModelInputs(ids, np.concatenate([prompt.attention_mask, tmask.astype(bool)], 1),
+                     pos.astype(np.int32), prompt.rope_deltas)
+  return t, ids, full
+
+
 def test_sft_loss_matches_direct_cross_entropy_and_learns():
   cfg = ru.test_config(**{"sft.lr": 1e-2, "sft.steps": 50})
   model = ru.tiny_model(seed=4)
@@ -24,12 +35,7 @@ def test_sft_loss_matches_direct_cross_entropy_and_learns():
   tmask = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], np.int32)
   batch = sft.SFTBatch(prompt, target, tmask)
   # Direct: full forward over prompt + target, log-softmax, pick the target tokens.
-  t = prompt.input_ids.shape[1]
-  ids = np.concatenate([prompt.input_ids, target], 1)
-  pos = np.concatenate([prompt.positions, np.broadcast_to(
-      (t + np.arange(5))[None, None] + prompt.rope_deltas[None, :, None], (3, 2, 5))], 2)
-  full = ModelInputs(ids, np.concatenate([prompt.attention_mask, tmask.astype(bool)], 1),
-                     pos.astype(np.int32), prompt.rope_deltas)
+  t, ids, full = _teacher_forced(prompt, target, tmask)
   graphdef, params = nnx.split(model)
 
   @jax.jit
@@ -82,12 +88,7 @@ def test_sequence_loss_matches_direct_cross_entropy_and_learns():
   pmask = sequence.prompt_loss_mask(np.asarray(prompt.input_ids), np.asarray(prompt.attention_mask),
                                     (model.config.image_token_id,))
   batch = sft.SFTBatch(prompt, target, tmask, pmask)
-  t = prompt.input_ids.shape[1]
-  ids = np.concatenate([prompt.input_ids, target], 1)
-  pos = np.concatenate([prompt.positions, np.broadcast_to(
-      (t + np.arange(5))[None, None] + prompt.rope_deltas[None, :, None], (3, 2, 5))], 2)
-  full = ModelInputs(ids, np.concatenate([prompt.attention_mask, tmask.astype(bool)], 1),
-                     pos.astype(np.int32), prompt.rope_deltas)
+  t, ids, full = _teacher_forced(prompt, target, tmask)
   graphdef, params = nnx.split(model)
 
   @jax.jit
