@@ -29,7 +29,7 @@ from vcoach_jax import cli  # noqa: E402
 from vcoach_jax import config as config_lib  # noqa: E402
 from vcoach_jax import experiment  # noqa: E402
 from vcoach_jax.commands import eval as eval_cmd  # noqa: E402
-from vcoach_jax.eval import EvalOptions, evaluate, generation, loaders  # noqa: E402
+from vcoach_jax.evaluation import EvalOptions, evaluate, generation, loaders  # noqa: E402
 from vcoach_jax.model import save_hf  # noqa: E402
 
 

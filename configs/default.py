@@ -159,7 +159,7 @@ def get_config(arg=None):
   config.selector.max_new_tokens = 128  # build-data: greedy completion length
   config.selector.seed = 0
 
-  # --- Evaluation (docs/design.md §9, vcoach_jax/eval). `vcoach eval` flags override the first five.
+  # --- Evaluation (docs/design.md §9, vcoach_jax/evaluation). `vcoach eval` flags override the first five.
   config.eval = ml_collections.ConfigDict()
   config.eval.benchmark = "synthetic"  # vstar | charades | videomme | worldsense | videommmu | perceptiontest | synthetic
   config.eval.data = ""  # annotation file of the benchmark ("" for synthetic)

@@ -10,8 +10,8 @@ from vcoach_jax import cli
 from vcoach_jax.commands import eval as eval_cmd
 from vcoach_jax.data import synthetic
 from vcoach_jax import config as config_lib
-from vcoach_jax.eval import evaluate, loaders, summary_table
-from vcoach_jax.eval.judge import RougeJudge
+from vcoach_jax.evaluation import evaluate, loaders, summary_table
+from vcoach_jax.evaluation.judge import RougeJudge
 
 EVAL = DATA_DIR / "eval"
 
@@ -132,9 +132,9 @@ def test_pred_size_follows_the_input_pipeline_resize():
 
 def test_prompts_of_requests_raw_video_no_key_frames():
   from vcoach_jax.data import chat
-  from vcoach_jax.eval import scoring
-  from vcoach_jax.eval.items import EvalItem
-  from vcoach_jax.eval.prompting import PromptBuilder
+  from vcoach_jax.evaluation import scoring
+  from vcoach_jax.evaluation.items import EvalItem
+  from vcoach_jax.evaluation.prompting import PromptBuilder
   config = config_lib.load(None, ["synthetic.num_eval=6"])
   world = synthetic.SyntheticWorld(synthetic.WorldSpec.from_config(config.synthetic))
   items = loaders.synthetic_items(config)

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import DATA_DIR
 from vcoach_jax import config as config_lib
-from vcoach_jax.eval import loaders
+from vcoach_jax.evaluation import loaders
 from vcoach_jax.rewards import targets
 
 EVAL = DATA_DIR / "eval"

@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from vcoach_jax.eval import judge as judge_lib
-from vcoach_jax.eval import metrics
-from vcoach_jax.eval import scoring
-from vcoach_jax.eval.items import EvalItem
+from vcoach_jax.evaluation import judge as judge_lib
+from vcoach_jax.evaluation import metrics
+from vcoach_jax.evaluation import scoring
+from vcoach_jax.evaluation.items import EvalItem
 
 approx = pytest.approx
 

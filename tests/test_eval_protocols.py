@@ -13,8 +13,8 @@ import pytest
 
 from conftest import DATA_DIR
 from vcoach_jax import cli
-from vcoach_jax.eval import evaluate, loaders, protocols, reference, reference_inputs
-from vcoach_jax.eval.judge import ExactJudge, ModelJudge, answer_text, load_judge_prompt, parse_grade
+from vcoach_jax.evaluation import evaluate, loaders, protocols, reference, reference_inputs
+from vcoach_jax.evaluation.judge import ExactJudge, ModelJudge, answer_text, load_judge_prompt, parse_grade
 from vcoach_jax.rewards import parsing
 
 # --- parsers -------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from vcoach_jax import cli
 from vcoach_jax import config as config_lib
 from vcoach_jax import experiment
 from vcoach_jax.data import chat
-from vcoach_jax.eval import generation, loaders, scoring
+from vcoach_jax.evaluation import generation, loaders, scoring
 from vcoach_jax.model import prepare_inputs, save_hf
 from vcoach_jax.rewards import targets
 
@@ -86,7 +86,7 @@ def test_tiny_model_judge_grades_with_the_prompt_file(checkpoint, tmp_path):
   the model, greedy, 10 tokens at most, no repetition penalty; replies are read per protocol
   (the reference reads the whole reply as an integer, -1 otherwise)."""
   from vcoach_jax.commands.eval import judge_generate_fn  # pylint: disable=import-outside-toplevel
-  from vcoach_jax.eval import judge as judge_lib, reference  # pylint: disable=import-outside-toplevel
+  from vcoach_jax.evaluation import judge as judge_lib, reference  # pylint: disable=import-outside-toplevel
   config = config_lib.load(None, OVERRIDES + ["sampling.repetition_penalty=1.3"])
   generate = judge_generate_fn(config, str(checkpoint), str(tmp_path / "judge"))
   gen = generate.__self__

@@ -12,7 +12,7 @@ same data order, for several seeds each:
 
 Each run is evaluated on the held-out synthetic split two ways: the probe (`rl.probe`: G
 sampled rollouts per prompt, the seven rewards' means, the fraction of hard prompts) and the
-V-STAR-style metrics of `vcoach_jax.eval` (greedy, raw video, through the sampler with the
+V-STAR-style metrics of `vcoach_jax.evaluation` (greedy, raw video, through the sampler with the
 trained policy). Writes ablation.md / ablation.json (mean ± std over seeds) and
 reward_total.png (the raw rollouts' rewards per step: a panel per reward, each variant's mean
 over seeds with its 95% interval).
@@ -106,12 +106,12 @@ def evaluate_policy(rl, config: ml_collections.ConfigDict, tok, workdir: storage
                     probe_batches: int, progress: bool = False) -> dict[str, float]:
   """Flat metrics of trainer `rl`'s current policy: `probe/<reward>` (sampled, G per prompt)
   and `eval/<metric>` (greedy, V-STAR-style, over the whole held-out split)."""
-  from vcoach_jax import eval as vc_eval  # pylint: disable=g-import-not-at-top
+  from vcoach_jax import evaluation  # pylint: disable=g-import-not-at-top
   out = {f"probe/{k}": v for k, v in
          demo.probe_policy(rl, config, tok, workdir, probe_batches).items()}
   from vcoach_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   from vcoach_jax.data import video  # pylint: disable=g-import-not-at-top
-  from vcoach_jax.eval import generation, prompting  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.evaluation import generation, prompting  # pylint: disable=g-import-not-at-top
   from vcoach_jax.sampling import SamplingConfig  # pylint: disable=g-import-not-at-top
   world = synthetic.SyntheticWorld(synthetic.WorldSpec.from_config(config.synthetic))
   generate = generation.SamplerGenerate(
@@ -122,10 +122,10 @@ def evaluate_policy(rl, config: ml_collections.ConfigDict, tok, workdir: storage
   workdir.mkdir(parents=True, exist_ok=True)
   jsonl = workdir / "synthetic.jsonl"
   jsonl.unlink(missing_ok=True)  # a fresh policy: never resume another one's completions
-  summary = vc_eval.evaluate(
-      vc_eval.loaders.synthetic_items(config, "eval"), generate, "synthetic",
+  summary = evaluation.evaluate(
+      evaluation.loaders.synthetic_items(config, "eval"), generate, "synthetic",
       out_jsonl=str(jsonl), batch_size=config.eval.batch_size,
-      options=vc_eval.EvalOptions.from_config(config.eval),
+      options=evaluation.EvalOptions.from_config(config.eval),
       reward_options=config_lib.reward_options(config), progress=progress)
   storage.write_text(workdir / "summary.json", json.dumps(summary, indent=1) + "\n")
   block = summary["vstar"]["overall"]

@@ -38,7 +38,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "eval.benchmark": ("vstar", "charades", "videomme", "worldsense", "videommmu",
                        "perceptiontest", "synthetic"),
     "eval.split": ("eval", "train"),
-    "eval.protocol": lambda: importlib.import_module("vcoach_jax.eval.protocols").NAMES,
+    "eval.protocol": lambda: importlib.import_module("vcoach_jax.evaluation.protocols").NAMES,
     "sampling.weights_layout":
         lambda: importlib.import_module("vcoach_jax.sampling.weights").LAYOUTS,
     "rl.candidate_rule": ("answer", "total"),

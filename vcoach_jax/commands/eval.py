@@ -85,7 +85,7 @@ def _apply_flags(args: argparse.Namespace) -> Any:
 
 def load_items(config) -> list:
   """The items of `config.eval.benchmark`."""
-  from vcoach_jax.eval import loaders  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.evaluation import loaders  # pylint: disable=g-import-not-at-top
   ev = config.eval
   if ev.benchmark == "synthetic":
     return loaders.synthetic_items(config, ev.split)
@@ -113,14 +113,14 @@ def pred_size_fn(config) -> Callable:
 def sampler_generate_fn(config, workdir: str, world=None, protocol=None):
   """The policy's greedy generate function over eval requests (`eval.generation`): the
   checkpoint of `model.checkpoint` (or the embedded default's model, built in `workdir`)."""
-  from vcoach_jax.eval import generation  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.evaluation import generation  # pylint: disable=g-import-not-at-top
   return generation.SamplerGenerate.from_config(config, workdir, world=world, protocol=protocol)
 
 
 def judge_generate_fn(config, checkpoint: str, workdir: str) -> GenerateFn:
   """A local judge model's greedy generate function over chat texts (a few tokens each, no
   repetition penalty, as the released judge)."""
-  from vcoach_jax.eval import generation  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.evaluation import generation  # pylint: disable=g-import-not-at-top
   if not storage.path(checkpoint).is_dir():
     raise FileNotFoundError(f"judge checkpoint folder {checkpoint!r} does not exist")
   local = config_lib.with_overrides(config, [f"model.checkpoint={checkpoint}",
@@ -140,10 +140,10 @@ def synthetic_world(config):
 def main(args: argparse.Namespace, generate_fn: GenerateFn | None = None,
          judge_generate: GenerateFn | None = None) -> int:
   """`run` with injectable generate functions (the policy's, and the judge model's)."""
-  from vcoach_jax import eval as vc_eval  # pylint: disable=g-import-not-at-top
+  from vcoach_jax import evaluation  # pylint: disable=g-import-not-at-top
   config = _apply_flags(args)
   ev = config.eval
-  protocol = vc_eval.protocols.get(ev.protocol, ev.benchmark)
+  protocol = evaluation.protocols.get(ev.protocol, ev.benchmark)
   items = load_items(config)
   out_dir = storage.path(args.out or os.path.join("eval_out", ev.benchmark))
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -153,20 +153,20 @@ def main(args: argparse.Namespace, generate_fn: GenerateFn | None = None,
   if generate_fn is None:
     world = synthetic_world(config) if ev.benchmark == "synthetic" else None
     generate_fn = sampler_generate_fn(config, str(out_dir / "work"), world, protocol)
-  judge = vc_eval.judge.make_judge(
+  judge = evaluation.judge.make_judge(
       ev.judge, ev.rouge_thresholds, judge_generate,
-      parse=vc_eval.reference.parse_grade if protocol.parser == "reference" else None,
+      parse=evaluation.reference.parse_grade if protocol.parser == "reference" else None,
       prompt_file=ev.judge_prompt or None)
-  summary = vc_eval.evaluate(
+  summary = evaluation.evaluate(
       items, generate_fn, ev.benchmark, judge=judge,
       out_jsonl=str(out_dir / f"{ev.benchmark}.jsonl"), batch_size=ev.batch_size,
-      limit=ev.limit or None, options=vc_eval.EvalOptions.from_config(ev),
+      limit=ev.limit or None, options=evaluation.EvalOptions.from_config(ev),
       pred_size=pred_size_fn(config) if protocol.parser == "training" else None,
       reward_options=config_lib.reward_options(config) if ev.benchmark == "synthetic" else None,
       progress=not args.no_progress, protocol=protocol)
   summary["judge"] = ev.judge
   storage.write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
-  print(vc_eval.summary_table(summary))
+  print(evaluation.summary_table(summary))
   print(f"\n{summary['new']} new, {summary['resumed']} resumed item(s) -> {out_dir}")
   return 0
 

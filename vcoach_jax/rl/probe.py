@@ -2,7 +2,7 @@
 rollouts per prompt, the seven rewards, and the share of prompts that would count as hard.
 
 The demo's before/after table and the ablation's per-reward means come from here; the
-benchmark-style metrics (V-STAR, Charades-STA, ...) are `vcoach_jax.eval`'s.
+benchmark-style metrics (V-STAR, Charades-STA, ...) are `vcoach_jax.evaluation`'s.
 """
 
 from __future__ import annotations

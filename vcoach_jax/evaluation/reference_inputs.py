@@ -24,8 +24,8 @@ import numpy as np
 from vcoach_jax import storage
 from vcoach_jax.data import chat
 from vcoach_jax.data import video as video_lib
-from vcoach_jax.eval.items import EvalItem, Request
-from vcoach_jax.eval.protocols import Protocol
+from vcoach_jax.evaluation.items import EvalItem, Request
+from vcoach_jax.evaluation.protocols import Protocol
 
 IMAGE = f"{chat.VISION_START}{chat.IMAGE_PAD}{chat.VISION_END}"
 STEPS = {"vstar": ("answer", "when", "where", "where_2", "when_2"), "charades": ("answer",)}

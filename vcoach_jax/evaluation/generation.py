@@ -21,8 +21,8 @@ import numpy as np
 
 from vcoach_jax.data import chat
 from vcoach_jax.data import pipeline as pipeline_lib
-from vcoach_jax.eval.items import Request
-from vcoach_jax.eval.prompting import PromptBuilder
+from vcoach_jax.evaluation.items import Request
+from vcoach_jax.evaluation.prompting import PromptBuilder
 from vcoach_jax.model import batching
 
 JUDGE_MAX_NEW_TOKENS = 10  # a judge replies with one digit (the released judge's limit)
@@ -84,8 +84,8 @@ class SamplerGenerate:
       protocol: a `protocols.Protocol` (default: `training`): the frames, prompt set and
         decoding of the requests (`eval.protocol_prompts`, when set, replaces its prompt set).
     """
-    from vcoach_jax.eval import protocols  # pylint: disable=g-import-not-at-top
-    from vcoach_jax.eval import reference_inputs  # pylint: disable=g-import-not-at-top
+    from vcoach_jax.evaluation import protocols  # pylint: disable=g-import-not-at-top
+    from vcoach_jax.evaluation import reference_inputs  # pylint: disable=g-import-not-at-top
     from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
     from vcoach_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
     from vcoach_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top

@@ -21,12 +21,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from vcoach_jax import storage
-from vcoach_jax.eval import judge as judge_lib
-from vcoach_jax.eval import metrics
-from vcoach_jax.eval import protocols as protocols_lib
-from vcoach_jax.eval import reference
-from vcoach_jax.eval import scoring
-from vcoach_jax.eval.items import MCQ_BENCHMARKS, EvalItem, Request
+from vcoach_jax.evaluation import judge as judge_lib
+from vcoach_jax.evaluation import metrics
+from vcoach_jax.evaluation import protocols as protocols_lib
+from vcoach_jax.evaluation import reference
+from vcoach_jax.evaluation import scoring
+from vcoach_jax.evaluation.items import MCQ_BENCHMARKS, EvalItem, Request
 
 GenerateFn = Callable[[list[Request]], list[str]]
 

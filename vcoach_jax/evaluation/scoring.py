@@ -21,9 +21,9 @@ import math
 import re
 from typing import Any, Callable, Mapping, Sequence
 
-from vcoach_jax.eval import judge as judge_lib
-from vcoach_jax.eval import metrics
-from vcoach_jax.eval.items import EvalItem, Request, TASK_VSTAR
+from vcoach_jax.evaluation import judge as judge_lib
+from vcoach_jax.evaluation import metrics
+from vcoach_jax.evaluation.items import EvalItem, Request, TASK_VSTAR
 from vcoach_jax.rewards import parsing
 from vcoach_jax.rewards import targets as targets_lib
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from vcoach_jax.data import chat
 from vcoach_jax.data import video as video_lib
-from vcoach_jax.eval.items import Request
+from vcoach_jax.evaluation.items import Request
 from vcoach_jax.rewards import targets as targets_lib
 
 
@@ -37,7 +37,7 @@ class PromptBuilder:
       if item.record is not None:
         if self.world is None:
           raise ValueError(f"item {item.id!r} is synthetic but no world was given")
-        from vcoach_jax.eval.loaders import synthetic_index  # pylint: disable=g-import-not-at-top
+        from vcoach_jax.evaluation.loaders import synthetic_index  # pylint: disable=g-import-not-at-top
         sample = self.world.sample(synthetic_index(item))
         frames, times = list(sample.frames), [float(t) for t in sample.times]
         duration, fps = len(times) / self.world.spec.fps, self.world.spec.fps

@@ -44,8 +44,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from vcoach_jax.eval import metrics
-from vcoach_jax.eval.items import EvalItem, Request
+from vcoach_jax.evaluation import metrics
+from vcoach_jax.evaluation.items import EvalItem, Request
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _CLOCK = re.compile(r"\d+:\d+")

@@ -38,9 +38,9 @@ import re
 from typing import Any, Callable, Mapping, Sequence
 
 from vcoach_jax import storage
-from vcoach_jax.eval.items import (  # pylint: disable=g-importing-member
+from vcoach_jax.evaluation.items import (  # pylint: disable=g-importing-member
     BENCHMARKS, EvalItem, Request, TASK_VSTAR)
-from vcoach_jax.eval.judge import LETTERS
+from vcoach_jax.evaluation.judge import LETTERS
 from vcoach_jax.rewards import targets as targets_lib
 
 __all__ = ["EvalItem", "Request", "load", "load_vstar", "load_charades", "load_videomme",
