@@ -181,6 +181,7 @@ def get_config(arg=None):
   config.eval.length_bounds = (60.0, 180.0)  # video-length buckets in seconds: short | medium | long
   # --- RL and coaching (docs/design.md §8.3-8.4; reference values). G is sampling.num_samples.
   config.rl = ml_collections.ConfigDict()
+  config.rl.method = "full"  # gspo | coach | full (vcoach_jax/rl/methods.py; full = VisionCoach)
   config.rl.k1 = 2.21  # a prompt is hard when its raw group's mean total reward is < k1
   config.rl.k1_per_task = ()  # ((task, k1), ...) overriding k1 for those tasks; () = none
   config.rl.candidate_rule = "answer"  # answer (released code) | total (paper text)

@@ -41,6 +41,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "eval.protocol": lambda: importlib.import_module("vcoach_jax.evaluation.protocols").NAMES,
     "sampling.weights_layout":
         lambda: importlib.import_module("vcoach_jax.sampling.weights").LAYOUTS,
+    "rl.method": lambda: importlib.import_module("vcoach_jax.rl.methods").NAMES,
     "rl.candidate_rule": ("answer", "total"),
     "rl.prompt_selector": ("cache", "off"),
     "optim.schedule": ("cosine", "constant"),
