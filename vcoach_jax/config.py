@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import os
 import pathlib
+import re
 import traceback
 from typing import Any, Callable, Iterable, Mapping
 
@@ -20,32 +21,42 @@ import ml_collections
 
 ConfigDict = ml_collections.ConfigDict
 
-# Fields whose value must be one of a fixed set (or a function giving it: the set lives in the
-# module it belongs to). Validated after types.
-CHOICES: dict[str, tuple[Any, ...]] = {
-    "rewards.spatial_iou_mode": ("max", "avg"),
-    "rewards.identity_match_mode": ("none", "soft", "strict"),
-    "rewards.spatial_norm_mode": ("all", "matched"),
-    "model.preset": ("tiny", "qwen2_5_vl_3b", "qwen2_5_vl_7b"),
-    "model.dtype": ("float32", "bfloat16"),
-    "model.attention_impl": ("xla", "chunked", "dot_product_attention", "cudnn"),
-    "model.remat_policy": ("none", "full", "dots", "dots_no_batch"),
-    "data.source": ("synthetic", "tfds"),
-    "video.timestamps": ("exact", "reference"),
-    "sft.loss_on": ("assistant", "sequence"),
-    "prompting.draw_on": ("key_frames_st_only", "key_and_nearest"),
-    "selector.mode": ("text", "vl"),
-    "eval.benchmark": ("vstar", "charades", "videomme", "worldsense", "videommmu",
-                       "perceptiontest", "synthetic"),
-    "eval.split": ("eval", "train"),
-    "eval.protocol": lambda: importlib.import_module("vcoach_jax.evaluation.protocols").NAMES,
-    "sampling.weights_layout":
-        lambda: importlib.import_module("vcoach_jax.sampling.weights").LAYOUTS,
-    "rl.method": lambda: importlib.import_module("vcoach_jax.rl.methods").NAMES,
-    "rl.candidate_rule": ("answer", "total"),
-    "rl.prompt_selector": ("cache", "off"),
-    "optim.schedule": ("cosine", "constant"),
+# Fields whose value must be a name of a registry owned by the module that implements the choice:
+# "module:NAME" (a dict keyed by the names, or a tuple of them) or "module:NAME[key]" (the entry
+# `key` of such a dict of tables). Validation reads the module's registry, so a new choice is one
+# edit, in its module; a new field is one line here.
+CHOICES: dict[str, str] = {
+    "rewards.spatial_iou_mode": "vcoach_jax.rewards.targets:OPTION_CHOICES[spatial_iou_mode]",
+    "rewards.identity_match_mode":
+        "vcoach_jax.rewards.targets:OPTION_CHOICES[identity_match_mode]",
+    "rewards.spatial_norm_mode": "vcoach_jax.rewards.targets:OPTION_CHOICES[spatial_norm_mode]",
+    "model.preset": "vcoach_jax.model.config:PRESETS",
+    "model.dtype": "vcoach_jax.model.build:DTYPES",
+    "model.attention_impl": "vcoach_jax.model.layers:ATTENTION",
+    "model.remat_policy": "vcoach_jax.model.layers:REMAT_POLICIES",
+    "data.source": "vcoach_jax.data.pipeline:SOURCES",
+    "video.timestamps": "vcoach_jax.data.frame_times:TIMESTAMPS",
+    "sft.loss_on": "vcoach_jax.sft.sequence:LOSS_ON",
+    "prompting.draw_on": "vcoach_jax.prompting.hints:DRAW_ON",
+    "selector.mode": "vcoach_jax.prompting.selector:MODES",
+    "eval.benchmark": "vcoach_jax.evaluation.items:BENCHMARKS",
+    "eval.split": "vcoach_jax.data.tfds_stgr:SYNTHETIC_SPLITS",
+    "eval.protocol": "vcoach_jax.evaluation.protocols:REGISTRY",
+    "sampling.weights_layout": "vcoach_jax.sampling.weights:LAYOUTS",
+    "rl.method": "vcoach_jax.rl.methods:METHODS",
+    "rl.candidate_rule": "vcoach_jax.rl.coaching:CANDIDATE_RULES",
+    "rl.prompt_selector": "vcoach_jax.prompting.selector:PROMPT_SELECTORS",
+    "optim.schedule": "vcoach_jax.rl.optim:SCHEDULES",
 }
+_REGISTRY_REF = re.compile(r"^([\w.]+):(\w+)(?:\[(\w+)\])?$")
+
+
+def choices(key: str) -> tuple[Any, ...]:
+  """The names config key `key` may take: the keys of its module's registry (see CHOICES)."""
+  module, name, entry = _REGISTRY_REF.match(CHOICES[key]).groups()
+  registry = getattr(importlib.import_module(module), name)
+  return tuple(registry[entry] if entry else registry)
+
 
 # Fields that must be positive integers.
 POSITIVE_INTS: tuple[str, ...] = (
@@ -227,9 +238,8 @@ def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
   schema = default_config() if schema is None else schema
   _validate_tree(config, schema, prefix="")
   flat = flatten(config)
-  for key, allowed in CHOICES.items():
-    allowed = allowed() if callable(allowed) else allowed
-    if key in flat and flat[key] not in allowed:
+  for key in CHOICES:
+    if key in flat and flat[key] not in (allowed := choices(key)):
       raise ConfigError(f"config key {key!r} must be one of {allowed}, got {flat[key]!r}")
   for key in POSITIVE_INTS:
     if key in flat and flat[key] <= 0:

@@ -179,16 +179,30 @@ def to_global(arrays: Mapping[str, np.ndarray], mesh, batch_axes: Sequence[str] 
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in arrays.items()}
 
 
-def dataset_builder(config, data_dir: str):
-  """The TFDS builder of the config's dataset in `data_dir`: the synthetic world of
-  `config.synthetic` (written there first if the folder has none) or a `vcoach prepare` output."""
+def _synthetic_builder(config, data_dir: str):
   from vcoach_jax.data import tfds_stgr  # pylint: disable=g-import-not-at-top
+  return tfds_stgr.synthetic_from_config(config, data_dir)
+
+
+def _tfds_builder(config, data_dir: str):
+  del config
+  from vcoach_jax.data import tfds_stgr  # pylint: disable=g-import-not-at-top
+  return tfds_stgr.load(data_dir)
+
+
+# Data sources (`config.data.source`): name -> fn(config, data_dir) -> a reading TFDS builder.
+SOURCES = {
+    "synthetic": _synthetic_builder,  # the world of `config.synthetic`, written first if absent
+    "tfds": _tfds_builder,  # a `vcoach prepare` output
+}
+
+
+def dataset_builder(config, data_dir: str):
+  """The TFDS builder of the config's dataset in `data_dir` (`SOURCES[config.data.source]`)."""
   source = config.data.source
-  if source == "synthetic":
-    return tfds_stgr.synthetic_from_config(config, data_dir)
-  if source == "tfds":
-    return tfds_stgr.load(data_dir)
-  raise ValueError(f"config key 'data.source' must be 'synthetic' or 'tfds', got {source!r}")
+  if source not in SOURCES:
+    raise ValueError(f"config key 'data.source' must be one of {tuple(SOURCES)}, got {source!r}")
+  return SOURCES[source](config, data_dir)
 
 
 class Pipeline:

@@ -29,6 +29,12 @@ from vcoach_jax.data import video as video_lib
 
 VERSION = "1.1.0"  # 1.1.0: float64 times and rates
 EVAL_OFFSET = 10 ** 6  # synthetic eval records are world samples from this index on
+# The synthetic world's splits (`config.eval.split`): name -> fn(config.synthetic) -> (first
+# world sample, count); the splits are seeded apart.
+SYNTHETIC_SPLITS = {
+    "train": lambda s: (0, s.num_train),
+    "eval": lambda s: (EVAL_OFFSET, s.num_eval),
+}
 
 
 def features():
@@ -292,6 +298,11 @@ def build_synthetic(out_dir: str, world_spec, splits: Mapping[str, tuple[int, in
   return b
 
 
+def synthetic_splits(synthetic_config) -> dict[str, tuple[int, int]]:
+  """{split: (first world sample, count)} of `config.synthetic`."""
+  return {name: split(synthetic_config) for name, split in SYNTHETIC_SPLITS.items()}
+
+
 def synthetic_from_config(config, out_dir: str):
   """The synthetic world of `config.synthetic` as a TFDS dataset in `out_dir`, written there
   first if it is not yet (splits `train` and `eval`, seeded apart); returns a reading builder.
@@ -302,7 +313,6 @@ def synthetic_from_config(config, out_dir: str):
   done = (dataset_dir(out_dir) / "dataset_info.json").exists()
   if not done and jax.process_index() == 0:
     s = config.synthetic
-    build_synthetic(out_dir, synthetic.WorldSpec.from_config(s),
-                    {"train": (0, s.num_train), "eval": (EVAL_OFFSET, s.num_eval)})
+    build_synthetic(out_dir, synthetic.WorldSpec.from_config(s), synthetic_splits(s))
   distributed.sync(f"synthetic world {out_dir}")
   return load(out_dir)

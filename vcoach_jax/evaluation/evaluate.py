@@ -194,6 +194,48 @@ def evaluate(items: Iterable[EvalItem], generate_fn: GenerateFn, benchmark: str,
   return summary
 
 
+def _vstar_summary(results, options: EvalOptions) -> dict[str, Any]:
+  return {"vstar": metrics.vstar_summary(results, ("chain1", "chain2"), buckets=options.buckets(),
+                                         **options.chain_kwargs())}
+
+
+def _synthetic_summary(results, options: EvalOptions) -> dict[str, Any]:
+  kw = options.chain_kwargs()
+  out: dict[str, Any] = {
+      "vstar": metrics.vstar_summary(results, ("chain1",), buckets=options.buckets(), **kw)}
+  by_task: dict[str, list] = {}
+  for r in results:
+    by_task.setdefault(r["task"], []).append(r)
+  out["by_task"] = {t: metrics.vstar_block(v, ("chain1",), **kw) for t, v in sorted(by_task.items())}
+  scored = [r["rewards"] for r in results if "rewards" in r]
+  if scored:
+    out["rewards"] = {k: float(np.mean([s[k] for s in scored])) for k in scored[0]}
+  return out
+
+
+def _charades_summary(results, options: EvalOptions) -> dict[str, Any]:
+  return {"charades": metrics.temporal_summary(
+      [r["chains"]["chain1"]["tiou"] for r in results], options.recall_thresholds)}
+
+
+def _mcq_summary(results, options: EvalOptions) -> dict[str, Any]:
+  del options
+  return {"mcq": metrics.mcq_summary(
+      [{**r, "correct": bool(r["correct"])} for r in results], ("category", "domain", "length"))}
+
+
+# A benchmark's figures (every name of items.BENCHMARKS): name -> fn(results, options) ->
+# {section: figures}; under a protocol with the reference parsers, REFERENCE_SUMMARIES first.
+SUMMARIES = {"vstar": _vstar_summary, "charades": _charades_summary,
+             "synthetic": _synthetic_summary, **dict.fromkeys(MCQ_BENCHMARKS, _mcq_summary)}
+REFERENCE_SUMMARIES = {
+    "vstar": lambda results, options: {
+        "vstar": reference.vstar_summary(results, **options.chain_kwargs())},
+    "charades": lambda results, options: {
+        "charades": reference.charades_summary(results, options.recall_thresholds)},
+}
+
+
 def summarize(benchmark: str, results: Sequence[Mapping[str, Any]],
               options: EvalOptions = EvalOptions(),
               protocol: protocols_lib.Protocol = protocols_lib.REGISTRY["training"]
@@ -201,31 +243,11 @@ def summarize(benchmark: str, results: Sequence[Mapping[str, Any]],
   """The benchmark's figures over per-item results, as `protocol` counts them."""
   out: dict[str, Any] = {"benchmark": benchmark, "n": len(results),
                          "protocol": protocol.describe()}
-  if protocol.parser == "reference" and benchmark == "vstar":
-    out["vstar"] = reference.vstar_summary(results, **options.chain_kwargs())
-  elif protocol.parser == "reference" and benchmark == "charades":
-    out["charades"] = reference.charades_summary(results, options.recall_thresholds)
-  elif benchmark == "vstar":
-    out["vstar"] = metrics.vstar_summary(results, ("chain1", "chain2"), buckets=options.buckets(),
-                                         **options.chain_kwargs())
-  elif benchmark == "synthetic":
-    kw = options.chain_kwargs()
-    out["vstar"] = metrics.vstar_summary(results, ("chain1",), buckets=options.buckets(), **kw)
-    by_task: dict[str, list] = {}
-    for r in results:
-      by_task.setdefault(r["task"], []).append(r)
-    out["by_task"] = {t: metrics.vstar_block(v, ("chain1",), **kw) for t, v in sorted(by_task.items())}
-    scored = [r["rewards"] for r in results if "rewards" in r]
-    if scored:
-      out["rewards"] = {k: float(np.mean([s[k] for s in scored])) for k in scored[0]}
-  elif benchmark == "charades":
-    out["charades"] = metrics.temporal_summary(
-        [r["chains"]["chain1"]["tiou"] for r in results], options.recall_thresholds)
-  elif benchmark in MCQ_BENCHMARKS:
-    out["mcq"] = metrics.mcq_summary(
-        [{**r, "correct": bool(r["correct"])} for r in results], ("category", "domain", "length"))
-  else:
-    raise ValueError(f"no summary for benchmark {benchmark!r}")
+  table = (REFERENCE_SUMMARIES if protocol.parser == "reference"
+           and benchmark in REFERENCE_SUMMARIES else SUMMARIES)
+  if benchmark not in table:
+    raise ValueError(f"no summary for benchmark {benchmark!r}; expected one of {tuple(table)}")
+  out.update(table[benchmark](results, options))
   return out
 
 

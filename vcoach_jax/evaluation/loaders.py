@@ -379,7 +379,7 @@ def synthetic_items(config, split: str = "eval") -> list[EvalItem]:
   from vcoach_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   from vcoach_jax.data import tfds_stgr  # pylint: disable=g-import-not-at-top
   s = config.synthetic
-  splits = {"train": (0, s.num_train), "eval": (tfds_stgr.EVAL_OFFSET, s.num_eval)}
+  splits = tfds_stgr.synthetic_splits(s)
   if split not in splits:
     raise ValueError(f"unknown synthetic split {split!r}; expected one of {list(splits)}")
   spec = synthetic.WorldSpec.from_config(s)

@@ -8,13 +8,13 @@ import ml_collections
 from flax import nnx
 
 from vcoach_jax.model import lora
-from vcoach_jax.model.config import ModelConfig
+from vcoach_jax.model.config import PRESETS, ModelConfig
 from vcoach_jax.model.hf_checkpoint import load_hf
 from vcoach_jax.model.qwen2_5_vl import Qwen2_5_VL
 from vcoach_jax.parallel import mesh as mesh_lib
 
+# Params and compute dtypes (`config.model.dtype`): name -> jnp dtype.
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-PRESETS = ("tiny", "qwen2_5_vl_3b", "qwen2_5_vl_7b")
 
 
 def preset_config(preset: str, tokenizer=None, **runtime) -> ModelConfig:
@@ -22,8 +22,9 @@ def preset_config(preset: str, tokenizer=None, **runtime) -> ModelConfig:
   multiple of 128) and the ids of its Qwen special tokens replace the preset's (the tiny local
   tokenizer puts them at other ids than Qwen's)."""
   if preset not in PRESETS:
-    raise ValueError(f"config.model.preset must be one of {PRESETS}, got {preset!r}")
-  cfg = getattr(ModelConfig, preset)().replace(**runtime)
+    raise ValueError(f"config key 'model.preset' must be one of {tuple(PRESETS)}, got "
+                     f"{preset!r}")
+  cfg = PRESETS[preset]().replace(**runtime)
   if tokenizer is None:
     return cfg
   from vcoach_jax.data.tokenizer import special_ids  # pylint: disable=g-import-not-at-top
@@ -45,7 +46,7 @@ def from_config(config: ml_collections.ConfigDict, seed: int = 0, tokenizer=None
   """
   m = config.model
   if m.dtype not in DTYPES:
-    raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
+    raise ValueError(f"config key 'model.dtype' must be one of {tuple(DTYPES)}, got {m.dtype!r}")
   dtype = DTYPES[m.dtype]
   mesh = mesh_lib.make_mesh(dict(config.parallel.mesh))
   rules = mesh_lib.rules_from_config(config.parallel.rules)

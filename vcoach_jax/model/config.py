@@ -13,8 +13,6 @@ import json
 import pathlib
 from typing import Any
 
-ATTENTION_IMPLS = ("xla", "chunked", "cudnn", "dot_product_attention")
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 # Fields set by the run config, not by config.json.
 RUNTIME_FIELDS = ("attention_impl", "attention_chunk", "remat_policy", "scan_layers")
 
@@ -73,9 +71,9 @@ class ModelConfig:
   eos_token_id: int = 151645
   vision: VisionConfig = dataclasses.field(default_factory=VisionConfig)
   # Runtime options (not part of config.json).
-  attention_impl: str = "xla"  # one of ATTENTION_IMPLS
+  attention_impl: str = "xla"  # a name of layers.ATTENTION
   attention_chunk: int = 512  # query block of the "chunked" implementation
-  remat_policy: str = "none"  # one of REMAT_POLICIES
+  remat_policy: str = "none"  # a name of layers.REMAT_POLICIES
   scan_layers: bool = False  # decoder layers and vision blocks stacked, each run by one lax.scan
 
   def __post_init__(self):
@@ -87,12 +85,15 @@ class ModelConfig:
     if 2 * sum(self.mrope_section) != self.head_dim:
       raise ValueError(f"mrope_section {self.mrope_section} must sum to head_dim/2 = "
                        f"{self.head_dim // 2}")
-    if self.attention_impl not in ATTENTION_IMPLS:
-      raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
+    from vcoach_jax.model import layers  # pylint: disable=g-import-not-at-top
+    if self.attention_impl not in layers.ATTENTION:
+      raise ValueError(f"attention_impl must be one of {tuple(layers.ATTENTION)}, got "
+                       f"{self.attention_impl!r}")
     if self.attention_chunk < 1:
       raise ValueError(f"attention_chunk must be >= 1, got {self.attention_chunk}")
-    if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
+    if self.remat_policy not in layers.REMAT_POLICIES:
+      raise ValueError(f"remat_policy must be one of {tuple(layers.REMAT_POLICIES)}, got "
+                       f"{self.remat_policy!r}")
 
   @property
   def head_dim(self) -> int:
@@ -207,3 +208,11 @@ class ModelConfig:
             model_type="qwen2_5_vl"),
     )
     return out
+
+
+# The model presets (`config.model.preset`): name -> its ModelConfig.
+PRESETS = {
+    "tiny": ModelConfig.tiny,
+    "qwen2_5_vl_3b": ModelConfig.qwen2_5_vl_3b,
+    "qwen2_5_vl_7b": ModelConfig.qwen2_5_vl_7b,
+}

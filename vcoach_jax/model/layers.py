@@ -67,7 +67,7 @@ class RMSNorm(nnx.Module):
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: str = "xla",
               chunk: int = 512):
-  """Grouped-query attention.
+  """Grouped-query attention by the implementation `impl` (a name of `ATTENTION`).
 
   Args:
     q: [B, T, N, H] queries.
@@ -83,14 +83,18 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: s
   Returns:
     [B, T, N, H] in q's dtype.
   """
+  if impl not in ATTENTION:
+    raise ValueError(f"config key 'model.attention_impl' must be one of {tuple(ATTENTION)}, got "
+                     f"{impl!r}")
+  return ATTENTION[impl](q, k, v, mask, chunk)
+
+
+def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+                  chunk: int = 0) -> jax.Array:
+  """Plain attention: einsum scores, fp32 softmax over all keys (`chunk` unused)."""
+  del chunk
   b, t, n, h = q.shape
   kv = k.shape[2]
-  if impl == "chunked":
-    return chunked_attention(q, k, v, mask, chunk)
-  if impl != "xla":
-    return jax.nn.dot_product_attention(
-        q, k, v, mask=mask[:, None], implementation=None if impl == "dot_product_attention"
-        else "cudnn")
   q = q.reshape(b, t, kv, n // kv, h)
   scores = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32)
   scores = scores * (h ** -0.5)
@@ -98,6 +102,15 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: s
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkgts,bskh->btkgh", probs, v)
   return out.reshape(b, t, n, h)
+
+
+def _jax_nn_attention(implementation: str | None):
+  """`jax.nn.dot_product_attention` with `implementation` (None: XLA picks)."""
+  def fn(q, k, v, mask, chunk=0):
+    del chunk
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None],
+                                        implementation=implementation)
+  return fn
 
 
 def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
@@ -108,7 +121,7 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
   Exactly the plain result: softmax runs over all keys of a query, and blocks are independent."""
   b, t, n, h = q.shape
   if t <= chunk:
-    return attention(q, k, v, mask, "xla")
+    return xla_attention(q, k, v, mask)
   pad = -t % chunk
   blocks = (t + pad) // chunk
   qb = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(b, blocks, chunk, n, h)
@@ -117,9 +130,18 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
   @jax.checkpoint
   def block(args):
     q_blk, m_blk = args
-    return attention(q_blk, k, v, m_blk, "xla")
+    return xla_attention(q_blk, k, v, m_blk)
   out = jax.lax.map(block, (qb.swapaxes(0, 1), mb.swapaxes(0, 1)))  # [blocks, B, chunk, N, H]
   return out.swapaxes(0, 1).reshape(b, t + pad, n, h)[:, :t]
+
+
+# The attention implementations (`config.model.attention_impl`): name -> fn(q, k, v, mask, chunk).
+ATTENTION = {
+    "xla": xla_attention,  # CPU, tests
+    "chunked": chunked_attention,  # xla in query blocks: O(block x keys) memory
+    "dot_product_attention": _jax_nn_attention(None),
+    "cudnn": _jax_nn_attention("cudnn"),
+}
 
 
 def stack_modules(modules: list[nnx.Module]) -> nnx.Module:
@@ -145,12 +167,18 @@ def is_stacked_layer_path(path: tuple) -> bool:
           and not isinstance(path[2], int))
 
 
+# Remat policies (`config.model.remat_policy`): name -> (remat at all, jax checkpoint policy).
+REMAT_POLICIES = {
+    "none": (False, None),
+    "full": (True, None),
+    "dots": (True, jax.checkpoint_policies.checkpoint_dots),
+    "dots_no_batch": (True, jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims),
+}
+
+
 def remat_policy(name: str):
-  """Maps a config remat policy name to (do_remat, jax checkpoint policy)."""
-  policies = {
-      "none": (False, None),
-      "full": (True, None),
-      "dots": (True, jax.checkpoint_policies.checkpoint_dots),
-      "dots_no_batch": (True, jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims),
-  }
-  return policies[name]
+  """(do_remat, jax checkpoint policy) of a config remat policy name."""
+  if name not in REMAT_POLICIES:
+    raise ValueError(f"config key 'model.remat_policy' must be one of {tuple(REMAT_POLICIES)}, "
+                     f"got {name!r}")
+  return REMAT_POLICIES[name]

@@ -25,14 +25,11 @@ from vcoach_jax.data import pipeline
 from vcoach_jax.data import records as records_lib
 from vcoach_jax.prompting import visual_prompts as vp
 
-DRAW_ON = ("key_frames_st_only", "key_and_nearest")
-
-
 @dataclasses.dataclass(frozen=True)
 class PromptOptions:
   """How prompts are drawn (`from_config(config.prompting)`)."""
   per_key_frame_boxes: bool = True  # each key frame's own boxes; False: all boxes (reference)
-  draw_on: str = "key_frames_st_only"  # one of DRAW_ON
+  draw_on: str = "key_frames_st_only"  # a name of DRAW_ON
   darken_factor: float = vp.DARKEN_FACTOR
   darken_pad: int = vp.DARKEN_PAD
   timestamps: str = "exact"  # the frame-time rule (config.video.timestamps): frame numbering
@@ -84,6 +81,46 @@ def frame_positions(example: Mapping[str, Any], timestamps: str = "exact"
   return keys, frames
 
 
+def _boxes_and_positions(example: Mapping[str, Any], options: PromptOptions):
+  """(boxes per key frame, (key-frame positions, sampled-frame positions))."""
+  record = pipeline.record_of(example)
+  boxes = vp.key_frame_boxes(record, options.per_key_frame_boxes)
+  return boxes, frame_positions(example, options.timestamps)
+
+
+def _draw_key_frames(example: Mapping[str, Any], prompt_type: str, options: PromptOptions,
+                     out: dict[str, Any]) -> None:
+  """Draws on the key frames the temporal-spatial task inserts into its prompt."""
+  key_frames = np.asarray(example["key_frames"])
+  if _task(example) != records_lib.TASK_ST or not len(key_frames):
+    return
+  boxes, (key_pos, _) = _boxes_and_positions(example, options)
+  out["key_frames"] = options.draw(prompt_type, key_frames, boxes, [p or 0 for p in key_pos])
+
+
+def _draw_nearest_frames(example: Mapping[str, Any], prompt_type: str, options: PromptOptions,
+                         out: dict[str, Any]) -> None:
+  """Draws on the sampled frame nearest each key time (each key frame's boxes)."""
+  boxes, (_, frame_pos) = _boxes_and_positions(example, options)
+  times = np.asarray(example["timestamps"], np.float64)
+  nearest: dict[int, list[np.ndarray]] = {}
+  for t, b in zip(example["key_frame_times"], boxes):
+    nearest.setdefault(int(np.argmin(np.abs(times - float(t)))), []).append(b)
+  which = sorted(nearest)
+  frames = np.array(example["frames"], copy=True)
+  frames[which] = options.draw(prompt_type, frames[which],
+                               [np.concatenate(nearest[i]) for i in which],
+                               [frame_pos[i] for i in which])
+  out["frames"] = frames
+
+
+# Which images get the visual prompt (`config.prompting.draw_on`): name -> the drawing steps.
+DRAW_ON = {
+    "key_frames_st_only": (_draw_key_frames,),  # the reference
+    "key_and_nearest": (_draw_key_frames, _draw_nearest_frames),
+}
+
+
 def prompted_example(example: Mapping[str, Any], prompt_type: str,
                      options: PromptOptions = PromptOptions()) -> dict[str, Any]:
   """A copy of a decoded example (TFDS feature dict) with the visual prompt drawn.
@@ -95,30 +132,14 @@ def prompted_example(example: Mapping[str, Any], prompt_type: str,
   if prompt_type not in vp.PROMPT_TYPES:
     raise ValueError(f"unknown prompt type {prompt_type!r}; expected one of {vp.PROMPT_TYPES}")
   if options.draw_on not in DRAW_ON:
-    raise ValueError(f"prompting.draw_on must be one of {DRAW_ON}, got {options.draw_on!r}")
+    raise ValueError(f"config key 'prompting.draw_on' must be one of {tuple(DRAW_ON)}, got "
+                     f"{options.draw_on!r}")
   out = dict(example)
-  task = _task(example)
-  if (prompt_type == "raw" or task == records_lib.TASK_VQA or not len(example["key_frame_times"])
-      or (task != records_lib.TASK_ST and options.draw_on == "key_frames_st_only")):
+  if (prompt_type == "raw" or _task(example) == records_lib.TASK_VQA
+      or not len(example["key_frame_times"])):
     return out
-  record = pipeline.record_of(example)
-  boxes = vp.key_frame_boxes(record, options.per_key_frame_boxes)
-  key_pos, frame_pos = frame_positions(example, options.timestamps)
-  key_frames = np.asarray(example["key_frames"])
-  if task == records_lib.TASK_ST and len(key_frames):
-    out["key_frames"] = options.draw(
-        prompt_type, key_frames, boxes, [p or 0 for p in key_pos])
-  if options.draw_on == "key_and_nearest":
-    times = np.asarray(example["timestamps"], np.float64)
-    nearest: dict[int, list[np.ndarray]] = {}
-    for t, b in zip(example["key_frame_times"], boxes):
-      nearest.setdefault(int(np.argmin(np.abs(times - float(t)))), []).append(b)
-    which = sorted(nearest)
-    frames = np.array(example["frames"], copy=True)
-    frames[which] = options.draw(prompt_type, frames[which],
-                                 [np.concatenate(nearest[i]) for i in which],
-                                 [frame_pos[i] for i in which])
-    out["frames"] = frames
+  for draw in DRAW_ON[options.draw_on]:
+    draw(example, prompt_type, options, out)
   return out
 
 

@@ -40,6 +40,8 @@ from vcoach_jax.model.qwen2_5_vl import ModelInputs, Qwen2_5_VL
 # What trains: the LoRA adapters of the backbone and the head.
 TRAINABLE = nnx.Any(nnx.LoRAParam, nnx.PathContains("head"))
 META_FILE = "selector.json"
+# The selector's input forms (`config.selector.mode`): name -> text only (the vision tower dropped).
+MODES = {"text": True, "vl": False}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +303,7 @@ def from_config(config, tokenizer, workdir: str | os.PathLike, seed: int = 0) ->
   model, mesh = experiment.policy(local, tokenizer, workdir, seed)
   lora.apply_lora(model, rank=s.lora_rank, alpha=s.lora_alpha,
                   targets=tuple(config.model.lora_targets), rngs=nnx.Rngs(seed + 1))
-  selector = Selector(model, len(s.types), text_only=s.mode == "text", rngs=nnx.Rngs(seed + 2))
+  selector = Selector(model, len(s.types), text_only=MODES[s.mode], rngs=nnx.Rngs(seed + 2))
   mesh_lib.shard_model(selector, mesh, mesh_lib.rules_from_config(config.parallel.rules))
   return selector
 
@@ -384,6 +386,19 @@ def load_cache(path: str | os.PathLike) -> dict[str, str]:
   if not path.exists():
     raise FileNotFoundError(f"selector cache {str(path)!r} does not exist")
   return cache_labels(json.loads(path.read_text()), f"selector cache {str(path)!r}")
+
+
+# Where the RL trainer takes a hard prompt's visual prompt from (`config.rl.prompt_selector`):
+# name -> fn(config) -> {record_id: prompt type} (`choose` gives `raw` for an id not in it).
+PROMPT_SELECTORS: dict[str, Callable[[Any], dict[str, str]]] = {
+    "cache": lambda config: load_cache(config.selector.cache) if config.selector.cache else {},
+    "off": lambda config: {},  # every hard prompt gets `raw` (the hint only)
+}
+
+
+def prompt_cache(config) -> dict[str, str]:
+  """{record_id: prompt type} the RL trainer reads, by `config.rl.prompt_selector`."""
+  return PROMPT_SELECTORS[config.rl.prompt_selector](config)
 
 
 def choose(cache: Mapping[str, str] | None, record_id: str, has_key_items: bool = True) -> str:

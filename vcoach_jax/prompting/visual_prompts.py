@@ -22,8 +22,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-PROMPT_TYPES = ("raw", "darken", "circle", "numbers", "attention")
-
 DARKEN_FACTOR = 0.3  # reference: outside pixels * 0.3
 DARKEN_PAD = 10  # reference: boxes grown by 10 px on every side
 CIRCLE_RGB = (255, 0, 0)
@@ -308,6 +306,20 @@ def attention(frames: np.ndarray, boxes_per_frame: Sequence[Any]) -> np.ndarray:
   return out
 
 
+# The visual prompts (`prompt_type`, `selector.types`): name -> fn(frames, boxes_per_frame,
+# indices, darken_factor, darken_pad) -> frames. `raw` first: the class of "no prompt".
+RENDERERS = {
+    "raw": lambda frames, boxes, indices, factor, pad: frames.copy(),
+    "darken": lambda frames, boxes, indices, factor, pad: darken(frames, boxes, factor=factor,
+                                                                 pad=pad),
+    "circle": lambda frames, boxes, indices, factor, pad: circle(frames, boxes),
+    "numbers": lambda frames, boxes, indices, factor, pad: numbers(
+        frames, range(1, len(frames) + 1) if indices is None else indices),
+    "attention": lambda frames, boxes, indices, factor, pad: attention(frames, boxes),
+}
+PROMPT_TYPES = tuple(RENDERERS)
+
+
 def render(kind: str, frames: np.ndarray, boxes_per_frame: Sequence[Any],
            indices: Sequence[int] | None = None, *, darken_factor: float = DARKEN_FACTOR,
            darken_pad: int = DARKEN_PAD) -> np.ndarray:
@@ -322,17 +334,9 @@ def render(kind: str, frames: np.ndarray, boxes_per_frame: Sequence[Any],
     darken_factor, darken_pad: the darken constants (reference 0.3 and 10 px).
   """
   frames = _check_frames(frames)
-  if kind == "raw":
-    return frames.copy()
-  if kind == "darken":
-    return darken(frames, boxes_per_frame, factor=darken_factor, pad=darken_pad)
-  if kind == "circle":
-    return circle(frames, boxes_per_frame)
-  if kind == "numbers":
-    return numbers(frames, range(1, len(frames) + 1) if indices is None else indices)
-  if kind == "attention":
-    return attention(frames, boxes_per_frame)
-  raise ValueError(f"unknown prompt type {kind!r}; expected one of {PROMPT_TYPES}")
+  if kind not in RENDERERS:
+    raise ValueError(f"unknown prompt type {kind!r}; expected one of {PROMPT_TYPES}")
+  return RENDERERS[kind](frames, boxes_per_frame, indices, darken_factor, darken_pad)
 
 
 # ---------------------------------------------------------------------------------------------

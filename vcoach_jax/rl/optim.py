@@ -13,23 +13,34 @@ from typing import Any
 import jax
 import optax
 
-SCHEDULES = ("cosine", "constant")
+
+def _cosine(lr: float, warmup: int, total: int) -> optax.Schedule:
+  """Cosine decay from lr to 0 at `total` (after a linear warmup from 0, if any)."""
+  if warmup:
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total, warmup + 1), 0.0)
+  return optax.cosine_decay_schedule(lr, max(total, 1), alpha=0.0)
+
+
+def _constant(lr: float, warmup: int, total: int) -> optax.Schedule:
+  """lr throughout (after a linear warmup from 0, if any)."""
+  del total
+  if warmup:
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
+  return optax.constant_schedule(lr)
+
+
+# Learning-rate schedules (`config.optim.schedule`): name -> fn(lr, warmup_steps, total_steps).
+SCHEDULES = {"cosine": _cosine, "constant": _constant}
 
 
 def learning_rate_schedule(optim: Any) -> optax.Schedule:
   """lr(step) from `config.optim` (lr, schedule, warmup_steps, total_steps)."""
-  lr, warmup, total = float(optim.lr), int(optim.warmup_steps), int(optim.total_steps)
-  if optim.schedule == "constant":
-    if warmup:
-      return optax.join_schedules(
-          [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
-    return optax.constant_schedule(lr)
-  if optim.schedule != "cosine":
-    raise ValueError(f"config key 'optim.schedule' must be one of {SCHEDULES}, got "
+  if optim.schedule not in SCHEDULES:
+    raise ValueError(f"config key 'optim.schedule' must be one of {tuple(SCHEDULES)}, got "
                      f"{optim.schedule!r}")
-  if warmup:
-    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total, warmup + 1), 0.0)
-  return optax.cosine_decay_schedule(lr, max(total, 1), alpha=0.0)
+  return SCHEDULES[optim.schedule](float(optim.lr), int(optim.warmup_steps),
+                                   int(optim.total_steps))
 
 
 def decay_mask(params) -> Any:
