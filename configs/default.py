@@ -15,8 +15,9 @@ from vcoach_jax.parallel import rules
 
 
 def get_config(arg=None):
-  """Returns the default config; `default.py:runlocal` shrinks its world (vcoach_jax/recipes.py)."""
-  arg = recipes.parse_arg(arg, runlocal=False)
+  """Returns the default config; `default.py:runlocal` shrinks its world, `method=gspo|coach|full`
+  sets rl.method (vcoach_jax/recipes.py)."""
+  arg = recipes.arguments(arg)
   config = ml_collections.ConfigDict()
 
   # --- Rewards (docs/rewards.md). Values of the paper's run; the released code's CLI defaults are
@@ -230,4 +231,4 @@ def get_config(arg=None):
   # and target except the image placeholders; docs/prompts.md)
   config.sft.loss_on = "assistant"
 
-  return recipes.runlocal(config) if arg.runlocal else config
+  return recipes.finish(config, arg)

@@ -13,7 +13,7 @@ from vcoach_jax.configs import visioncoach_7b
 
 
 def get_config(arg=None):
-  arg = recipes.parse_arg(arg, runlocal=False)
+  arg = recipes.arguments(arg)
   config = visioncoach_7b.get_config()
   config.eval.benchmark = "vstar"
   config.eval.protocol = "vstar_reference"
@@ -22,4 +22,4 @@ def get_config(arg=None):
   # one prompt per sampler call; raise it where accelerator memory allows.
   config.eval.batch_size = 1
   config.sampling.greedy = True
-  return recipes.runlocal(config) if arg.runlocal else config
+  return recipes.finish(config, arg)

@@ -13,7 +13,7 @@ from vcoach_jax.configs import visioncoach_7b
 
 
 def get_config(arg=None):
-  arg = recipes.parse_arg(arg, runlocal=False)
+  arg = recipes.arguments(arg)
   config = visioncoach_7b.get_config()
   config.model.preset = "qwen2_5_vl_3b"
   config.selector.mode = "vl"
@@ -23,4 +23,4 @@ def get_config(arg=None):
   config.selector.lora_alpha = 32.0
   config.selector.steps = 2000
   config.selector.batch_size = 16
-  return recipes.runlocal(config) if arg.runlocal else config
+  return recipes.finish(config, arg)

@@ -10,9 +10,9 @@ from vcoach_jax.configs import visioncoach_7b
 
 
 def get_config(arg=None):
-  arg = recipes.parse_arg(arg, runlocal=False)
+  arg = recipes.arguments(arg)
   config = visioncoach_7b.get_config()
   config.sft.steps = 2000
   config.sft.lr = 1e-6
   config.checkpoint.every_steps = 200
-  return recipes.runlocal(config) if arg.runlocal else config
+  return recipes.finish(config, arg)

@@ -19,7 +19,7 @@ from vcoach_jax.configs import default
 
 
 def get_config(arg=None):
-  arg = recipes.parse_arg(arg, runlocal=False)
+  arg = recipes.arguments(arg)
   config = default.get_config()
   config.model.checkpoint = ""  # set to the cold-start SFT checkpoint (HF layout)
   config.model.preset = "qwen2_5_vl_7b"
@@ -46,4 +46,4 @@ def get_config(arg=None):
   config.optim.grad_accum = 4  # 4 micro-batches: the 7B step fits 95 GiB (v5p) and 80 GiB (H100)
   config.checkpoint.every_steps = 50
   config.selector.cache = ""  # `vcoach select predict` output; "" = raw prompts for hard samples
-  return recipes.runlocal(config) if arg.runlocal else config
+  return recipes.finish(config, arg)

@@ -38,7 +38,6 @@ import numpy as np
 from vcoach_jax import config as config_lib
 from vcoach_jax import demo
 from vcoach_jax import storage
-from vcoach_jax.rewards.targets import TASKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,18 +57,7 @@ VARIANTS: dict[str, Variant] = {
                     "positives)"),
 }
 
-# The ablation's changes to the demo's settings: a harder world (all tasks, two distractors,
-# occluding bars on a quarter of the frames) so the SFT policy finds most prompts hard, a larger
-# held-out split, and short RL runs of 4 prompts x G = 4, sized for 9 of them on 2 CPU cores.
-ABLATE = (
-    f"synthetic.tasks={TASKS!r}",  # every task (the demo keeps the grounded one): V* tIoU too
-    "synthetic.distractors=2", "synthetic.occlusion=0.25", "synthetic.num_eval=24",
-    "data.batch_size=4", "optim.total_steps=10", "optim.lr=0.0003", "selector.steps=20",
-    "eval.batch_size=8",
-)
-FAST = ("sft.steps=30", "optim.total_steps=2", "sampling.max_new_tokens=24",
-        "sampling.num_samples=2", "synthetic.num_train=24", "synthetic.num_eval=6",
-        "data.tiny_vocab_size=500", "selector.steps=2", "selector.max_new_tokens=24")
+# The ablation's settings are data: configs/demo.py:variant=ablate (on top of the demo's).
 PROBE_BATCHES = 4  # eval batches of the probe per run (fast: 1)
 
 PROBE_COLUMNS = ("format", "ans_acc", "ans_tiou", "thk_temporal_point", "thk_temporal_segment",
@@ -94,9 +82,8 @@ class AblationResult:
 
 
 def ablate_config(fast: bool = False, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-  """The demo's config with the ablation's settings (and `fast`: a ~2 minute smoke version)."""
-  return demo.demo_config(fast=fast, overrides=list(ABLATE) + (list(FAST) if fast else [])
-                          + list(overrides))
+  """configs/demo.py:variant=ablate (and `fast`: a ~2 minute smoke version) with overrides."""
+  return demo.demo_config(fast=fast, overrides=overrides, variant="ablate")
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,26 +19,8 @@ import ml_collections
 from vcoach_jax import config as config_lib
 from vcoach_jax import storage
 
-# The demo's changes to the embedded default: a learning rate a random tiny model can learn
-# with, completions as long as the world's traces, short runs. `fast` shrinks it for tests.
-# The world is the grounded task only (spatio-temporal questions: every trace cites boxes),
-# with objects large against the 28-pixel merged patch, short clips (short prompts), and
-# look-alike distractors (same shape, another colour): what makes a prompt hard there is which
-# object is meant, which a drawn prompt on the key frames shows. Prompted rows and sampler rows
-# are padded to 4 or 8 (few compiled programs).
-DEMO = (
-    "sft.lr=0.01", "sft.steps=250", "optim.weight_decay=0.0", "optim.lr=0.0002",
-    "optim.total_steps=20", "sampling.max_new_tokens=96", "checkpoint.every_steps=50",
-    "selector.steps=40", "selector.batch_size=8", "selector.max_new_tokens=96",
-    "data.prompt_buckets=(128, 256, 512, 1024, 2048, 4096, 8192, 16384)",
-    "sampling.batch_buckets=(4, 8)",
-    "synthetic.tasks=('temporal-spatial free-form QA',)", "synthetic.min_size=16",
-    "synthetic.max_size=24", "synthetic.max_frames=6", "synthetic.max_speed=4.0",
-    "synthetic.lookalike=0.5",
-)
-FAST = ("sft.steps=40", "optim.total_steps=2", "sampling.max_new_tokens=32",
-        "selector.steps=4", "selector.max_new_tokens=32", "synthetic.num_train=64",
-        "synthetic.num_eval=16")
+# The demo's settings are data: configs/demo.py (its `fast` argument: the smoke version).
+CONFIG = "vcoach_jax.configs.demo"
 SELECTOR_RECORDS = 16  # records labelled by the proxy reasoner (fast: 4)
 PROBE_BATCHES = 2  # eval batches in the before/after table (fast: 1)
 
@@ -52,9 +34,13 @@ class DemoResult:
   seconds: dict  # wall time per phase
 
 
-def demo_config(fast: bool = False, overrides=()) -> ml_collections.ConfigDict:
-  """The embedded default with the demo's settings (and `fast`: a 1-2 minute CPU version)."""
-  return config_lib.load(None, list(DEMO) + (list(FAST) if fast else []) + list(overrides))
+def demo_config(fast: bool = False, overrides=(), *, variant: str = "demo",
+                method: str = "") -> ml_collections.ConfigDict:
+  """configs/demo.py's `variant` (and `fast`: a 1-2 minute CPU version; `method`: rl.method)
+  with `key=value` overrides, validated."""
+  arg = ",".join([f"variant={variant}"] + (["fast"] if fast else [])
+                 + ([f"method={method}"] if method else []))
+  return config_lib.load(f"{CONFIG}:{arg}", list(overrides))
 
 
 def _select(config, workdir: storage.Path, tok, fast: bool) -> str:

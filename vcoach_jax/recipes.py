@@ -1,10 +1,15 @@
-"""The `--config FILE.py:ARG` argument of the shipped configs (big_vision's convention) and
-`runlocal`: a recipe on this machine, with the tiny model and the synthetic world.
+"""The `--config FILE.py:ARG` argument of the shipped configs (big_vision's convention): a
+comma-separated list of `name=value` or bare `name` (true). Every shipped config takes
+
+  runlocal        the recipe on this machine, with the tiny model and the synthetic world
+  method=NAME     the method variant (`config.rl.method`: a name of vcoach_jax/rl/methods.py)
+
+and some take more (configs/demo.py: `variant=demo|ablate`, `fast`). A config file reads them so:
 
   def get_config(arg=None):
-    arg = recipes.parse_arg(arg, runlocal=False)
+    arg = recipes.arguments(arg)                   # or recipes.arguments(arg, fast=False, ...)
     config = ...                                   # the recipe
-    return recipes.runlocal(config) if arg.runlocal else config
+    return recipes.finish(config, arg)             # method, then runlocal
 
 `vcoach train --config configs/visioncoach_7b.py:runlocal --steps 2` swaps the model for the
 tiny one and the data for the synthetic world (with the data shapes that world needs) and keeps
@@ -67,6 +72,29 @@ def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
       raise ValueError(f"unknown config argument {name!r} (in {arg!r}); known: {sorted(spec)}")
     out[name] = _convert(name, text.strip(), spec[name])
   return ml_collections.ConfigDict(out)
+
+
+def arguments(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
+  """`parse_arg` with the arguments every shipped config takes (`runlocal`, `method`) and
+  `spec`'s."""
+  return parse_arg(arg, runlocal=False, method="", **spec)
+
+
+def set_method(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """`config.rl.method = name`, refusing a name that is not a method (vcoach_jax/rl/methods.py)."""
+  from vcoach_jax.rl import methods  # pylint: disable=g-import-not-at-top
+  if name not in methods.METHODS:
+    raise ValueError(f"config argument method={name!r}: expected one of {tuple(methods.METHODS)}")
+  config.rl.method = name
+  return config
+
+
+def finish(config: ml_collections.ConfigDict, arg: ml_collections.ConfigDict
+           ) -> ml_collections.ConfigDict:
+  """Applies the common arguments of `arguments` to a recipe: `method`, then `runlocal`."""
+  if arg.method:
+    set_method(config, arg.method)
+  return runlocal(config) if arg.runlocal else config
 
 
 def _set(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
