@@ -29,6 +29,8 @@ examples:
   vcoach ablate                                   # 3 seeds; ~25 minutes on 2 CPU cores
   vcoach ablate --fast --workdir /tmp/ablate      # a ~2 minute smoke run (1 seed)
   vcoach ablate --seeds 2 --steps 6 --set synthetic.occlusion=0.5
+
+The settings are configs/demo.py:variant=ablate (--fast: its `fast` argument).
 """
 
 

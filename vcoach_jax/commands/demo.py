@@ -18,6 +18,8 @@ examples:
   vcoach demo                               # ~10 minutes on 2 CPU cores
   vcoach demo --fast --workdir /tmp/demo    # a 1-2 minute smoke run
   vcoach demo --set sft.steps=500           # change any config field
+
+The settings are configs/demo.py (--fast: its `fast` argument).
 """
 
 

@@ -174,17 +174,26 @@ def parse_grade(reply: str) -> int:
 # --- items ---------------------------------------------------------------------------------------
 
 
+def _vstar_requests(item: EvalItem) -> list[Request]:
+  questions = {"answer": item.question, "when": item.questions["when"],
+               "where": item.questions["where"], "where_2": item.questions["where_2"],
+               "when_2": item.questions["when"]}
+  return [Request(item, step, item.task, questions[step]) for step in VSTAR_STEPS]
+
+
+# The benchmarks the reference protocols cover: name -> fn(item) -> its requests.
+REQUESTS = {
+    "vstar": _vstar_requests,  # five steps
+    "charades": lambda item: [Request(item, "answer", item.task, item.question)],
+}
+
+
 def requests_for(item: EvalItem) -> list[Request]:
   """V-STAR's five steps or Charades' one; the prompt set formats them (`reference_inputs`)."""
-  if item.benchmark == "vstar":
-    questions = {"answer": item.question, "when": item.questions["when"],
-                 "where": item.questions["where"], "where_2": item.questions["where_2"],
-                 "when_2": item.questions["when"]}
-    return [Request(item, step, item.task, questions[step]) for step in VSTAR_STEPS]
-  if item.benchmark == "charades":
-    return [Request(item, "answer", item.task, item.question)]
-  raise ValueError(f"item {item.id!r}: the reference protocols cover vstar and charades, not "
-                   f"{item.benchmark!r}")
+  if item.benchmark not in REQUESTS:
+    raise ValueError(f"item {item.id!r}: the reference protocols cover {', '.join(REQUESTS)}, not "
+                     f"{item.benchmark!r}")
+  return REQUESTS[item.benchmark](item)
 
 
 def score_items(items: Sequence[EvalItem], outputs: Sequence[Mapping[str, str]], judge,
