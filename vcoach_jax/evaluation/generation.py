@@ -24,12 +24,9 @@ from vcoach_jax.data import pipeline as pipeline_lib
 from vcoach_jax.evaluation.items import Request
 from vcoach_jax.evaluation.prompting import PromptBuilder
 from vcoach_jax.model import batching
+from vcoach_jax.shapes import pow2
 
 JUDGE_MAX_NEW_TOKENS = 10  # a judge replies with one digit (the released judge's limit)
-
-
-def _pow2(n: int) -> int:
-  return 1 << max(0, int(n) - 1).bit_length()
 
 
 def check_vision_ids(tokenizer, model_config, where: str) -> None:
@@ -153,8 +150,8 @@ class SamplerGenerate:
     images = max(it["image_grid_thw"].shape[0] for it in items)
     shapes = dataclasses.replace(
         self.shapes, batch_size=len(items),
-        max_patches=max(self.shapes.max_patches, _pow2(patches)),
-        max_images=max(self.shapes.max_images, _pow2(images)), max_target_length=1)
+        max_patches=max(self.shapes.max_patches, pow2(patches)),
+        max_images=max(self.shapes.max_images, pow2(images)), max_target_length=1)
     host = pipeline_lib.collate(items, shapes, self.sampler.pad_id)
     inputs = batching.batch_inputs(self.sampler.model.config, host.arrays)
     t0 = time.perf_counter()
