@@ -187,7 +187,7 @@ from IPython.display import display
 from PIL import Image
 
 from vcoach_jax import config as config_lib
-from vcoach_jax.commands.render import contact_sheet
+from vcoach_jax.plots import contact_sheet
 from vcoach_jax.data import chat, records, tfds_stgr
 from vcoach_jax.data import video as video_lib
 from vcoach_jax.prompting import hints
