@@ -92,3 +92,19 @@ def test_judge_spec_is_parsed_in_one_place():
     with pytest.raises(config_lib.ConfigError, match="eval.judge"):
       config_lib.load(None, [f"eval.judge={bad}"])
   assert _holders('startswith("model:")') == ["vcoach_jax/evaluation/judge.py"]
+
+
+def test_state_shardings_places_variables_by_axes_and_replicates_the_rest():
+  """parallel/mesh.state_shardings serves model states and train states alike (the one kept)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from jax.sharding import PartitionSpec  # pylint: disable=import-outside-toplevel
+  from vcoach_jax.parallel import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  mesh = mesh_lib.make_mesh({"fsdp": 1}, jax.devices()[:1])
+  rules = (("embed", ("fsdp",)),)
+  param = nnx.Param(np.zeros((4, 2), np.float32), logical_axes=("embed", None))
+  tree = {"w": param, "step": np.zeros((), np.int32), "key": jax.random.key(0)}
+  out = mesh_lib.state_shardings(tree, mesh, rules)
+  assert out["w"] == mesh_lib.variable_sharding(param, mesh, rules)
+  assert out["step"].spec == PartitionSpec() and out["key"].spec == PartitionSpec()
