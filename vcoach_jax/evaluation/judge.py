@@ -157,6 +157,20 @@ def make_judge(spec: str, thresholds: Sequence[float] = DEFAULT_ROUGE_THRESHOLDS
   return ModelJudge(generate, prompt_file, parse)
 
 
+def grade_pending(judge: Judge, pending: Sequence[tuple[int, str, str, str]], results: list,
+                  correct_score: int) -> None:
+  """Grades the free-form answers collected while scoring, in one `score_many` call: each of
+  `pending` is (index into `results`, question, ground truth, predicted answer); sets that
+  result's `score` and `correct` (score >= `correct_score`)."""
+  if not pending:
+    return
+  grades = judge.score_many([q for _, q, _, _ in pending], [a for _, _, a, _ in pending],
+                            [p for _, _, _, p in pending])
+  for (i, *_), grade in zip(pending, grades):
+    results[i]["score"] = int(grade)
+    results[i]["correct"] = int(grade) >= correct_score
+
+
 def answer_text(completion: str) -> str:
   """The answer a completion gives: its `<answer>` block, else the whole text, stripped."""
   if scan.block(completion or "", "<answer>", "</answer>") is not None:
