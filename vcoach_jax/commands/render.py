@@ -79,7 +79,6 @@ def _record(path: str, rid: str | None) -> dict:
 def run(args: argparse.Namespace) -> int:
   import os  # pylint: disable=g-import-not-at-top
 
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
   from vcoach_jax import plots  # pylint: disable=g-import-not-at-top
@@ -102,11 +101,7 @@ def run(args: argparse.Namespace) -> int:
                                     video_lib.VideoSpec.from_config(config.video),
                                     where=f"file {args.record}, ")
   options = hints.PromptOptions.from_config(config.prompting, config.video.timestamps)
-  key_pos, frame_pos = hints.frame_positions(example, options.timestamps)
-  times = np.asarray(example["timestamps"])
-  # A key frame the prompt leaves out is numbered like the sampled frame nearest its time.
-  positions = [p if p is not None else frame_pos[int(np.argmin(np.abs(times - t)))]
-               for p, t in zip(key_pos, example["key_frame_times"])]
+  positions = hints.key_frame_numbers(example, options.timestamps)
   per_frame = options.per_key_frame_boxes and not args.all_boxes
   drawn = {kind: vp.prompt_key_frames(record, example["key_frames"], kind, positions,
                                       per_key_frame_boxes=per_frame,
