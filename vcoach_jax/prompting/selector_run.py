@@ -48,12 +48,9 @@ def examples(config, workdir: str, split: str | None = None) -> tuple[Iterator[d
   """(iterator of decoded examples as numpy dicts, count) of a split of the config's dataset
   (`data.tfds_dir`, default WORKDIR/data; the synthetic world is written there first)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from vcoach_jax.data import tfds_stgr  # pylint: disable=g-import-not-at-top
-  data_dir = config.data.tfds_dir or os.path.join(os.fspath(workdir), "data")
-  if config.data.source == "synthetic":
-    builder = tfds_stgr.synthetic_from_config(config, data_dir)
-  else:
-    builder = tfds_stgr.load(data_dir)
+  from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  builder = pipeline.dataset_builder(config, experiment.data_dir(config, workdir))
   split = split or config.data.split
   count = builder.info.splits[split].num_examples
   ds = builder.as_dataset(split=split, shuffle_files=False,
