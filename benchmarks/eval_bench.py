@@ -28,8 +28,7 @@ os.environ.setdefault("USE_TF", "0")
 from vcoach_jax import cli  # noqa: E402
 from vcoach_jax import config as config_lib  # noqa: E402
 from vcoach_jax import experiment  # noqa: E402
-from vcoach_jax.commands import eval as eval_cmd  # noqa: E402
-from vcoach_jax.evaluation import EvalOptions, evaluate, generation, loaders  # noqa: E402
+from vcoach_jax.evaluation import EvalOptions, evaluate, generation, loaders, runner  # noqa: E402
 from vcoach_jax.model import save_hf  # noqa: E402
 
 
@@ -67,11 +66,11 @@ def main() -> int:
   argv = ["eval", "--checkpoint", str(root / "ckpt"), "--benchmark", "synthetic", "--out",
           str(root / "cli"), "--no-progress"] + [a for o in overrides for a in ("--set", o)]
   t0 = time.perf_counter()
-  assert eval_cmd.main(cli.build_parser().parse_args(argv)) == 0
+  assert cli.main(argv) == 0
   cold = time.perf_counter() - t0
 
   gen = generation.SamplerGenerate.from_config(config, str(root / "work"),
-                                               world=eval_cmd.synthetic_world(config))
+                                               world=runner.synthetic_world(config))
   modes = {"batched": args.batch_size, "one at a time": 1}
   for size in modes.values():  # untimed: compiles every (rows, prompt-length) bucket used
     timed_pass(items, gen, size, reward_options)

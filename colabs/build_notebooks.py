@@ -187,9 +187,9 @@ from IPython.display import display
 from PIL import Image
 
 from vcoach_jax import config as config_lib
-from vcoach_jax.commands.render import contact_sheet
 from vcoach_jax.data import chat, records, tfds_stgr
 from vcoach_jax.data import video as video_lib
+from vcoach_jax.plots import contact_sheet
 from vcoach_jax.prompting import hints
 from vcoach_jax.prompting import visual_prompts as vp
 

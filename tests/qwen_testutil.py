@@ -10,8 +10,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from vcoach_jax.model.config import VisionConfig  # noqa: E402
+
 IMAGE, VIDEO, VSTART, VEND = 500, 501, 502, 503
-PATCH_DIM = 3 * 2 * 14 * 14
+PATCH_DIM = VisionConfig().patch_dim
 
 
 def hf_config(**overrides) -> transformers.Qwen2_5_VLConfig:

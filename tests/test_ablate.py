@@ -92,5 +92,18 @@ def test_paired_differences_pair_runs_by_seed():
   d = diff["full - gspo"]["probe/total"]
   np.testing.assert_allclose(d["values"], [0.2, 0.2, 0.2])  # the seed effect cancels
   assert d["low"] == pytest.approx(0.2) and d["high"] == pytest.approx(0.2)
-  table = ablate.ci_table(diff, ("probe/total",))
+  table = ablate.table(diff, ("probe/total",), cell=ablate.mean_interval, first="")
   assert "| full - gspo | 3 | 0.200 [0.200, 0.200] |" in table
+
+
+def test_one_table_writer_for_both_cell_forms():
+  stats = ablate.aggregate([{"variant": "gspo", "seed": s, "metrics": dict.fromkeys(
+      ablate.COLUMNS, 1.0 + s)} for s in range(3)])
+  table = ablate.table(stats, ("probe/total", "eval/mIoU")).splitlines()
+  assert table[0] == ("| variant | seeds | " + " | ".join(
+      ablate.HEADERS.get(c, c) for c in ("probe/total", "eval/mIoU")) + " |")
+  assert table[1] == "|---|---|---|---|"
+  assert table[2] == "| gspo | 3 | 2.000 ± 0.816 | 2.000 ± 0.816 |"  # std over seeds, ddof 0
+  ci = ablate.table(stats, ("probe/total",), cell=ablate.mean_interval, first="").splitlines()
+  assert ci[0].startswith("|  | seeds | ")
+  assert ci[2] == "| gspo | 3 | 2.000 [-0.484, 4.484] |"  # t(.975, 2) * 1 / sqrt(3) = 2.484

@@ -7,10 +7,10 @@ import pytest
 
 from conftest import DATA_DIR
 from vcoach_jax import cli
-from vcoach_jax.commands import eval as eval_cmd
+from vcoach_jax.commands import evaluate as eval_cmd
 from vcoach_jax.data import synthetic
 from vcoach_jax import config as config_lib
-from vcoach_jax.evaluation import evaluate, loaders, summary_table
+from vcoach_jax.evaluation import evaluate, loaders, runner, summary_table
 from vcoach_jax.evaluation.judge import RougeJudge
 
 EVAL = DATA_DIR / "eval"
@@ -125,7 +125,7 @@ def test_cli_eval_errors_and_help(tmp_path, capsys):
 def test_pred_size_follows_the_input_pipeline_resize():
   config = config_lib.load()
   [item, _] = loaders.load("vstar", EVAL / "vstar.json")
-  w, h = eval_cmd.pred_size_fn(config)(item)
+  w, h = runner.pred_size_fn(config)(item)
   assert w % 28 == 0 and h % 28 == 0 and w > h  # 640x360 keeps its aspect, multiples of 28
   assert RougeJudge().score("a blue cup", "A blue cup.") == 3
 

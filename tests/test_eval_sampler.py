@@ -31,7 +31,7 @@ def checkpoint(tmp_path_factory):
 def gen(checkpoint, tmp_path_factory):
   config = config_lib.load(None, OVERRIDES + [f"model.checkpoint={checkpoint}",
                                               "eval.batch_size=4"])
-  from vcoach_jax.commands.eval import synthetic_world  # pylint: disable=import-outside-toplevel
+  from vcoach_jax.evaluation.runner import synthetic_world  # pylint: disable=import-outside-toplevel
   return generation.SamplerGenerate.from_config(
       config, str(tmp_path_factory.mktemp("work")), world=synthetic_world(config)), config
 
@@ -85,7 +85,7 @@ def test_tiny_model_judge_grades_with_the_prompt_file(checkpoint, tmp_path):
   """`--judge model:DIR` with a tiny checkpoint: the prompt from assets/judge_prompt.json goes to
   the model, greedy, 10 tokens at most, no repetition penalty; replies are read per protocol
   (the reference reads the whole reply as an integer, -1 otherwise)."""
-  from vcoach_jax.commands.eval import judge_generate_fn  # pylint: disable=import-outside-toplevel
+  from vcoach_jax.evaluation.runner import judge_generate_fn  # pylint: disable=import-outside-toplevel
   from vcoach_jax.evaluation import judge as judge_lib, reference  # pylint: disable=import-outside-toplevel
   config = config_lib.load(None, OVERRIDES + ["sampling.repetition_penalty=1.3"])
   generate = judge_generate_fn(config, str(checkpoint), str(tmp_path / "judge"))

@@ -278,3 +278,13 @@ def test_hint_names_unknown_types():
   assert all(hints.hint(t, TEXTS) for t in vp.PROMPT_TYPES)
   with pytest.raises(ValueError, match="unknown prompt type 'blur'"):
     hints.hint("blur", TEXTS)
+
+
+def test_key_frame_numbers_fall_back_to_the_nearest_sampled_frame():
+  """A key frame inside the clip is numbered by its own slot; one the prompt leaves out (past the
+  last sampled frame) by the slot of the sampled frame nearest its time."""
+  example = {"task": b"temporal-spatial free-form QA", "video_sample_fps": 1.0,
+             "timestamps": np.array([0.0, 1.0, 2.0, 3.0], np.float32),
+             "key_frame_times": np.array([1.5, 10.0], np.float32)}
+  assert hints.frame_positions(example) == ([3, None], [1, 2, 4, 5])
+  assert hints.key_frame_numbers(example) == [3, 5]

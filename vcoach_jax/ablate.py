@@ -30,7 +30,7 @@ import hashlib
 import json
 import math
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 import numpy as np
@@ -141,18 +141,6 @@ def aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str
   return out
 
 
-def markdown_table(stats: Mapping[str, Mapping[str, Mapping[str, Any]]],
-                   columns: Sequence[str] = COLUMNS) -> str:
-  """One row per variant, `mean ± std` per metric."""
-  head = "| variant | seeds | " + " | ".join(HEADERS.get(c, c) for c in columns) + " |"
-  lines = [head, "|" + "---|" * (len(columns) + 2)]
-  for name, per in stats.items():
-    n = len(next(iter(per.values()))["values"])
-    cells = [f"{per[c]['mean']:.3f} ± {per[c]['std']:.3f}" for c in columns]
-    lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
-  return "\n".join(lines)
-
-
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
   """(mean, low, high): Student-t interval of the mean over seeds (the mean alone for one)."""
   from scipy import stats as st  # pylint: disable=g-import-not-at-top
@@ -213,19 +201,27 @@ def paired_differences(runs: Sequence[Mapping[str, Any]], pairs=PAIRS,
   return out
 
 
-def ci_table(stats: Mapping[str, Mapping[str, Mapping[str, Any]]],
-             columns: Sequence[str] = COLUMNS) -> str:
-  """One row per variant or pair, `mean [low, high]` per metric (95% intervals)."""
-  head = "| | seeds | " + " | ".join(HEADERS.get(c, c) for c in columns) + " |"
+def mean_std(x: Mapping[str, Any]) -> str:
+  """A table cell: `mean ± std` (over seeds)."""
+  return f"{x['mean']:.3f} ± {x['std']:.3f}"
+
+
+def mean_interval(x: Mapping[str, Any]) -> str:
+  """A table cell: `mean [low, high]`, its 95% t interval (computed from `values` if absent)."""
+  lo, hi = (x["low"], x["high"]) if "low" in x else mean_ci(x["values"])[1:]
+  return f"{x['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def table(stats: Mapping[str, Mapping[str, Mapping[str, Any]]],
+          columns: Sequence[str] = COLUMNS, *, cell: Callable[[Mapping[str, Any]], str] = mean_std,
+          first: str = "variant") -> str:
+  """A markdown table: one row per variant (or pair) of `stats`, its name under `first`, its
+  number of seeds, then `cell` of each metric of `columns`."""
+  head = f"| {first} | seeds | " + " | ".join(HEADERS.get(c, c) for c in columns) + " |"
   lines = [head, "|" + "---|" * (len(columns) + 2)]
   for name, per in stats.items():
     n = len(next(iter(per.values()))["values"])
-    cells = []
-    for c in columns:
-      x = per[c]
-      lo, hi = (x["low"], x["high"]) if "low" in x else mean_ci(x["values"])[1:]
-      cells.append(f"{x['mean']:.3f} [{lo:.3f}, {hi:.3f}]")
-    lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    lines.append(f"| {name} | {n} | " + " | ".join(cell(per[c]) for c in columns) + " |")
   return "\n".join(lines)
 
 
@@ -241,13 +237,14 @@ def _report(stats, config, seeds: int, steps: int, command: str, probe_prompts: 
   if diffs:
     lines += ["Paired differences (same seed, same SFT start and data order), mean over seeds "
               "with the 95% t interval: a difference is resolved when its interval excludes 0.",
-              "", ci_table(diffs, key_cols), "",
+              "", table(diffs, key_cols, cell=mean_interval, first=""), "",
               "Per variant, mean over seeds with the 95% t interval:", "",
-              ci_table({k: v for k, v in stats.items() if k != START}, key_cols), ""]
+              table({k: v for k, v in stats.items() if k != START}, key_cols, cell=mean_interval,
+                    first=""), ""]
   lines += ["Per-reward means on held-out prompts (probe, sampled):", "",
-            markdown_table(stats, probe_cols), "",
+            table(stats, probe_cols), "",
             "V-STAR-style metrics on the held-out split (greedy):", "",
-            markdown_table(stats, eval_cols), "",
+            table(stats, eval_cols), "",
             "Variants (same SFT start and data order; the seed changes the RL sampling):", ""]
   lines += [f"- `{name}`: {v.description}" for name, v in VARIANTS.items()]
   lines += [f"- `{START}`: the shared cold-start SFT policy, before RL (one evaluation)", "",

@@ -22,7 +22,7 @@ COMMANDS: dict[str, str] = {
     "select": "vcoach_jax.commands.select",
     "render": "vcoach_jax.commands.render",
     "generate": "vcoach_jax.commands.generate",
-    "eval": "vcoach_jax.commands.eval",
+    "eval": "vcoach_jax.commands.evaluate",
     "ablate": "vcoach_jax.commands.ablate",
     "plan": "vcoach_jax.commands.plan",
 }

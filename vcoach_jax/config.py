@@ -270,9 +270,11 @@ def validate(config: ConfigDict, schema: ConfigDict | None = None) -> None:
 def _validate_eval(flat: Mapping[str, Any]) -> None:
   """The eval section's judge spec, thresholds and length buckets."""
   judge = flat.get("eval.judge", "rouge")
-  if judge not in ("exact", "rouge") and not (judge.startswith("model:") and len(judge) > 6):
+  try:
+    importlib.import_module("vcoach_jax.evaluation.judge").parse_spec(judge)
+  except ValueError as e:
     raise ConfigError(f"config key 'eval.judge' must be 'exact', 'rouge' or 'model:DIR', got "
-                      f"{judge!r}")
+                      f"{judge!r}") from e
   for key in ("eval.rouge_thresholds", "eval.recall_thresholds", "eval.map_thresholds",
               "eval.length_bounds"):
     values = flat.get(key)

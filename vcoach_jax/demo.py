@@ -10,7 +10,6 @@ second run reuses the world and the tokenizer.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 
@@ -46,14 +45,12 @@ def demo_config(fast: bool = False, overrides=(), *, variant: str = "demo",
 def _select(config, workdir: storage.Path, tok, fast: bool) -> str:
   """Labels a few records with the SFT policy as proxy reasoner, trains the text selector and
   writes its cache over the train split; returns the cache path."""
-  from vcoach_jax.commands import select  # pylint: disable=g-import-not-at-top
-  args = argparse.Namespace(workdir=str(workdir), split=None, no_progress=True, records=None,
-                            held_out=0.25, limit=4 if fast else SELECTOR_RECORDS)
-  paths = select.paths_for(config, str(workdir))
-  select.build_data(config, args, paths, tok)
-  select.train(config, args, paths, tok)
-  args.limit = None
-  select.predict(config, args, paths, tok)
+  from vcoach_jax.prompting import selector_run  # pylint: disable=g-import-not-at-top
+  paths = selector_run.paths_for(config, str(workdir))
+  selector_run.build_data(config, str(workdir), tok, paths, progress=False,
+                          limit=4 if fast else SELECTOR_RECORDS)
+  selector_run.train(config, str(workdir), tok, paths, held_out=0.25)
+  selector_run.predict(config, str(workdir), tok, paths)
   return paths["cache"]
 
 

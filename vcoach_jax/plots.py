@@ -6,7 +6,8 @@
 
 One panel per quantity (each with its own y axis and nice ticks); `curves` draws the raw values
 faint with a moving average over them; `bands` draws each variant's mean with its confidence
-band. Every function writes through `vcoach_jax.storage` and returns the path.
+band. Every function writes through `vcoach_jax.storage` and returns the path, but
+`contact_sheet`, which returns the grid of images as one uint8 array.
 """
 
 from __future__ import annotations
@@ -149,3 +150,14 @@ def boxes_on_frame(frame: np.ndarray, boxes: Mapping[str, Sequence[Sequence[floa
   if title:
     ax.set_title(title, fontsize=9)
   return _save(fig, path, plt)
+
+
+def contact_sheet(rows: list[list], gap: int = 4):
+  """uint8 [H, W, 3] grid of equally sized images (rows x columns), white gaps between."""
+  h, w = rows[0][0].shape[:2]
+  n_rows, n_cols = len(rows), max(len(r) for r in rows)
+  sheet = np.full((n_rows * (h + gap) - gap, n_cols * (w + gap) - gap, 3), 255, np.uint8)
+  for i, row in enumerate(rows):
+    for j, image in enumerate(row):
+      sheet[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = image
+  return sheet

@@ -70,12 +70,7 @@ def run(args: argparse.Namespace) -> int:
   with config.unlocked():
     config.model.checkpoint = args.checkpoint
   model, mesh = build.from_config(config)
-  specials = tokenizer_lib.special_ids(tokenizer)
-  for token, model_id in (("<|image_pad|>", model.config.image_token_id),
-                          ("<|vision_start|>", model.config.vision_start_token_id)):
-    if specials[token] != model_id:
-      raise ValueError(f"{args.checkpoint}: the tokenizer has {token} = {specials[token]} but "
-                       f"config.json says {model_id}; they must come from the same model")
+  tokenizer_lib.check_vision_ids(tokenizer, model.config, args.checkpoint)
 
   prompt = chat.build_video_prompt(args.task, args.question, list(video.frames),
                                    [float(t) for t in video.timestamps], video.duration, texts,

@@ -57,10 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "entry holding data.max_patches image tokens plus text)")
   parser.add_argument("--prompted", action=argparse.BooleanOptionalAction, default=True,
                       help="include the prompted (self-distillation NLL) branch (default: yes)")
-  parser.add_argument("--remat", default=None, choices=("none", "full", "dots", "dots_no_batch"),
-                      help="override model.remat_policy")
-  parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
-                      help="override model.dtype (params and compute; masters stay fp32)")
+  parser.add_argument("--remat", default=None, metavar="POLICY",
+                      help="override model.remat_policy (its choices are checked with the config)")
+  parser.add_argument("--dtype", default=None, metavar="DTYPE",
+                      help="override model.dtype, float32 or bfloat16 (params and compute; "
+                           "masters stay fp32)")
   config_lib.add_config_flags(parser)
 
 

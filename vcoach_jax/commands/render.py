@@ -76,24 +76,12 @@ def _record(path: str, rid: str | None) -> dict:
   return records_lib.validate_record(raws[0], where=f"file {path}, ")
 
 
-def contact_sheet(rows: list[list], gap: int = 4):
-  """uint8 [H, W, 3] grid of equally sized images (rows x columns), white gaps between."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  h, w = rows[0][0].shape[:2]
-  n_rows, n_cols = len(rows), max(len(r) for r in rows)
-  sheet = np.full((n_rows * (h + gap) - gap, n_cols * (w + gap) - gap, 3), 255, np.uint8)
-  for i, row in enumerate(rows):
-    for j, image in enumerate(row):
-      sheet[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = image
-  return sheet
-
-
 def run(args: argparse.Namespace) -> int:
   import os  # pylint: disable=g-import-not-at-top
 
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
+  from vcoach_jax import plots  # pylint: disable=g-import-not-at-top
   from vcoach_jax import storage  # pylint: disable=g-import-not-at-top
   from vcoach_jax.data import tfds_stgr  # pylint: disable=g-import-not-at-top
   from vcoach_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
@@ -113,11 +101,7 @@ def run(args: argparse.Namespace) -> int:
                                     video_lib.VideoSpec.from_config(config.video),
                                     where=f"file {args.record}, ")
   options = hints.PromptOptions.from_config(config.prompting, config.video.timestamps)
-  key_pos, frame_pos = hints.frame_positions(example, options.timestamps)
-  times = np.asarray(example["timestamps"])
-  # A key frame the prompt leaves out is numbered like the sampled frame nearest its time.
-  positions = [p if p is not None else frame_pos[int(np.argmin(np.abs(times - t)))]
-               for p, t in zip(key_pos, example["key_frame_times"])]
+  positions = hints.key_frame_numbers(example, options.timestamps)
   per_frame = options.per_key_frame_boxes and not args.all_boxes
   drawn = {kind: vp.prompt_key_frames(record, example["key_frames"], kind, positions,
                                       per_key_frame_boxes=per_frame,
@@ -130,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
       path = os.fspath(storage.path(args.out) / f"{rid}_kf{k}_{kind}.png")
       storage.write_png(path, Image.fromarray(image))
       written.append(path)
-  sheet = contact_sheet([[drawn[kind][k] for kind in types]
+  sheet = plots.contact_sheet([[drawn[kind][k] for kind in types]
                          for k in range(len(record["key_frames"]))])
   sheet_path = os.fspath(storage.path(args.out) / f"{rid}_sheet.png")
   storage.write_png(sheet_path, Image.fromarray(sheet))

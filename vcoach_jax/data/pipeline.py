@@ -33,9 +33,6 @@ from vcoach_jax.data import chat
 from vcoach_jax.data import records as records_lib
 from vcoach_jax.data import sft_targets
 
-PATCH_DIM = 3 * 2 * 14 * 14
-
-
 @dataclasses.dataclass(frozen=True)
 class BatchShapes:
   """Fixed shapes of a host batch (`from_config(config.data)`)."""
@@ -142,14 +139,26 @@ def encode_example(example: Mapping[str, Any], processor: chat.Processor,
           "sample": sample, "id": rid}
 
 
+def _patch_dim(items: Sequence[Mapping[str, Any]]) -> int:
+  """The width of the items' `pixel_values` rows (all equal, else ValueError naming the ids)."""
+  dims = {int(np.shape(it["pixel_values"])[-1]) for it in items}
+  if len(dims) != 1:
+    raise ValueError(f"records {[it['id'] for it in items]}: pixel_values rows of different "
+                     f"widths {sorted(dims)} in one batch (processors with different patch "
+                     "sizes?)")
+  return dims.pop()
+
+
 def collate(items: Sequence[Mapping[str, Any]], shapes: BatchShapes, pad_id: int) -> HostBatch:
-  """Pads encoded examples to the fixed shapes of `shapes`."""
+  """Pads encoded examples to the fixed shapes of `shapes`. A patch is as wide as the
+  processor made it (channels x temporal patch x patch size^2: the model's `patch_dim`)."""
   b = len(items)
+  patch_dim = _patch_dim(items)
   length = shapes.bucket(max(len(it["input_ids"]) for it in items))
   out = {
       "input_ids": np.full((b, length), pad_id, np.int32),
       "attention_mask": np.zeros((b, length), np.int32),
-      "pixel_values": np.zeros((b, shapes.max_patches, PATCH_DIM), np.float32),
+      "pixel_values": np.zeros((b, shapes.max_patches, patch_dim), np.float32),
       "image_grid_thw": np.zeros((b, shapes.max_images, 3), np.int32),
       "num_images": np.zeros((b,), np.int32), "num_patches": np.zeros((b,), np.int32),
       "target_ids": np.full((b, shapes.max_target_length), pad_id, np.int32),

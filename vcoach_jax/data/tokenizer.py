@@ -130,3 +130,14 @@ def special_ids(tokenizer) -> dict[str, int]:
       raise ValueError(f"tokenizer has no {name} token")
     out[name] = int(i)
   return out
+
+
+def check_vision_ids(tokenizer, model_config, where: str) -> None:
+  """Raises when the tokenizer's vision token ids are not those of `model_config` (a tokenizer
+  and a checkpoint from different models); `where` names the checkpoint in the message."""
+  specials = special_ids(tokenizer)
+  for token, model_id in (("<|image_pad|>", model_config.image_token_id),
+                          ("<|vision_start|>", model_config.vision_start_token_id)):
+    if specials[token] != model_id:
+      raise ValueError(f"{where}: the tokenizer has {token} = {specials[token]} but the model's "
+                       f"config says {model_id}; they must come from the same model")

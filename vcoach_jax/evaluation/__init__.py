@@ -6,7 +6,8 @@ eval loop.
   summary = evaluation.evaluate(items, generate_fn, "vstar", out_jsonl="vstar.jsonl")
   print(evaluation.summary_table(summary))
 
-`generate_fn(requests) -> texts` links it to a model; `vcoach eval` wires the sampler.
+`generate_fn(requests) -> texts` links it to a model; `runner.run(config, out_dir)` wires the
+sampler, the judge and the protocol of a config (what `vcoach eval` runs).
 """
 
 from vcoach_jax.evaluation import judge

@@ -21,26 +21,13 @@ import numpy as np
 
 from vcoach_jax.data import chat
 from vcoach_jax.data import pipeline as pipeline_lib
+from vcoach_jax.data import tokenizer as tokenizer_lib
 from vcoach_jax.evaluation.items import Request
 from vcoach_jax.evaluation.prompting import PromptBuilder
 from vcoach_jax.model import batching
+from vcoach_jax.shapes import pow2
 
 JUDGE_MAX_NEW_TOKENS = 10  # a judge replies with one digit (the released judge's limit)
-
-
-def _pow2(n: int) -> int:
-  return 1 << max(0, int(n) - 1).bit_length()
-
-
-def check_vision_ids(tokenizer, model_config, where: str) -> None:
-  """Raises when the tokenizer's vision token ids are not the model's (mismatched folders)."""
-  from vcoach_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
-  specials = tokenizer_lib.special_ids(tokenizer)
-  for token, model_id in (("<|image_pad|>", model_config.image_token_id),
-                          ("<|vision_start|>", model_config.vision_start_token_id)):
-    if specials[token] != model_id:
-      raise ValueError(f"{where}: the tokenizer has {token} = {specials[token]} but the model's "
-                       f"config says {model_id}; they must come from the same model")
 
 
 class SamplerGenerate:
@@ -97,7 +84,8 @@ class SamplerGenerate:
       # [patches x patches] score matrix per head; query blocks give the same values.
       config = config_lib.with_overrides(config, ["model.attention_impl=chunked"])
     parts = experiment.build(config, workdir)
-    check_vision_ids(parts.tokenizer, parts.model.config, config.model.checkpoint or "the model")
+    tokenizer_lib.check_vision_ids(parts.tokenizer, parts.model.config,
+                                   config.model.checkpoint or "the model")
     sampler = Sampler(parts.model, parts.tokenizer, parts.mesh,
                       batch_buckets=tuple(config.sampling.batch_buckets),
                       rules=mesh_lib.rules_from_config(config.parallel.rules))
@@ -153,8 +141,8 @@ class SamplerGenerate:
     images = max(it["image_grid_thw"].shape[0] for it in items)
     shapes = dataclasses.replace(
         self.shapes, batch_size=len(items),
-        max_patches=max(self.shapes.max_patches, _pow2(patches)),
-        max_images=max(self.shapes.max_images, _pow2(images)), max_target_length=1)
+        max_patches=max(self.shapes.max_patches, pow2(patches)),
+        max_images=max(self.shapes.max_images, pow2(images)), max_target_length=1)
     host = pipeline_lib.collate(items, shapes, self.sampler.pad_id)
     inputs = batching.batch_inputs(self.sampler.model.config, host.arrays)
     t0 = time.perf_counter()

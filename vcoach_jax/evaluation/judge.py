@@ -128,22 +128,47 @@ def parse_grade(reply: str) -> int:
   return int(match.group(0)) if match else 0
 
 
+SPECS = ("exact", "rouge", "model:DIR")
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+  """A judge spec -> (kind, model folder): `exact` and `rouge` -> (spec, None), `model:DIR` ->
+  ("model", DIR). Raises ValueError for anything else (an empty DIR included)."""
+  if spec in ("exact", "rouge"):
+    return spec, None
+  if isinstance(spec, str) and spec.startswith("model:") and len(spec) > len("model:"):
+    return "model", spec[len("model:"):]
+  raise ValueError(f"unknown judge {spec!r}; expected 'exact', 'rouge' or 'model:DIR'")
+
+
 def make_judge(spec: str, thresholds: Sequence[float] = DEFAULT_ROUGE_THRESHOLDS,
                generate: Callable[[list[str]], list[str]] | None = None,
                parse: Callable[[str], int] | None = None, prompt_file: str | None = None
                ) -> Judge:
   """`exact` | `rouge` | `model:DIR` (then `generate` must be the loaded model's; `parse` reads
   its replies and `prompt_file` holds its prompt, see `ModelJudge`)."""
-  if spec == "exact":
+  kind, folder = parse_spec(spec)
+  if kind == "exact":
     return ExactJudge()
-  if spec == "rouge":
+  if kind == "rouge":
     return RougeJudge(thresholds)
-  if spec.startswith("model:"):
-    if generate is None:
-      raise ValueError(f"judge {spec!r} needs a generate function for the model in "
-                       f"{spec[len('model:'):]!r}")
-    return ModelJudge(generate, prompt_file, parse)
-  raise ValueError(f"unknown judge {spec!r}; expected 'exact', 'rouge' or 'model:DIR'")
+  if generate is None:
+    raise ValueError(f"judge {spec!r} needs a generate function for the model in {folder!r}")
+  return ModelJudge(generate, prompt_file, parse)
+
+
+def grade_pending(judge: Judge, pending: Sequence[tuple[int, str, str, str]], results: list,
+                  correct_score: int) -> None:
+  """Grades the free-form answers collected while scoring, in one `score_many` call: each of
+  `pending` is (index into `results`, question, ground truth, predicted answer); sets that
+  result's `score` and `correct` (score >= `correct_score`)."""
+  if not pending:
+    return
+  grades = judge.score_many([q for _, q, _, _ in pending], [a for _, _, a, _ in pending],
+                            [p for _, _, _, p in pending])
+  for (i, *_), grade in zip(pending, grades):
+    results[i]["score"] = int(grade)
+    results[i]["correct"] = int(grade) >= correct_score
 
 
 def answer_text(completion: str) -> str:

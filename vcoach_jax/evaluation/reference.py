@@ -44,6 +44,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from vcoach_jax.evaluation import judge as judge_lib
 from vcoach_jax.evaluation import metrics
 from vcoach_jax.evaluation.items import EvalItem, Request
 
@@ -221,12 +222,7 @@ def score_items(items: Sequence[EvalItem], outputs: Sequence[Mapping[str, str]],
       result["chains"][chain] = {"segment": span, "tiou": span_iou(item.segment, span),
                                  "boxes": boxes, "miou": miou, "aps": aps}
     results.append(result)
-  if to_judge:
-    grades = judge.score_many([q for _, q, _, _ in to_judge], [a for _, _, a, _ in to_judge],
-                              [p for _, _, _, p in to_judge])
-    for (i, *_), grade in zip(to_judge, grades):
-      results[i]["score"] = int(grade)
-      results[i]["correct"] = int(grade) >= correct_score
+  judge_lib.grade_pending(judge, to_judge, results, correct_score)
   return results
 
 

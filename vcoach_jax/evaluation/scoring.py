@@ -165,10 +165,5 @@ def score_items(items: Sequence[EvalItem], outputs: Sequence[Mapping[str, str]],
         block["miou"] = metrics.item_box_miou(item.boxes, boxes)
       result["chains"][chain] = block
     results.append(result)
-  if to_judge:
-    scores = judge.score_many([q for _, q, _, _ in to_judge], [a for _, _, a, _ in to_judge],
-                              [p for _, _, _, p in to_judge])
-    for (i, *_), score in zip(to_judge, scores):
-      results[i]["score"] = int(score)
-      results[i]["correct"] = int(score) >= correct_score
+  judge_lib.grade_pending(judge, to_judge, results, correct_score)
   return results

@@ -27,10 +27,7 @@ from vcoach_jax.model.config import ModelConfig
 from vcoach_jax.model.qwen2_5_vl import ModelInputs
 from vcoach_jax.model.rope import mrope_positions
 from vcoach_jax.model.vision import Segments, segments_from_ids, vision_aux
-
-
-def _pow2(n: int) -> int:
-  return 1 << max(0, int(n) - 1).bit_length()
+from vcoach_jax.shapes import pow2
 
 
 def pad_segments(seg: Segments, num_segments: int, length: int) -> Segments:
@@ -59,7 +56,7 @@ def _full_segments(real: Segments, real_at: np.ndarray, n: int) -> Segments:
   pad_at = np.setdiff1d(np.arange(n), real_at, assume_unique=True)
   ids[pad_at] = real_ids.max() + 1 + np.arange(len(pad_at)) // chunk
   seg = segments_from_ids(ids)
-  return pad_segments(seg, _pow2(seg.gather.shape[0]), _pow2(seg.gather.shape[1]))
+  return pad_segments(seg, pow2(seg.gather.shape[0]), pow2(seg.gather.shape[1]))
 
 
 def batch_inputs(cfg: ModelConfig, arrays: Mapping[str, Any]) -> ModelInputs:
@@ -161,7 +158,7 @@ def _block_segments(seg: Segments, lo: int, hi: int) -> Segments:
   """The segments of patches `lo .. hi-1` alone (renumbered; sizes padded to 2^k)."""
   _, ids = np.unique(_segment_ids(Segments(*map(np.asarray, seg)))[lo:hi], return_inverse=True)
   sub = segments_from_ids(ids.reshape(-1))
-  return pad_segments(sub, _pow2(sub.gather.shape[0]), _pow2(sub.gather.shape[1]))
+  return pad_segments(sub, pow2(sub.gather.shape[0]), pow2(sub.gather.shape[1]))
 
 
 def split_inputs(inputs: ModelInputs, k: int) -> list[ModelInputs]:

@@ -86,9 +86,13 @@ def variable_sharding(var: nnx.Variable, mesh: Mesh, rules: Rules = DEFAULT_RULE
   return named_sharding(axes, var.get_value().shape, mesh, rules)
 
 
-def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> nnx.State:
-  """A state-shaped tree of NamedShardings (for jit in/out shardings and device_put)."""
-  return jax.tree.map(lambda v: variable_sharding(v, mesh, rules), state, is_leaf=_is_var)
+def state_shardings(state: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
+  """A tree of NamedShardings shaped like `state` (for jit in/out shardings and device_put):
+  an nnx Variable by its logical axes (optimizer moments inherit their parameter's), any other
+  leaf (a step counter, an rng key, a plain array) replicated."""
+  rep = NamedSharding(mesh, PartitionSpec())
+  return jax.tree.map(lambda v: variable_sharding(v, mesh, rules) if _is_var(v) else rep, state,
+                      is_leaf=_is_var)
 
 
 def shard_model(model: nnx.Module, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> nnx.Module:

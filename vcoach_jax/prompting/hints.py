@@ -121,6 +121,16 @@ DRAW_ON = {
 }
 
 
+def key_frame_numbers(example: Mapping[str, Any], timestamps: str = "exact") -> list[int]:
+  """The number the `numbers` prompt writes on each key frame: its position in the prompt's
+  frame list, or for a key frame the prompt leaves out, the position of the sampled frame
+  nearest its time."""
+  key_pos, frame_pos = frame_positions(example, timestamps)
+  times = np.asarray(example["timestamps"], np.float64)
+  return [p if p is not None else frame_pos[int(np.argmin(np.abs(times - float(t))))]
+          for p, t in zip(key_pos, example["key_frame_times"])]
+
+
 def prompted_example(example: Mapping[str, Any], prompt_type: str,
                      options: PromptOptions = PromptOptions()) -> dict[str, Any]:
   """A copy of a decoded example (TFDS feature dict) with the visual prompt drawn.

@@ -36,6 +36,7 @@ from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from vcoach_jax import storage
 from vcoach_jax.model.qwen2_5_vl import ModelInputs, Qwen2_5_VL
+from vcoach_jax.shapes import pow2
 
 # What trains: the LoRA adapters of the backbone and the head.
 TRAINABLE = nnx.Any(nnx.LoRAParam, nnx.PathContains("head"))
@@ -82,16 +83,12 @@ def input_text(record: Mapping[str, Any], texts: SelectorTexts) -> str:
                                objects=object_names(record))
 
 
-def _pow2(n: int) -> int:
-  return 1 << max(0, int(n) - 1).bit_length()
-
-
 def text_batch(token_lists: Sequence[Sequence[int]], pad_id: int, max_length: int
                ) -> dict[str, np.ndarray]:
   """Left-padded `input_ids` / `attention_mask` [B, L]; L = the next power of two >= the longest
   row (at most `max_length`); longer rows keep their last `max_length` tokens."""
   rows = [list(r)[-max_length:] for r in token_lists]
-  length = min(_pow2(max(len(r) for r in rows)), max_length)
+  length = min(pow2(max(len(r) for r in rows)), max_length)
   ids = np.full((len(rows), length), pad_id, np.int32)
   mask = np.zeros((len(rows), length), np.int32)
   for i, r in enumerate(rows):

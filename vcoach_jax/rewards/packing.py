@@ -25,6 +25,7 @@ import numpy as np
 from vcoach_jax.rewards import grounding
 from vcoach_jax.rewards import parsing
 from vcoach_jax.rewards import targets as targets_lib
+from vcoach_jax.shapes import pow2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,9 +91,7 @@ class HostFlags:
 
 
 def _bucket(needed: int, default: int) -> int:
-  if needed <= default:
-    return default
-  return 1 << (needed - 1).bit_length()
+  return default if needed <= default else pow2(needed)
 
 
 def _frames_ok(tgt: targets_lib.SampleTargets) -> bool:

@@ -23,13 +23,9 @@ import numpy as np
 from vcoach_jax.model.batching import pad_segments
 from vcoach_jax.model.qwen2_5_vl import ModelInputs
 from vcoach_jax.model.vision import Segments
+from vcoach_jax.shapes import pow2
 
 MIN_PROMPT_BUCKET = 16
-
-
-def pow2(n: int) -> int:
-  """Smallest power of two >= n (1 for n <= 1)."""
-  return 1 << max(0, int(n) - 1).bit_length()
 
 
 def batch_bucket(rows: int, buckets: Sequence[int]) -> int:
