@@ -1,8 +1,11 @@
-"""Shared test setup: transformers must not import TensorFlow; test data paths; the tiny world
-of the end-to-end command tests."""
+"""Shared test setup: transformers must not import TensorFlow; one JAX compilation cache per test
+run; test data paths; the tiny world of the end-to-end command tests."""
 
 import os
 import pathlib
+import shutil
+import sys
+import tempfile
 
 import pytest
 
@@ -11,6 +14,32 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DATA_DIR = pathlib.Path(__file__).parent / "data"
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"  # the shipped configs
+
+
+def pytest_configure(config):
+  """One persistent JAX compilation cache for the whole run, shared by the xdist workers and the
+  processes tests start (they inherit the environment): many files compile the same tiny-model
+  programs (SFT and RL steps, the sampler), and a trainer built twice in one test compiles its
+  programs twice. Set by the first pytest process (the xdist controller, or the only process
+  under `-n 0`) before workers start; removed when it ends. A JAX_COMPILATION_CACHE_DIR already
+  set is used as is (kept)."""
+  if hasattr(config, "workerinput") or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return
+  config.vcoach_jax_cache = tempfile.mkdtemp(prefix="vcoach_jax_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = config.vcoach_jax_cache
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+  if "jax" in sys.modules:  # imported already (by a plugin): its flags read the environment then
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update("jax_compilation_cache_dir", config.vcoach_jax_cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+def pytest_unconfigure(config):
+  cache = getattr(config, "vcoach_jax_cache", None)
+  if cache:
+    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 def free_port() -> int:
