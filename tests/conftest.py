@@ -36,10 +36,10 @@ def pytest_configure(config):
 
 
 # The files that take longest, longest first (test_recipes.py: 320 s of CPU alone, most of it
-# the 7B recipe's runlocal SFT + RL; test_demo.py: 130 s). With `--dist loadfile --no-loadscope-reorder` (pytest.ini) xdist hands files to its
-# workers in collection order, so the long ones start first and the short ones fill in at the end
-# instead of one long file starting last and running alone. A file not listed keeps its place
-# after these.
+# the 7B recipe's runlocal SFT + RL; test_demo.py: 130 s). With `--dist loadfile
+# --no-loadscope-reorder` (pytest.ini) xdist hands files to its workers in collection order, so
+# the long ones start first and the short ones fill in at the end instead of one long file
+# starting last and running alone. A file not listed keeps its place after these.
 LONG_FIRST = (
     "test_recipes.py", "test_ablate.py", "test_demo.py", "test_remote_workdir.py",
     "test_multihost.py", "test_rl_torch_parity.py", "test_plan.py", "test_eval_protocols.py",
