@@ -35,6 +35,7 @@ SFT_STEPS = 12
 RL_LR = 2e-4  # the demo's optim.lr: cosine to 0 over the 2 RL steps (2e-4, then 1e-4)
 SHRINK = (f"sft.steps={SFT_STEPS}", "data.batch_size=4", "sampling.num_samples=2",
           "synthetic.num_train=24", "synthetic.num_eval=8", "data.tiny_vocab_size=500",
+          "sampling.max_new_tokens=16", "selector.max_new_tokens=16",  # short decode loops
           "optim.total_steps=2", "rl.k1=100.0")  # every prompt hard: the coaching branch runs
 # Rewards that do not score the demo's only task (spatio-temporal questions): always 0.
 UNSCORED = ("ans_tiou", "ans_viou", "thk_temporal_segment")
