@@ -8,7 +8,6 @@ import shutil
 
 import jax
 import pytest
-from flax import nnx
 
 from conftest import DATA_DIR
 from vcoach_jax import cli
@@ -24,27 +23,11 @@ SMALL = ["--set", "video.max_frames=4", "--set", "video.pixels_factor=2",
          "--max-new-tokens", "6"]
 
 
-def _corpus():
-  texts = chat.PromptTexts.load()
-  return [*texts.system.values(), texts.frame_label, texts.duration_line, QUESTION,
-          "<think>The <obj>red ball</obj><box>[10,20,30,40]</box>at<t>3.5</t>s stops.</think>"
-          "<answer>On the left.</answer>"]
-
-
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-  """A random tiny model whose special ids are the tiny tokenizer's, saved with its tokenizer."""
-  path = tmp_path_factory.mktemp("generate_ckpt")
-  tokenizer_lib.build_tiny_tokenizer(_corpus(), str(path), vocab_size=400)
-  tok = tokenizer_lib.load_tokenizer(str(path))
-  ids = tokenizer_lib.special_ids(tok)
-  cfg = vm.ModelConfig.tiny(
-      vocab_size=len(tok), image_token_id=ids["<|image_pad|>"],
-      video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-      vision_end_token_id=ids["<|vision_end|>"], bos_token_id=ids["<|endoftext|>"],
-      eos_token_id=ids["<|im_end|>"])
-  vm.save_hf(vm.Qwen2_5_VL(cfg, rngs=nnx.Rngs(0)), path)
-  return str(path)
+def checkpoint(tiny_checkpoint):
+  """A random tiny model whose special ids are the tiny tokenizer's, saved with its tokenizer:
+  the session's `tiny_checkpoint` (conftest)."""
+  return str(tiny_checkpoint)
 
 
 def test_greedy_answer_equals_sampler_on_the_same_prompt(checkpoint, capsys):

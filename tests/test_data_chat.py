@@ -18,11 +18,9 @@ TEXTS = chat.PromptTexts.load()
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-  out = tmp_path_factory.mktemp("tok")
-  corpus = [TEXTS.system[t] for t in records.TASKS] + ["Frame 1 at 0.5s: the red ball"] * 5
-  tokenizer_lib.build_tiny_tokenizer(corpus, str(out), vocab_size=400)
-  return tokenizer_lib.load_tokenizer(str(out))
+def tokenizer(tiny_tokenizer):
+  """The session's tiny tokenizer (conftest: trained on the synthetic world and the prompts)."""
+  return tiny_tokenizer
 
 
 def _frames(n, h=56, w=84, seed=0):

@@ -7,10 +7,9 @@ import pytest
 
 from vcoach_jax import cli
 from vcoach_jax import config as config_lib
-from vcoach_jax import experiment
 from vcoach_jax.data import chat
 from vcoach_jax.evaluation import generation, loaders, scoring
-from vcoach_jax.model import prepare_inputs, save_hf
+from vcoach_jax.model import prepare_inputs
 from vcoach_jax.rewards import targets
 
 # Tiny everywhere: 4 held-out clips of at most 4 frames, 6 new tokens.
@@ -19,12 +18,10 @@ OVERRIDES = ["synthetic.num_eval=4", "synthetic.max_frames=4", "sampling.max_new
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-  """A random tiny model matched to the tiny tokenizer, saved with `save_hf` (+ tokenizer)."""
-  root = tmp_path_factory.mktemp("eval_sampler")
-  parts = experiment.build(config_lib.load(None, OVERRIDES), root / "work")
-  save_hf(parts.model, root / "ckpt", tokenizer=parts.tokenizer)
-  return root / "ckpt"
+def checkpoint(tiny_checkpoint):
+  """A random tiny model matched to the tiny tokenizer, saved with `save_hf` (+ tokenizer): the
+  session's `tiny_checkpoint` (conftest)."""
+  return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

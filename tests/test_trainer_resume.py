@@ -10,20 +10,21 @@ os.environ.setdefault("USE_TF", "0")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from conftest import TINY_WORLD  # noqa: E402
 from vcoach_jax import config as config_lib  # noqa: E402
 from vcoach_jax import metrics_writer  # noqa: E402
 from vcoach_jax.sft import trainer as sft_trainer  # noqa: E402
 
 
-def _config(tmp_path):
-  return config_lib.load(None, [
-      "synthetic.num_train=12", "synthetic.num_eval=2", "data.batch_size=2",
-      "data.tiny_vocab_size=400", "sft.steps=4", "sft.lr=0.003", "checkpoint.every_steps=100",
-      f"data.tfds_dir={tmp_path / 'data'}", "data.shuffle_buffer=8"])
+def _config(tiny_world):
+  """The session's tiny world and tokenizer (conftest), a 4-step SFT schedule."""
+  return config_lib.load(None, list(TINY_WORLD) + tiny_world + [
+      "data.batch_size=2", "sft.steps=4", "sft.lr=0.003", "checkpoint.every_steps=100",
+      "data.shuffle_buffer=8"])
 
 
-def test_sft_resume_is_exact(tmp_path):
-  config = _config(tmp_path)
+def test_sft_resume_is_exact(tiny_world, tmp_path):
+  config = _config(tiny_world)
   straight = sft_trainer.SFTTrainer(config, str(tmp_path / "a"), progress=False)
   straight.run(4)
   # The same run in two sessions: 2 steps, a new process-like trainer, --resume to 4.
