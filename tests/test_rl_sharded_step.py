@@ -1,7 +1,7 @@
 """On 8 simulated CPU devices (fsdp=4 x tensor=2) the sharded VisionCoach step, with image
-inputs in both branches, equals the single-device step, params and optimizer moments stay sharded, and a checkpoint restores
-onto the same shardings. Runs in a subprocess so the
-rest of the session keeps one device."""
+inputs in both branches, equals the single-device step, its batch rows are placed over fsdp,
+params and optimizer moments stay sharded, and a checkpoint restores onto the same shardings.
+Runs in a subprocess so the rest of the session keeps one device."""
 
 from __future__ import annotations
 

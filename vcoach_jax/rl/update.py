@@ -68,10 +68,12 @@ def _upcast(x):
 
 def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, *,
                      freeze_vision: bool = False, mesh: Mesh | None = None,
-                     rules=DEFAULT_RULES):
-  """(graphdef, TrainState) of `model`: trainable params upcast to fp32, optimizer state
-  initialised, everything placed on its sharding when a mesh is given."""
-  graphdef, params, frozen = nnx.split(model, trainable_filter(model, freeze_vision), ...)
+                     rules=DEFAULT_RULES, trainable=None):
+  """(graphdef, TrainState) of `model`: trainable params (`trainable`, an nnx filter; default
+  `trainable_filter`) upcast to fp32, optimizer state initialised, everything placed on its
+  sharding when a mesh is given."""
+  trainable = trainable_filter(model, freeze_vision) if trainable is None else trainable
+  graphdef, params, frozen = nnx.split(model, trainable, ...)
   params = jax.tree.map(_upcast, params)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
                      opt_state=tx.init(params))
@@ -245,14 +247,17 @@ class Jitted:
 
 
 def jit_update(update, *, grad_accum: int = 1, mesh: Mesh | None = None, state=None, aux=None,
-               batch_shardings=None, rules=DEFAULT_RULES) -> Jitted:
+               batch_shardings=None, rules=DEFAULT_RULES, donate: bool = True) -> Jitted:
   """`jax.jit(update, donate_argnums=0)`; with a mesh, the in/out shardings of (state, aux,
   batch, rng) -> (state, metrics) stated: `state` and `aux` (possibly abstract) by their logical
-  axes, the batch by `batch_shardings` (a prefix of its tree), rng and metrics replicated."""
+  axes, the batch by `batch_shardings` (a prefix of its tree), rng and metrics replicated.
+  `donate=False` keeps the state's arrays (its frozen part may be shared with a live module)."""
+  donated = (0,) if donate else ()
   if mesh is None:
-    return Jitted(jax.jit(update, donate_argnums=0), None, grad_accum)
+    return Jitted(jax.jit(update, donate_argnums=donated), None, grad_accum)
   rep = NamedSharding(mesh, PartitionSpec())
   state_sh, aux_sh = state_shardings(state, mesh, rules), state_shardings(aux, mesh, rules)
-  fn = jax.jit(update, donate_argnums=0, in_shardings=(state_sh, aux_sh, batch_shardings, rep),
+  fn = jax.jit(update, donate_argnums=donated,
+               in_shardings=(state_sh, aux_sh, batch_shardings, rep),
                out_shardings=(state_sh, rep))
   return Jitted(fn, batch_shardings, grad_accum)
