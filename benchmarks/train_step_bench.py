@@ -44,7 +44,7 @@ from flax import nnx
 from vcoach_jax import config as config_lib
 from vcoach_jax.model import ModelConfig, Qwen2_5_VL, prepare_inputs
 from vcoach_jax.model.hf_checkpoint import hf_tensors
-from vcoach_jax.rl import train_step as ts
+from vcoach_jax.rl import optim, train_step as ts
 
 TESTS = pathlib.Path(__file__).resolve().parents[1] / "tests"
 
@@ -150,14 +150,21 @@ def bench(size: str, args) -> dict:
                for i, pp in enumerate(per_prompt)]
       minis = [m._replace(prompt=m.prompt._replace(positions=raw.prompt.positions[:, i:i + 1]))
                for i, m in enumerate(minis)]
-      grads_fn = jax.jit(lambda s, r, b: step._grads(s, r, (b, None)))  # pylint: disable=W0212
-      apply_fn = jax.jit(lambda s, gr: step.tx.update(gr, s.opt_state, s.params))
+      lc, gd = step.loss_config, step.graphdef
+
+      def grads(s, r, b):
+        ref_lp = ts.reference_logprobs(nnx.merge(gd, r), b, lc)
+        return jax.grad(lambda p: ts.visioncoach_loss(nnx.merge(gd, p, s.frozen), ref_lp, b,
+                                                      None, lc)[0])(s.params)
+      grads_fn = jax.jit(grads)
+      tx = optim.make_optimizer(config.optim)
+      apply_fn = jax.jit(lambda s, gr: tx.update(gr, s.opt_state, s.params))
 
       def run_loop():
         s = holder["state"]
         total = None
         for mb in minis:
-          (_, _), gr = grads_fn(s, ref, mb)
+          gr = grads_fn(s, ref, mb)
           total = gr if total is None else jax.tree.map(jnp.add, total, gr)
         updates, _ = apply_fn(s, jax.tree.map(lambda x: x / len(minis), total))
         jax.block_until_ready(updates)

@@ -195,10 +195,6 @@ def get_config(arg=None):
   config.rl.minibatches = 1  # minibatches per pass when mu > 1
   config.rl.max_nonfinite_steps = 5  # stop after this many skipped (non-finite) updates in a row
   config.rl.prompt_selector = "cache"  # cache (selector.cache predictions) | off (always raw)
-  # Ablation only (not the reference): prompted rollouts of hard prompts also enter GSPO as their
-  # own groups (advantages within each prompted group, under the prompted input); `vcoach ablate`
-  # turns it on, with alpha = 0, for "coaching without self-distillation".
-  config.rl.prompted_gspo = False
 
   # --- Optimiser (docs/design.md §8.7). lr 1e-6 is the 7B run's; the tiny demo uses larger.
   config.optim = ml_collections.ConfigDict()

@@ -130,12 +130,11 @@ def test_non_finite_parameters_are_refused(tmp_path, state):
   _assert_one_line_and_intact(ckpt, state, str(e.value), "holds NaN or infinite values")
 
 
-def _runner(ckpt, state):
-  r = training_loop.Runner()
-  r.ckpt, r.state, r.rng = ckpt, state, None
-  r.config = ml_collections.ConfigDict({"optim": {"total_steps": 2}})  # the schedule
-  r.pipe = types.SimpleNamespace(restore=_data_restore)
-  return r
+def _session(ckpt, state):
+  return training_loop.Session(
+      config=ml_collections.ConfigDict({"optim": {"total_steps": 2}}),  # the schedule
+      state=state, rng=None, pipe=types.SimpleNamespace(restore=_data_restore), ckpt=ckpt,
+      writer=None)
 
 
 def test_resume_refuses_a_corrupt_latest_step_and_latest_intact_falls_back(tmp_path, state,
@@ -143,8 +142,8 @@ def test_resume_refuses_a_corrupt_latest_step_and_latest_intact_falls_back(tmp_p
   ckpt = _two_steps(tmp_path, state)
   os.remove(_largest_data_file(ckpt, 2))
   with pytest.raises(CheckpointError, match="--resume=latest-intact"):
-    _runner(ckpt, state).restore("latest")
-  assert _runner(ckpt, state).restore(checkpointing.LATEST_INTACT) == 1
+    training_loop.restore(_session(ckpt, state), "latest")
+  assert training_loop.restore(_session(ckpt, state), checkpointing.LATEST_INTACT) == 1
   out = capsys.readouterr().out
   assert "skipping checkpoint step 2" in out and "newest intact checkpoint, step 1" in out
 

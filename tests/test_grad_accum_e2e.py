@@ -11,7 +11,7 @@ import pytest
 
 from conftest import CONFIGS, TINY_WORLD, set_args
 from vcoach_jax import cli
-from vcoach_jax.rl import collect as collect_lib
+from vcoach_jax.rl import rollout as rollout_lib
 
 # optim.eps = 1: Adam's first step is lr * g / (|g| + 1), about lr * g for small gradients, so
 # the comparison sees the gradients themselves, not only their signs (eps 1e-8: lr * sign(g)).
@@ -70,7 +70,7 @@ def test_train_grad_accum_update_equals_whole_batch(tiny_world, tmp_path, monkey
   ans_acc, so advantages, hard prompts and positives are not empty whatever the sampled text:
   the raw rollouts of each group score 1, 0, 1, 0, ... (mean 0.5: hard), the prompted ones
   (the step's second scoring) 1 (all candidates). Both runs make the same calls in order."""
-  real = collect_lib.score
+  real = rollout_lib.score
   calls = []
 
   def score(rollouts, samples, g, options):
@@ -80,8 +80,8 @@ def test_train_grad_accum_update_equals_whole_batch(tiny_world, tmp_path, monkey
     calls.append(n)
     acc = np.ones(n, np.float32) if prompted else (np.arange(n) % 2 == 0).astype(np.float32)
     per = dict(scored.per_reward, ans_acc=acc)
-    return collect_lib.Scored(scored.rollouts, per, scored.total + acc)
-  monkeypatch.setattr(collect_lib, "score", score)
+    return rollout_lib.Scored(rollouts=scored.rollouts, per_reward=per, total=scored.total + acc)
+  monkeypatch.setattr(rollout_lib, "score", score)
   runs, start = _run_both("train", tmp_path, tiny_world,
                           ["optim.lr=0.1", "sampling.max_new_tokens=8",
                            "sampling.num_samples=2"])

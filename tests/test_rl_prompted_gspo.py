@@ -1,4 +1,4 @@
-"""The ablation's `rl.prompted_gspo` term (coaching without self-distillation): prompted rollouts
+"""The `coach` method's prompted GSPO term (coaching without self-distillation): prompted rollouts
 of hard prompts enter GSPO as their own groups; rows with advantage 0 (easy prompts, the padding
 rows of the prompted batch) change nothing, so the gradient changes iff some hard row has a
 nonzero advantage."""
@@ -10,6 +10,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 import rl_testutil as ru
@@ -69,17 +70,25 @@ def test_prompted_gspo_term_changes_the_gradient_iff_a_hard_row_has_advantage():
   assert _same(g_ignored, g_off)
 
 
-def test_prompted_gspo_config_field_is_validated():
-  cfg = config_lib.load(None, ["rl.prompted_gspo=True"])
-  assert cfg.rl.prompted_gspo is True
-  assert ts.LossConfig.from_config(cfg).prompted_gspo
-  assert not ts.LossConfig.from_config(config_lib.load(None, [])).prompted_gspo
+def test_the_method_sets_the_loss_constants():
+  """`rl.method`: coach = prompted GSPO without NLL, full = NLL without prompted GSPO, gspo =
+  no prompted branch at all (the update has only the program without one)."""
+  loss = lambda method: ts.LossConfig.from_config(  # noqa: E731
+      config_lib.load(None, [f"rl.method={method}"]))
+  assert loss("coach").prompted_gspo and loss("coach").alpha == 0.0
+  assert not loss("full").prompted_gspo and loss("full").alpha == 0.1
+  assert not loss("gspo").prompted_gspo
+  cfg = ru.test_config(**{"rl.method": "gspo"})
+  step = ts.make_step(cfg, None, optax.sgd(0.1))
+  assert list(step.programs) == [None]
+  cfg = ru.test_config(**{"data.batch_size": 4, "optim.grad_accum": 2})
+  assert set(ts.make_step(cfg, None, optax.sgd(0.1)).programs) == {None, 2, 4}
   try:
-    config_lib.load(None, ["rl.prompted_gspo=3"])
+    config_lib.load(None, ["rl.method=distill"])
   except ValueError as e:
-    assert "prompted_gspo" in str(e)
+    assert "rl.method" in str(e) and "coach" in str(e)
   else:
-    raise AssertionError("a non-bool rl.prompted_gspo was accepted")
+    raise AssertionError("an unknown rl.method was accepted")
 
 
 def test_a_compact_prompted_batch_gives_the_padded_layouts_loss_and_gradient():

@@ -1,7 +1,7 @@
-"""On 8 simulated CPU devices (fsdp=4 x tensor=2) the sharded VisionCoach step equals the
-single-device step, params and optimizer moments stay sharded, and a checkpoint restores
-onto the same shardings. Runs in a subprocess so the
-rest of the session keeps one device."""
+"""On 8 simulated CPU devices (fsdp=4 x tensor=2) the sharded VisionCoach step, with image
+inputs in both branches, equals the single-device step, its batch rows are placed over fsdp,
+params and optimizer moments stay sharded, and a checkpoint restores onto the same shardings.
+Runs in a subprocess so the rest of the session keeps one device."""
 
 from __future__ import annotations
 
@@ -18,15 +18,16 @@ _SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from jax.sharding import PartitionSpec as P
     assert jax.device_count() == 8
-    VISION = {vision}
     import rl_testutil as ru
     from vcoach_jax.parallel import mesh as mesh_lib
     from vcoach_jax.rl import train_step as ts
 
-    cfg = ru.test_config(**{{"optim.lr": 2e-5}})
+    cfg = ru.test_config(**{{"optim.lr": 2e-5, "data.batch_size": 4}})
     cfg.parallel.mesh = (("data", 1), ("fsdp", 4), ("tensor", 2))
-    raw = ru.rollout_batch(ru.tiny_model().config, 4, vision=VISION)
-    prompted = ru.rollout_batch(ru.tiny_model().config, 4, seed=7, prompted=True)
+    # Both branches with images: the vision tower runs in the sharded program too.
+    raw = ru.rollout_batch(ru.tiny_model().config, 4, vision=True)
+    prompted = ru.rollout_batch(ru.tiny_model().config, 4, seed=7, prompted=True, vision=True)
+    assert raw.prompt.pixels is not None and prompted.prompt.pixels is not None
     rng = jax.random.key(0)
     results = []
     for mesh in (None, mesh_lib.make_mesh(dict(cfg.parallel.mesh))):
@@ -35,6 +36,9 @@ _SCRIPT = textwrap.dedent("""
         state, m = step(state, ref, raw, prompted, rng)
       results.append((jax.tree.map(np.asarray, state.params), m, state))
     (p1, m1, _), (p2, m2, sharded) = results
+    placed = step.programs[4].place(ts.StepBatch(raw, prompted))
+    assert placed.raw.tokens.sharding.spec == P("fsdp", None), placed.raw.tokens.sharding
+    assert placed.raw.prompt.pixels.sharding.is_fully_replicated
     for key in ("loss", "gspo", "kl", "nll", "grad_norm"):
       np.testing.assert_allclose(m2[key], m1[key], rtol=1e-5, atol=1e-6, err_msg=key)
     diff = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), p1, p2)))
@@ -75,7 +79,7 @@ def test_sharded_step_equals_single_device(tmp_path):
   tests = pathlib.Path(__file__).parent
   env = dict(os.environ, USE_TF="0",
              PYTHONPATH=os.pathsep.join([str(tests.parent), os.environ.get("PYTHONPATH", "")]))
-  proc = subprocess.run([sys.executable, "-c", _SCRIPT.format(tests=str(tests), vision=False,
+  proc = subprocess.run([sys.executable, "-c", _SCRIPT.format(tests=str(tests),
                                                             ckpt=str(tmp_path / "ckpt"))],
                         capture_output=True, text=True, env=env, timeout=600, check=False)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]

@@ -81,8 +81,8 @@ def test_grad_accumulation_equals_one_big_batch():
   for k in (1, 2):
     graphdef, state = update.init_train_state(ru.tiny_model(seed=2, remat_policy="full"), tx)
     ref = ts.reference_params(model)
-    step = ts.VisionCoachStep(graphdef, loss_cfg, tx, schedule, grad_accum=k)
-    state, m = step(state, ref, raw, prompted, RNG)  # the step cuts the batch itself
+    step = update.jit_update(ts.update_fn(graphdef, loss_cfg, tx, schedule, k), grad_accum=k)
+    state, m = step(state, ref, ts.StepBatch(raw, prompted), RNG)  # cut into k micro-batches
     outs.append((state.params, m))
   (p1, m1), (p2, m2) = outs
   for key in ("loss", "gspo", "kl", "nll", "grad_norm"):

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from conftest import TINY_WORLD  # noqa: E402
 from vcoach_jax import config as config_lib  # noqa: E402
 from vcoach_jax import metrics_writer  # noqa: E402
-from vcoach_jax.sft import trainer as sft_trainer  # noqa: E402
+from vcoach_jax.sft import train as sft_train  # noqa: E402
 
 
 def _config(tiny_world):
@@ -25,16 +25,15 @@ def _config(tiny_world):
 
 def test_sft_resume_is_exact(tiny_world, tmp_path):
   config = _config(tiny_world)
-  straight = sft_trainer.SFTTrainer(config, str(tmp_path / "a"), progress=False)
-  straight.run(4)
-  # The same run in two sessions: 2 steps, a new process-like trainer, --resume to 4.
-  first = sft_trainer.SFTTrainer(config, str(tmp_path / "b"), progress=False)
-  first.run(2)
-  assert first.ckpt.all_steps() == [2]
-  second = sft_trainer.SFTTrainer(config, str(tmp_path / "b"), progress=False)
-  result = second.run(4, resume=True)
+  straight, _ = sft_train.train(config, str(tmp_path / "a"), steps=4, progress=False)
+  # The same run in two sessions: 2 steps, a new process-like run, --resume to 4.
+  first, _ = sft_train.train(config, str(tmp_path / "b"), steps=2, progress=False)
+  assert first.session.ckpt.all_steps() == [2]
+  second, result = sft_train.train(config, str(tmp_path / "b"), steps=4, resume=True,
+                                   progress=False)
   assert result.last_step == 4
-  for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(second.state)):
+  for a, b in zip(jax.tree.leaves(straight.session.state),
+                  jax.tree.leaves(second.session.state)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   a_rows = metrics_writer.read_jsonl(tmp_path / "a" / "metrics" / "metrics.jsonl")
   b_rows = metrics_writer.read_jsonl(tmp_path / "b" / "metrics" / "metrics.jsonl")

@@ -2,12 +2,12 @@
 cold-start SFT once (and the VP-Selector), then three RL variants from that same start, on the
 same data order, for several seeds each:
 
-  gspo   GSPO with the grounding rewards only, no coaching (`Trainer(coach=False)`).
+  gspo   GSPO with the grounding rewards only, no coaching (`rl.method = "gspo"`).
   coach  + visual-prompt coaching without self-distillation. With alpha = 0 the prompted
          rollouts would change nothing (only raw rollouts enter GSPO, §8.3), so this variant is
          defined as: the prompted rollouts of hard prompts also enter the GSPO loss as their own
          groups (advantages normalised within each prompted group, log-probs under the prompted
-         input), no NLL (`rl.prompted_gspo = True`, alpha = 0). Not the reference method.
+         input), no NLL (`rl.method = "coach"`). Not the reference method.
   full   + self-distillation: the method (GSPO on raw rollouts + alpha * NLL on positives).
 
 Each run is evaluated on the held-out synthetic split two ways: the probe (`rl.probe`: G
@@ -38,24 +38,17 @@ import numpy as np
 from vcoach_jax import config as config_lib
 from vcoach_jax import demo
 from vcoach_jax import storage
+from vcoach_jax.rl import methods
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-  coach: bool  # hard prompts get prompted rollouts
-  distill: bool  # alpha * NLL on their positives
-  overrides: tuple[str, ...]  # config changes of the variant
+  method: str  # config.rl.method of the variant's runs (vcoach_jax/rl/methods.py)
   description: str
 
 
-VARIANTS: dict[str, Variant] = {
-    "gspo": Variant(False, False, (), "GSPO, grounding rewards only (no coaching)"),
-    "coach": Variant(True, False, ("rl.prompted_gspo=True",),
-                     "+ visual-prompt coaching: prompted rollouts of hard prompts as extra GSPO "
-                     "groups, no NLL"),
-    "full": Variant(True, True, (), "+ self-distillation (VisionCoach: GSPO + alpha * NLL on "
-                    "positives)"),
-}
+VARIANTS: dict[str, Variant] = {name: Variant(name, methods.get(name).description)
+                                for name in methods.NAMES}  # gspo, coach, full
 
 # The ablation's settings are data: configs/demo.py:variant=ablate (on top of the demo's).
 PROBE_BATCHES = 4  # eval batches of the probe per run (fast: 1)
@@ -306,7 +299,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
         steps: int | None = None, progress: bool = True, fast: bool = False,
         variants: Sequence[str] = tuple(VARIANTS), command: str = "") -> AblationResult:
   """SFT once, then every variant x seed; evaluates each and writes the table and the plot."""
-  from vcoach_jax.rl import trainer as rl_trainer  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.rl import train as rl_train  # pylint: disable=g-import-not-at-top
   unknown = [v for v in variants if v not in VARIANTS]
   if unknown or seeds < 1:
     raise ValueError(f"variants must be among {list(VARIANTS)} (got {unknown}) and seeds >= 1 "
@@ -326,7 +319,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
       d = w / "runs" / name / f"seed{seed}"
       run_dirs[name].append(d)
       done = d / "result.json"
-      run_config = config_lib.with_overrides(rl_config, v.overrides)
+      run_config = config_lib.with_overrides(rl_config, [f"rl.method={v.method}"])
       key = fingerprint(run_config)
       if done.is_file() and json.loads(done.read_text()).get("fingerprint") == key:
         runs.append(json.loads(done.read_text()))
@@ -335,8 +328,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
       if d.exists():
         d.rmtree()  # an interrupted run starts over
       print(f"== RL {name} seed {seed} ({steps} steps): {v.description}")
-      rl = rl_trainer.Trainer(run_config, str(d), seed=seed, coach=v.coach, distill=v.distill,
-                              progress=progress)
+      rl = rl_train.setup(run_config, str(d), seed=seed, progress=progress)
       start_file, start_key = w / "runs" / "start.json", fingerprint(rl_config)
       if not (start_file.is_file()
               and json.loads(start_file.read_text()).get("fingerprint") == start_key):
@@ -344,7 +336,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
                                   probe_batches=n_probe)
         storage.write_text(start_file, json.dumps({"variant": START, "seed": 0,
                                                    "metrics": metrics, "fingerprint": start_key}))
-      rl.run()
+      rl_train.fit(rl)
       rl.writer.close()
       metrics = evaluate_policy(rl, rl_config, tok, d / "eval", probe_batches=n_probe)
       result = {"variant": name, "seed": seed, "metrics": metrics, "fingerprint": key}

@@ -65,7 +65,7 @@ def cold_start(config: ml_collections.ConfigDict, workdir: str, *, progress: boo
     wall times.
   """
   from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
-  from vcoach_jax.sft import trainer as sft_trainer  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.sft import train as sft_train  # pylint: disable=g-import-not-at-top
   w = storage.path(workdir)
   seconds = {} if seconds is None else seconds
   t0 = time.perf_counter()
@@ -74,8 +74,7 @@ def cold_start(config: ml_collections.ConfigDict, workdir: str, *, progress: boo
   config = config_lib.with_overrides(config, shared)
 
   print("== 1/3 cold-start SFT on the grounded traces")
-  sft = sft_trainer.SFTTrainer(config, str(w / "sft"), progress=progress)
-  sft.run()
+  sft, _ = sft_train.train(config, str(w / "sft"), progress=progress)
   policy = sft.export(w / "sft" / "policy")
   seconds["sft"] = time.perf_counter() - t0
 
@@ -155,7 +154,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
         fast: bool = False) -> DemoResult:
   """SFT -> selector -> VisionCoach RL on `config`, probing before and after RL."""
   from vcoach_jax.rl import probe as probe_lib  # pylint: disable=g-import-not-at-top
-  from vcoach_jax.rl import trainer as rl_trainer  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.rl import train as rl_train  # pylint: disable=g-import-not-at-top
   w = storage.path(workdir)
   seconds = {}
   rl_config, tok, sft = cold_start(config, workdir, progress=progress, fast=fast,
@@ -163,11 +162,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
 
   print("== 3/3 VisionCoach RL")
   t0 = time.perf_counter()
-  rl = rl_trainer.Trainer(rl_config, str(w / "rl"), progress=progress)
+  rl = rl_train.setup(rl_config, str(w / "rl"), progress=progress)
   n = 1 if fast else PROBE_BATCHES
   before = probe_policy(rl, rl_config, tok, w / "rl", n)
   batch, sft_texts = greedy_completions(rl, rl_config, tok, w / "rl")
-  rl.run()
+  rl_train.fit(rl)
   rl.export(w / "rl" / "policy")
   after = probe_policy(rl, rl_config, tok, w / "rl", n)
   _, rl_texts = greedy_completions(rl, rl_config, tok, w / "rl")

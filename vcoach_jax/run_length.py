@@ -10,7 +10,7 @@ The schedule (the cosine's length, the curriculum's `step_percent` denominator) 
 the same command line also sets the schedule (`--set optim.total_steps=M`, `optim.epochs=E`,
 `sft.steps=M`; a length set there replaces the config file's epochs), the schedule is that and
 the command stops after N <= M steps (`--resume` goes on later). Stopping past the schedule is refused: the cosine's learning rate is 0 there.
-A resumed run keeps its checkpoint's schedule: `Runner.restore` refuses another one unless the
+A resumed run keeps its checkpoint's schedule: `training_loop.restore` refuses another one unless the
 command line set it, and then says so.
 """
 

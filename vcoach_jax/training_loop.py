@@ -3,7 +3,8 @@ periodic checkpoints, a clean stop on SIGTERM/SIGINT, and the non-finite guard's
 
 The step itself (sampling, rewards, the jitted update) is the caller's `step_fn`; this module
 only decides when to save, when to stop and what to report, so both trainers behave the same
-under interruption (docs/design.md §12).
+under interruption (docs/design.md §12). A trainer holds a `Session` (its train state, rng,
+data stream, checkpointer, metrics writer) and calls `fit(session, step_fn, steps, resume=...)`.
 """
 
 from __future__ import annotations
@@ -126,79 +127,99 @@ def run(step_fn: Callable[[int], Mapping[str, Any]], *, start: int, total: int,
   return LoopResult(step, False, skipped)
 
 
-class Runner:
-  """Checkpoint, restore and loop for a trainer with `config`, `state`, `rng`, `pipe` (data
-  stream), `ckpt` (`checkpointing.Checkpointer`), `writer` (`metrics_writer.MetricsWriter`) and a
-  `step(step_index) -> metrics` method. `vcoach sft` and `vcoach train` both are one. The
-  schedule's length is the config's `schedule_key` (`run_length`)."""
-
-  desc = "train"
-  progress = True
-  schedule_key = "optim.total_steps"
+@dataclasses.dataclass
+class Session:
+  """What the shared loop checkpoints, restores and reports for a trainer (RL, SFT): its train
+  state and rng (the trainer's step replaces them), its data stream (`save`/`restore` of its
+  position), the checkpointer and the metrics writer. The schedule's length is the config's
+  `schedule_key` (`run_length`)."""
+  config: Any  # ml_collections.ConfigDict
+  state: Any  # rl.update.TrainState
+  rng: Any  # jax.random key
+  pipe: Any  # data.pipeline.Pipeline
+  ckpt: Any  # checkpointing.Checkpointer
+  writer: Any  # metrics_writer.MetricsWriter
+  schedule_key: str = "optim.total_steps"
+  desc: str = "train"  # progress-bar label, plot title
   plot_keys: tuple[str, ...] = ("loss",)  # curves drawn into metrics/curves.png at the end
+  progress: bool = True
 
-  def save(self, step: int) -> None:
-    self.ckpt.save(step, self.state, self.rng, config=self.config, data_save=self.pipe.save)
 
-  def restore(self, mode: str = "latest", reschedule: bool = False) -> int:
-    """Restores a checkpoint (params, optimizer, rng, data position) and returns its step, 0
-    when there is none. `mode` "latest" refuses a latest step that fails its checks (one line
-    naming the step and file); "latest-intact" falls back to the newest step that passes. A
-    checkpoint of another schedule is refused unless `reschedule` (the command line set the
-    schedule), which is then stated."""
-    from vcoach_jax import checkpointing  # pylint: disable=g-import-not-at-top
-    if self.ckpt.latest_step() is None:
-      return 0
-    if mode == checkpointing.LATEST_INTACT:
-      restored = self.ckpt.restore_intact(self.state, data_restore=self.pipe.restore)
-    else:
-      try:
-        restored = self.ckpt.restore(self.state, data_restore=self.pipe.restore)
-      except checkpointing.CheckpointError as e:
-        raise checkpointing.CheckpointError(
-            f"{e}; resume from the newest intact step with --resume=latest-intact") from None
-    note = run_length.check_resumed(restored.config, self.schedule_key, self.total_steps(),
-                                    restored.step, str(self.ckpt.directory), reschedule)
-    if note:
-      print(note)
-    self.state, self.rng = restored.state, restored.rng
-    return restored.step
+def open_session(config, workdir, *, state, rng, pipe, **kw) -> Session:
+  """A `Session` with the run's checkpointer (`checkpoint_dir`) and metrics writer
+  (WORKDIR/metrics)."""
+  from vcoach_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from vcoach_jax import metrics_writer  # pylint: disable=g-import-not-at-top
+  ckpt = checkpointing.Checkpointer(checkpoint_dir(config, workdir), keep=config.checkpoint.keep)
+  writer = metrics_writer.MetricsWriter(storage.path(workdir) / "metrics")
+  return Session(config, state, rng, pipe, ckpt, writer, **kw)
 
-  def total_steps(self) -> int:
-    """The schedule's length."""
-    return int(config_lib.flatten(self.config)[self.schedule_key])
 
-  def run(self, steps: int | None = None, *, resume: bool | str = False,
-          reschedule: bool = False) -> LoopResult:
-    """Runs until step `steps` (default: the schedule's end; never past it). `resume`: False (a
-    fresh run over checkpoints is refused), True or "latest" (the latest step), or
-    "latest-intact" (the newest step that passes its checks)."""
-    steps = self.total_steps() if steps is None else steps
-    run_length.check_stop(steps, self.total_steps(), self.schedule_key)
-    if resume:
-      start = self.restore("latest" if resume is True else resume, reschedule)
-      self.writer.drop_from(start)  # rows of steps after the checkpoint are run again
-    else:
-      refuse_fresh_run_over(self.ckpt)
-      start = 0
+def total_steps(s: Session) -> int:
+  """The schedule's length."""
+  return int(config_lib.flatten(s.config)[s.schedule_key])
+
+
+def save(s: Session, step: int) -> None:
+  s.ckpt.save(step, s.state, s.rng, config=s.config, data_save=s.pipe.save)
+
+
+def restore(s: Session, mode: str = "latest", reschedule: bool = False) -> int:
+  """Restores a checkpoint (params, optimizer, rng, data position) into `s` and returns its
+  step, 0 when there is none. `mode` "latest" refuses a latest step that fails its checks (one
+  line naming the step and file); "latest-intact" falls back to the newest step that passes. A
+  checkpoint of another schedule is refused unless `reschedule` (the command line set the
+  schedule), which is then stated."""
+  from vcoach_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  if s.ckpt.latest_step() is None:
+    return 0
+  if mode == checkpointing.LATEST_INTACT:
+    restored = s.ckpt.restore_intact(s.state, data_restore=s.pipe.restore)
+  else:
     try:
-      return run(self.step, start=start, total=steps, save=self.save, write=self.writer.write,
-                 save_every=self.config.checkpoint.every_steps,
-                 max_nonfinite=self.config.rl.max_nonfinite_steps, desc=self.desc,
-                 progress=self.progress)
-    finally:
-      self.writer.close()
-      self.plot()
+      restored = s.ckpt.restore(s.state, data_restore=s.pipe.restore)
+    except checkpointing.CheckpointError as e:
+      raise checkpointing.CheckpointError(
+          f"{e}; resume from the newest intact step with --resume=latest-intact") from None
+  note = run_length.check_resumed(restored.config, s.schedule_key, total_steps(s),
+                                  restored.step, str(s.ckpt.directory), reschedule)
+  if note:
+    print(note)
+  s.state, s.rng = restored.state, restored.rng
+  return restored.step
 
-  def plot(self):
-    """Draws `plot_keys` over the whole run (all sessions of the metrics file) to a PNG (the
-    writing process only; None elsewhere)."""
-    from vcoach_jax import metrics_writer  # pylint: disable=g-import-not-at-top
-    if not self.writer.enabled:
-      return None
-    rows = metrics_writer.read_jsonl(self.writer.jsonl_path)
-    series = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
-              for k in self.plot_keys}
-    path = self.writer.logdir / "curves.png"
-    metrics_writer.line_plot(series, path, title=self.desc)
-    return path
+
+def fit(s: Session, step_fn: Callable[[int], Mapping[str, Any]], steps: int | None = None, *,
+        resume: bool | str = False, reschedule: bool = False) -> LoopResult:
+  """Restores (or refuses a fresh run over checkpoints), then `run`s `step_fn` until step
+  `steps` (default: the schedule's end; never past it). `resume`: False, True or "latest" (the
+  latest step), or "latest-intact" (the newest step that passes its checks)."""
+  steps = total_steps(s) if steps is None else steps
+  run_length.check_stop(steps, total_steps(s), s.schedule_key)
+  if resume:
+    start = restore(s, "latest" if resume is True else resume, reschedule)
+    s.writer.drop_from(start)  # rows of steps after the checkpoint are run again
+  else:
+    refuse_fresh_run_over(s.ckpt)
+    start = 0
+  try:
+    return run(step_fn, start=start, total=steps, save=lambda step: save(s, step),
+               write=s.writer.write, save_every=s.config.checkpoint.every_steps,
+               max_nonfinite=s.config.rl.max_nonfinite_steps, desc=s.desc, progress=s.progress)
+  finally:
+    s.writer.close()
+    plot(s)
+
+
+def plot(s: Session):
+  """Draws `plot_keys` over the whole run (all sessions of the metrics file) to a PNG (the
+  writing process only; None elsewhere)."""
+  from vcoach_jax import metrics_writer  # pylint: disable=g-import-not-at-top
+  if not s.writer.enabled:
+    return None
+  rows = metrics_writer.read_jsonl(s.writer.jsonl_path)
+  series = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
+            for k in s.plot_keys}
+  path = s.writer.logdir / "curves.png"
+  metrics_writer.line_plot(series, path, title=s.desc)
+  return path

@@ -17,7 +17,7 @@ RL variants from the same start and the same data order, for --seeds seeds each:
   gspo   GSPO with the grounding rewards only, no coaching
   coach  + visual-prompt coaching, no self-distillation: the prompted rollouts of hard prompts
          also enter the GSPO loss as their own groups (advantages normalised within each
-         prompted group, under the prompted input), no NLL (rl.prompted_gspo=True, alpha=0)
+         prompted group, under the prompted input), no NLL (rl.method=coach)
   full   + self-distillation (the method: alpha * NLL on the positives of prompted rollouts)
 
 Each run is evaluated on the held-out synthetic split: the probe's per-reward means (sampled

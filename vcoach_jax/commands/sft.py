@@ -36,9 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
   distributed.initialize(args)
-  from vcoach_jax.sft import trainer as sft_trainer  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.sft import train as sft_train  # pylint: disable=g-import-not-at-top
   config, stop, explicit = training_flags.start(args, run_length.SFT_KEYS)
-  trainer = sft_trainer.SFTTrainer(config, args.workdir, seed=args.seed,
-                                   progress=not args.no_progress)
-  result = trainer.run(stop, resume=args.resume, reschedule=explicit)
-  return training_flags.finish(trainer, result, args.workdir, "SFT")
+  run_, result = sft_train.train(config, args.workdir, seed=args.seed, steps=stop,
+                                 resume=args.resume, reschedule=explicit,
+                                 progress=not args.no_progress)
+  return training_flags.finish(run_, result, args.workdir, "SFT")

@@ -27,7 +27,7 @@ with the step and batch ids.
 examples:
   vcoach train --workdir runs/rl --set model.checkpoint=runs/sft/policy
   vcoach train --config configs/visioncoach_7b.py --workdir gs://bucket/vc7b --resume
-  vcoach train --workdir runs/gspo --no-coach                # the GSPO-only baseline
+  vcoach train --workdir runs/gspo --set rl.method=gspo      # the GSPO-only baseline
   vcoach train --config configs/visioncoach_7b.py:runlocal --steps 2 --workdir /tmp/vc7b
                         # the 7B recipe on a CPU: tiny model, synthetic world, all else kept
 """
@@ -36,16 +36,20 @@ examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   training_flags.add(parser, run_length.RL_KEYS)
   parser.add_argument("--no-coach", action="store_true",
-                      help="plain GSPO: no prompted rollouts, no self-distillation")
+                      help="plain GSPO, no prompted rollouts (the same as --set rl.method=gspo)")
   parser.add_argument("--no-distill", action="store_true",
-                      help="prompted rollouts but no self-distillation (alpha = 0)")
+                      help="coaching without self-distillation: prompted rollouts as their own "
+                      "GSPO groups, no NLL (the same as --set rl.method=coach)")
 
 
 def run(args: argparse.Namespace) -> int:
   distributed.initialize(args)
-  from vcoach_jax.rl import trainer as rl_trainer  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.rl import train as rl_train  # pylint: disable=g-import-not-at-top
+  if args.no_coach or args.no_distill:
+    method = "gspo" if args.no_coach else "coach"
+    args.overrides = list(args.overrides or []) + [f"rl.method={method}"]
   config, stop, explicit = training_flags.start(args, run_length.RL_KEYS)
-  trainer = rl_trainer.Trainer(config, args.workdir, seed=args.seed, coach=not args.no_coach,
-                               distill=not args.no_distill, progress=not args.no_progress)
-  result = trainer.run(stop, resume=args.resume, reschedule=explicit)
-  return training_flags.finish(trainer, result, args.workdir, "training")
+  run_, result = rl_train.train(config, args.workdir, seed=args.seed, steps=stop,
+                                resume=args.resume, reschedule=explicit,
+                                progress=not args.no_progress)
+  return training_flags.finish(run_, result, args.workdir, "training")

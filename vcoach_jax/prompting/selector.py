@@ -9,13 +9,15 @@ Two forms share one module, one head and one training loop:
 
 In both, the final hidden state of the last non-pad token goes through a linear head to one logit
 per class (`config.selector.types`, class 0 = `raw`). Only the LoRA adapters and the head train
-(cross-entropy, AdamW); the checkpoint holds just those (orbax) plus a small meta JSON.
+(cross-entropy) on the trainers' machinery (`rl/update.py`: train state, AdamW of `rl/optim.py`,
+non-finite guard, stated shardings); the checkpoint (`checkpointing.Checkpointer`) holds just
+those plus a small meta JSON.
 
 Predictions go to a cache `{record_id: type}` (JSON) that the RL trainer reads (`choose`);
 `load_cache` also reads a cache written by the released code (`cache_labels`).
 
   sel = Selector(backbone, num_classes=2, text_only=True)
-  trainer = Trainer(sel, lr=1e-4); trainer.step(inputs, labels)
+  history = fit(sel, make_inputs, labels, steps=100, batch_size=8, lr=1e-4)
   probs = predict(sel, inputs)
 """
 
@@ -25,18 +27,22 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
+from jax.sharding import NamedSharding
 
 from vcoach_jax import storage
 from vcoach_jax.model.qwen2_5_vl import ModelInputs, Qwen2_5_VL
 from vcoach_jax.shapes import pow2
+from vcoach_jax.parallel import mesh as mesh_lib
+from vcoach_jax.parallel.rules import DEFAULT_RULES
+from vcoach_jax.rl import optim, update
 
 # What trains: the LoRA adapters of the backbone and the head.
 TRAINABLE = nnx.Any(nnx.LoRAParam, nnx.PathContains("head"))
@@ -178,68 +184,46 @@ def predict(selector: Selector, inputs: ModelInputs) -> np.ndarray:
 # Training.
 
 
-def _train_step(graphdef, tx, trainable, opt_state, frozen, inputs: ModelInputs,
-                labels: jax.Array):
-  def loss_fn(params):
-    logits = nnx.merge(graphdef, params, frozen)(inputs)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    return ce.mean(), logits
-
-  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-  updates, opt_state = tx.update(grads, opt_state, trainable)
-  trainable = optax.apply_updates(trainable, updates)
-  metrics = {"loss": loss, "accuracy": (jnp.argmax(logits, -1) == labels).mean(),
-             "grad_norm": optax.global_norm(grads)}
-  return trainable, opt_state, metrics
+class Batch(NamedTuple):
+  inputs: ModelInputs  # [B] prompts
+  labels: jax.Array  # [B] int32 class of each prompt
 
 
-def _state_shardings(state):
-  """Each leaf's sharding: a mesh-placed leaf keeps its own, any other (optax's step count,
-  created uncommitted on one device) is replicated on that mesh (on the first leaf's device
-  when nothing is on a mesh).
+def selector_loss(model: Selector, batch: Batch):
+  """(mean cross-entropy, metrics: accuracy)."""
+  logits = model(batch.inputs)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch.labels)
+  return ce.mean(), {"accuracy": (jnp.argmax(logits, -1) == batch.labels).mean()}
 
-  Pinning the step's outputs to these is what makes the jitted step compile once: left to
-  itself, jit returns the count committed and replicated where it came in uncommitted, and
-  spells a replicated matrix `P(None, None)` where `shard_model` placed it as `P()`; either
-  changes the cache key of the second call (a second full compilation)."""
-  leaves = jax.tree.leaves(state)
+
+def _mesh_of(selector: Selector):
+  """The mesh the selector was placed on (`from_config`), else a one-device mesh."""
+  leaves = jax.tree.leaves(nnx.state(selector))
   mesh = next((x.sharding.mesh for x in leaves if isinstance(x.sharding, NamedSharding)), None)
-  rep = (NamedSharding(mesh, PartitionSpec()) if mesh is not None
-         else SingleDeviceSharding(next(iter(leaves[0].devices()))))
-  return jax.tree.map(lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else rep,
-                      state)
+  return mesh or mesh_lib.make_mesh({}, devices=[next(iter(leaves[0].devices()))])
 
 
-class Trainer:
-  """AdamW on the selector's LoRA adapters and head; the rest of the backbone stays frozen.
-
-  The model is split once into (graphdef, trainable, frozen); `step` is one jitted update whose
-  trainable state and optimizer state are donated. `selector` sees the new weights after
-  `sync()` (called by `save` and at the end of `fit`).
-  """
-
-  def __init__(self, selector: Selector, lr: float = 1e-4, weight_decay: float = 0.01):
-    self.selector = selector
-    self.graphdef, trainable, self.frozen = nnx.split(selector, TRAINABLE, ...)
-    # A private copy: the step donates it, and the module's (or a clone's) arrays must survive.
-    self.trainable = jax.tree.map(jnp.copy, trainable)
-    decay = lambda params: jax.tree.map(lambda x: x.ndim > 1, params)  # noqa: E731 no bias decay
-    self.tx = optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay, mask=decay)
-    self.opt_state = self.tx.init(self.trainable)
-    # The state goes in and comes out on the same shardings, so step 2 reuses step 1's program.
-    shardings = _state_shardings((self.trainable, self.opt_state))
-    self.trainable, self.opt_state = jax.device_put((self.trainable, self.opt_state), shardings)
-    self._step = jax.jit(functools.partial(_train_step, self.graphdef, self.tx),
-                         out_shardings=shardings + (None,), donate_argnums=(0, 1))
-
-  def step(self, inputs: ModelInputs, labels: np.ndarray) -> dict[str, float]:
-    self.trainable, self.opt_state, metrics = self._step(
-        self.trainable, self.opt_state, self.frozen, inputs, jnp.asarray(labels, jnp.int32))
-    return {k: float(v) for k, v in metrics.items()}
-
-  def sync(self) -> Selector:
-    nnx.update(self.selector, self.trainable)
-    return self.selector
+def train_setup(selector: Selector, *, lr: float, weight_decay: float = 0.01, steps: int,
+                batch_size: int):
+  """(jitted update, graphdef, TrainState) of the selector on the trainers' machinery
+  (`rl/update.py`): its LoRA adapters and head as the train state's params, AdamW of
+  `rl/optim.py` (decay by name, constant lr, no clipping), the non-finite guard, and one
+  `jax.jit` with the shardings of its mesh stated."""
+  o = ml_collections.ConfigDict(dict(
+      lr=lr, weight_decay=weight_decay, b1=0.9, b2=0.999, eps=1e-8, clip_norm=float("inf"),
+      schedule="constant", warmup_steps=0, total_steps=steps))
+  tx = optim.make_optimizer(o)
+  mesh = _mesh_of(selector)
+  graphdef, state = update.init_train_state(selector, tx, mesh=mesh, trainable=TRAINABLE)
+  fn = update.update_fn(graphdef, lambda model, aux, batch: selector_loss(model, batch), tx,
+                        optim.learning_rate_schedule(o))
+  rules = DEFAULT_RULES
+  sh = Batch(update.inputs_shardings(batch_size, mesh, rules),
+             update.rows_sharding(batch_size, 1, mesh, rules))
+  # Not donated: the frozen backbone in the state is the selector module's own (and its clones').
+  jitted = update.jit_update(fn, mesh=mesh, state=state, batch_shardings=sh, rules=rules,
+                             donate=False)
+  return jitted, graphdef, state
 
 
 def index_batches(n: int, batch_size: int, seed: int = 0):
@@ -262,14 +246,19 @@ def fit(selector: Selector, make_inputs: Callable[[np.ndarray], ModelInputs], la
   labels = np.asarray(labels, np.int64)
   if labels.min() < 0 or labels.max() >= selector.num_classes:
     raise ValueError(f"labels must be in [0, {selector.num_classes}), got {np.unique(labels)}")
-  trainer = Trainer(selector, lr, weight_decay)
+  jitted, _, state = train_setup(selector, lr=lr, weight_decay=weight_decay, steps=steps,
+                                 batch_size=batch_size)
   history = []
   for step, idx in zip(range(steps), index_batches(len(labels), batch_size, seed)):
-    metrics = trainer.step(make_inputs(idx), labels[idx])
+    batch = Batch(make_inputs(idx), np.asarray(labels[idx], np.int32))
+    state, metrics = jitted(state, None, batch, jax.random.key(step))
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     history.append(metrics)
     if on_step is not None:
       on_step(step, metrics)
-  trainer.sync()
+  trained = nnx.state(selector, TRAINABLE)
+  nnx.update(selector, jax.tree.map(lambda new, old: new.astype(old.dtype), state.params,
+                                    trained))
   return history
 
 
@@ -310,14 +299,18 @@ def from_config(config, tokenizer, workdir: str | os.PathLike, seed: int = 0) ->
 
 
 def save(selector: Selector, directory: str | os.PathLike, meta: Mapping[str, Any]) -> None:
-  """Writes the trainable params (orbax, DIR/params) and `meta` (DIR/selector.json)."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  """Writes the trainable params (DIR/params, a `checkpointing.Checkpointer` step with its
+  checksums) and `meta` (DIR/selector.json)."""
+  from vcoach_jax import checkpointing  # pylint: disable=g-import-not-at-top
   directory = storage.path(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  params = nnx.to_pure_dict(nnx.state(selector, TRAINABLE))
-  ckpt = ocp.StandardCheckpointer()
-  ckpt.save(directory / "params", params, force=True)
-  ckpt.wait_until_finished()
+  ckpt = checkpointing.Checkpointer(directory / "params", keep=1)
+  try:
+    latest = ckpt.latest_step()  # a second save into the same folder is the next step
+    ckpt.save(0 if latest is None else latest + 1,
+              nnx.to_pure_dict(nnx.state(selector, TRAINABLE)), jax.random.key(0))
+  finally:
+    ckpt.close()
   meta = dict(meta, num_classes=selector.num_classes, text_only=selector.text_only)
   storage.write_text(directory / META_FILE, json.dumps(meta, indent=1, sort_keys=True))
 
@@ -331,16 +324,19 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
 
 def restore(selector: Selector, directory: str | os.PathLike) -> dict[str, Any]:
   """Loads trainable params written by `save` into `selector` (same shapes); returns the meta."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   directory = storage.path(directory)
   meta = read_meta(directory)
   if meta["num_classes"] != selector.num_classes or meta["text_only"] != selector.text_only:
     raise ValueError(f"selector checkpoint {str(directory)!r} has {meta['num_classes']} classes "
                      f"(text_only={meta['text_only']}); the config builds {selector.num_classes} "
                      f"(text_only={selector.text_only})")
+  from vcoach_jax import checkpointing  # pylint: disable=g-import-not-at-top
   state = nnx.state(selector, TRAINABLE)
-  target = nnx.to_pure_dict(state)
-  restored = ocp.StandardCheckpointer().restore(directory / "params", target)
+  ckpt = checkpointing.Checkpointer(directory / "params", keep=1)
+  try:
+    restored = ckpt.restore(nnx.to_pure_dict(state)).state
+  finally:
+    ckpt.close()
   nnx.replace_by_pure_dict(state, restored)
   nnx.update(selector, state)
   return meta

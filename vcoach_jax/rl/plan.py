@@ -26,7 +26,6 @@ from vcoach_jax.model import build, lora
 from vcoach_jax.model.batching import batch_inputs
 from vcoach_jax.model.config import ModelConfig
 from vcoach_jax.model.qwen2_5_vl import Qwen2_5_VL
-from vcoach_jax.parallel import mesh as mesh_lib
 from vcoach_jax.rl import optim, train_step, update
 
 GIB = 1024 ** 3
@@ -78,10 +77,9 @@ def abstract_model(config) -> Qwen2_5_VL:
 
 
 def abstract_setup(config, mesh, *, group_size: int | None = None):
-  """`train_step.setup` on an abstract model: (VisionCoachStep, TrainState, reference params)
+  """`train_step.setup` on an abstract model: (Step, TrainState, reference params)
   whose arrays are all `jax.ShapeDtypeStruct`s; the step carries the mesh's shardings."""
   model = abstract_model(config)
-  rules = mesh_lib.rules_from_config(config.parallel.rules)
   tx = optim.make_optimizer(config.optim)
   freeze = config.optim.freeze_vision
   graphdef, *_ = nnx.split(model, update.trainable_filter(model, freeze), ...)
@@ -90,10 +88,8 @@ def abstract_setup(config, mesh, *, group_size: int | None = None):
   def init(values):
     return update.init_train_state(nnx.merge(full_def, values), tx, freeze_vision=freeze)[1]
   state = jax.eval_shape(init, full)
-  step = train_step.VisionCoachStep(
-      graphdef, train_step.LossConfig.from_config(config, group_size), tx,
-      optim.learning_rate_schedule(config.optim), grad_accum=config.optim.grad_accum,
-      mesh=mesh, rules=rules)
+  step = train_step.make_step(config, graphdef, tx, state=state, ref=full, mesh=mesh,
+                              group_size=group_size)
   return step, state, full
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from vcoach_jax import rewards as rewards_lib
 from vcoach_jax.model import batching
 from vcoach_jax.rl import coaching
-from vcoach_jax.rl import collect as collect_lib
+from vcoach_jax.rl import rollout as rollout_lib
 
 COLUMNS = ("format", "ans_acc", "ans_tiou", "thk_temporal_point", "thk_temporal_segment",
            "thk_spatial", "total", "frac_hard")
@@ -49,7 +49,7 @@ def probe(sampler, sampling, pipe, *, model_config, num_batches: int, k1: float,
     rng, key = jax.random.split(rng)
     rollouts = sampler.generate(batching.batch_inputs(model_config, batch.arrays), sampling, key,
                                 state=state)
-    scored = collect_lib.score(rollouts, batch.samples, g, reward_options)
+    scored = rollout_lib.score(rollouts, batch.samples, g, reward_options)
     for name in per:
       per[name].append(scored.per_reward[name])
     totals.append(scored.total)

@@ -1,32 +1,37 @@
-"""The VisionCoach train step (docs/design.md §8.3-8.4, §8.7): one jitted, sharded function of
+"""The VisionCoach update (docs/design.md §8.3-8.4, §8.7): the loss and the jitted, sharded
+programs of
 
-  (train state, reference params, raw rollout batch, prompted rollout batch, rng)
+  (train state, reference params, StepBatch(raw, prompted), rng) -> (train state, metrics)
 
 computing L = L_GSPO(raw rollouts; KL to the reference) + alpha * L_NLL(prompted positives),
 with the hard-prompt indicator carried by the positives' weights.
 
-With `rl.prompted_gspo` (the ablation's "coaching without self-distillation" variant, not the
-reference) the prompted rollouts of hard prompts also enter a GSPO term as their own groups:
-their advantages are normalised within each prompted group (`collect`), the log-probs are taken
-under the prompted input, no KL; rows of easy (padding) prompts carry advantage 0, and the term
-is averaged over all B*G rows like the raw one (the prompted batch has P <= B rows: its mean is
-scaled by P/B), so padding contributes nothing and each prompted group weighs what a raw group
-does.
+The method (`rl.method`, `rl/methods.py`) sets the loss's constants: `full` as above; `coach`
+(the ablation's "coaching without self-distillation", not the reference) drops the NLL and puts
+the prompted rollouts of hard prompts into a GSPO term as their own groups: their advantages are
+normalised within each prompted group (`rollout`), the log-probs are taken under the prompted
+input, no KL; rows of padding prompts carry advantage 0, and the term is averaged over all B*G
+rows like the raw one (the prompted batch has P <= B rows: its mean is scaled by P/B), so
+padding contributes nothing and each prompted group weighs what a raw group does; `gspo` has no
+prompted branch.
 
   step, state, ref = setup(config, model, mesh)
-  state, metrics = step(state, ref, raw, prompted, rng)
+  state, metrics = step(state, ref, raw, prompted, rng)     # host RolloutBatches
 
-With `rl.mu > 1` the batch's stored `old_logprobs` (sampler or `rollout_logprobs`) define the
-ratio and `run_passes` makes mu passes over a list of minibatches; with mu = 1 the ratio is the
-reference's stop-gradient form. With `optim.grad_accum = k > 1` the step cuts both batches into
-k micro-batches of B/k prompts (`update.split_rows`); `lower` takes them already cut.
+`step.programs` holds one `jax.jit` of the pure update per prompted row count P (None: no hard
+prompt, a smaller program without the prompted forward), each with the shardings of its
+arguments stated. With `rl.mu > 1` the batch's stored `old_logprobs` (sampler or
+`rollout_logprobs`) define the ratio and `run_passes` makes mu passes over a list of
+minibatches; with mu = 1 the ratio is the reference's stop-gradient form. With
+`optim.grad_accum = k > 1` the step cuts both batches into k micro-batches (`update.split_rows`);
+`lower` takes them already cut.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +40,8 @@ from jax.sharding import Mesh
 
 from vcoach_jax.model.qwen2_5_vl import ModelInputs
 from vcoach_jax.parallel import mesh as mesh_lib
-from vcoach_jax.rl import distill, gspo, optim, update
+from vcoach_jax.rl import distill, gspo, methods, optim, update
+from vcoach_jax.sampling import buckets
 from vcoach_jax.rl.logprobs import completion_logprobs
 
 
@@ -46,8 +52,15 @@ class RolloutBatch(NamedTuple):
   tokens: jax.Array  # [B*G, N] int32 completion ids
   mask: jax.Array  # [B*G, N] completion mask (1 up to and including the end token)
   old_logprobs: jax.Array | None  # [B*G, N] sampling-policy log-probs (used when mu > 1)
-  advantages: jax.Array | None  # [B*G] group advantages (raw batch; prompted with prompted_gspo)
+  advantages: jax.Array | None  # [B*G] group advantages (raw batch; prompted: method coach)
   weights: jax.Array | None  # [B*G] NLL weights of positives (prompted batch)
+
+
+class StepBatch(NamedTuple):
+  """What one update consumes: the raw rollouts and, when some prompt was hard, the prompted
+  ones (P rows, the hard prompts padded to a bucket)."""
+  raw: RolloutBatch
+  prompted: RolloutBatch | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,11 +76,13 @@ class LossConfig:
 
   @classmethod
   def from_config(cls, config, group_size: int | None = None) -> LossConfig:
+    """The loss of `config.rl.method`: alpha is `rl.alpha` when the method distills, else 0."""
     if group_size is None:
       group_size = config.sampling.num_samples
-    r = config.rl
+    r, method = config.rl, methods.get(config.rl.method)
     return cls(group_size=int(group_size), eps_low=r.eps_low, eps_high=r.eps_high, beta=r.beta,
-               alpha=r.alpha, use_old_logprobs=r.mu > 1, prompted_gspo=r.prompted_gspo)
+               alpha=r.alpha if method.distill else 0.0, use_old_logprobs=r.mu > 1,
+               prompted_gspo=method.prompted_gspo)
 
 
 def reference_logprobs(ref_model, raw: RolloutBatch, cfg: LossConfig) -> jax.Array | None:
@@ -94,7 +109,7 @@ def visioncoach_loss(model, ref_lp: jax.Array | None, raw: RolloutBatch,
   metrics["gspo_prompted"] = jnp.zeros(())
   if cfg.prompted_gspo:
     if prompted.advantages is None:
-      raise ValueError("rl.prompted_gspo needs the prompted batch's advantages")
+      raise ValueError("method coach (prompted GSPO) needs the prompted batch's advantages")
     p_old = prompted.old_logprobs if cfg.use_old_logprobs else None
     p_loss, _ = gspo.gspo_loss(plp, p_old, None, prompted.mask, prompted.advantages,
                                eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta=0.0)
@@ -106,27 +121,94 @@ def visioncoach_loss(model, ref_lp: jax.Array | None, raw: RolloutBatch,
   return distill.combine(loss, nll, cfg.alpha), dict(metrics, **nll_metrics)
 
 
-class VisionCoachStep(update.TrainStep):
-  """`step(state, ref_params, raw, prompted, rng) -> (state, metrics)`; `prompted` may be None
-  (no hard prompt in the batch: a smaller program without the prompted forward)."""
+def update_fn(graphdef, cfg: LossConfig, tx, schedule, grad_accum: int = 1) -> Callable:
+  """The pure update `(state, ref_params, StepBatch, rng) -> (state, metrics)` of the
+  VisionCoach loss (`update.update_fn`); the reference log-probs are computed outside the
+  differentiated function."""
+  def reference(ref_params, batch: StepBatch):
+    ref_model = None if ref_params is None else nnx.merge(graphdef, ref_params)
+    return reference_logprobs(ref_model, batch.raw, cfg)
 
-  def __init__(self, graphdef, cfg: LossConfig, tx, schedule, **kw):
-    def prepare_fn(ref_params, batch):
-      ref_model = None if ref_params is None else nnx.merge(graphdef, ref_params)
-      return reference_logprobs(ref_model, batch[0], cfg)
+  def loss(model, ref_lp, batch: StepBatch):
+    return visioncoach_loss(model, ref_lp, batch.raw, batch.prompted, cfg)
+  return update.update_fn(graphdef, loss, tx, schedule, grad_accum=grad_accum,
+                          prepare_fn=reference)
 
-    def loss_fn(model, ref_lp, batch):
-      return visioncoach_loss(model, ref_lp, batch[0], batch[1], cfg)
-    super().__init__(graphdef, loss_fn, tx, schedule, prepare_fn=prepare_fn, **kw)
-    self.loss_config = cfg
 
-  def __call__(self, state, ref_params, raw, prompted, rng):  # pylint: disable=arguments-renamed
-    return super().__call__(state, ref_params, (raw, prompted), rng)
+def prompted_row_counts(prompts: int, row_buckets: Sequence[int], grad_accum: int = 1
+                        ) -> tuple[int, ...]:
+  """The row counts P a prompted batch of a B-prompt step can have: the smallest bucket >= the
+  number of hard prompts, at most B; buckets that do not split into `grad_accum` micro-batches
+  are skipped."""
+  usable = [x for x in row_buckets if x % grad_accum == 0] or [prompts]
+  return tuple(sorted({min(prompts, buckets.batch_bucket(h, usable))
+                       for h in range(1, prompts + 1)}))
+
+
+def batch_shardings(prompts: int, prompted: int | None, g: int, mesh: Mesh, rules,
+                    grad_accum: int = 1) -> StepBatch:
+  """Shardings of a `StepBatch` of B = `prompts` raw and P = `prompted` prompted prompts (G
+  rollouts each), as a prefix of its tree: every array's rows over the `batch` rule, vision
+  patches replicated; with `grad_accum = k > 1` the arrays carry k micro-batches of B/k rows."""
+  stacked, k = grad_accum > 1, grad_accum
+
+  def one(b: int) -> RolloutBatch:
+    rows = lambda ndim: update.rows_sharding(b // k * g, ndim, mesh, rules, stacked)  # noqa
+    return RolloutBatch(update.inputs_shardings(b // k, mesh, rules, stacked), tokens=rows(2),
+                        mask=rows(2), old_logprobs=rows(2), advantages=rows(1), weights=rows(1))
+  return StepBatch(one(prompts), None if prompted is None else one(prompted))
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """The RL update of a run: the pure function and its jitted programs, one per prompted row
+  count P (None: no prompted branch), each with the shardings its batch is placed on."""
+  graphdef: Any
+  loss_config: LossConfig
+  update: Callable  # (state, ref_params, StepBatch, rng) -> (state, metrics)
+  programs: Mapping[int | None, update.Jitted]
+  grad_accum: int = 1
+
+  def program(self, prompted: RolloutBatch | None, stacked: bool = False) -> update.Jitted:
+    p = None if prompted is None else prompted.prompt.input_ids.shape[-2] * (
+        self.grad_accum if stacked else 1)
+    if p not in self.programs:
+      raise ValueError(f"a prompted batch of {p} prompts: this run's update has programs for "
+                       f"{sorted(k for k in self.programs if k)} (data.batch_size and "
+                       "sampling.batch_buckets) and none without coaching: rl.method")
+    return self.programs[p]
+
+  def __call__(self, state, ref_params, raw: RolloutBatch, prompted: RolloutBatch | None, rng):
+    """One update on host (or placed) batches."""
+    return self.program(prompted)(state, ref_params, StepBatch(raw, prompted), rng)
 
   def lower(self, state, ref_params, raw, prompted, rng):
-    """AOT lowering (shape-only arguments work: jax.ShapeDtypeStruct)."""
-    return self.jitted(state, ref_params, (raw, prompted)).lower(
-        state, ref_params, (raw, prompted), rng)
+    """AOT lowering of the program for these (already cut) batches; shape-only arguments work
+    (jax.ShapeDtypeStruct)."""
+    return self.program(prompted, stacked=self.grad_accum > 1).fn.lower(
+        state, ref_params, StepBatch(raw, prompted), rng)
+
+
+def make_step(config, graphdef, tx, *, state=None, ref=None, mesh: Mesh | None = None,
+              group_size: int | None = None, prompts: int | None = None) -> Step:
+  """The `Step` of a run config: `jax.jit(update, donate_argnums=0)` per prompted row count,
+  with in/out shardings stated when a mesh is given (`state` and `ref`, possibly abstract, give
+  the train state's and reference's). `prompts`: B (default `data.batch_size`)."""
+  k = config.optim.grad_accum
+  cfg = LossConfig.from_config(config, group_size)
+  update_ = update_fn(graphdef, cfg, tx, optim.learning_rate_schedule(config.optim), k)
+  b = int(prompts or config.data.batch_size)
+  counts = (None,)
+  if methods.get(config.rl.method).coach:
+    counts += prompted_row_counts(b, tuple(config.sampling.batch_buckets), k)
+  if mesh is None:
+    program = update.jit_update(update_, grad_accum=k)  # one jit: jax compiles per shape
+    return Step(graphdef, cfg, update_, {p: program for p in counts}, k)
+  rules = mesh_lib.rules_from_config(config.parallel.rules)
+  programs = {p: update.jit_update(
+      update_, grad_accum=k, mesh=mesh, state=state, aux=ref, rules=rules,
+      batch_shardings=batch_shardings(b, p, cfg.group_size, mesh, rules, k)) for p in counts}
+  return Step(graphdef, cfg, update_, programs, k)
 
 
 def reference_params(model: nnx.Module) -> nnx.State:
@@ -135,17 +217,16 @@ def reference_params(model: nnx.Module) -> nnx.State:
 
 
 def setup(config, model: nnx.Module, mesh: Mesh | None = None, *, group_size: int | None = None):
-  """(VisionCoachStep, TrainState, reference params) for a run config and a built model."""
+  """(Step, TrainState, reference params) for a run config and a built model, placed on the
+  mesh's shardings when one is given."""
   rules = mesh_lib.rules_from_config(config.parallel.rules)
   tx = optim.make_optimizer(config.optim)
   ref = reference_params(model)
   graphdef, state = update.init_train_state(model, tx, freeze_vision=config.optim.freeze_vision,
                                             mesh=mesh, rules=rules)
   if mesh is not None:
-    ref = jax.device_put(ref, update.state_shardings(ref, mesh, rules))
-  step = VisionCoachStep(graphdef, LossConfig.from_config(config, group_size), tx,
-                         optim.learning_rate_schedule(config.optim),
-                         grad_accum=config.optim.grad_accum, mesh=mesh, rules=rules)
+    ref = jax.device_put(ref, mesh_lib.state_shardings(ref, mesh, rules))
+  step = make_step(config, graphdef, tx, state=state, ref=ref, mesh=mesh, group_size=group_size)
   return step, state, ref
 
 
@@ -155,14 +236,14 @@ def _logprobs(graphdef, params, frozen, batch: RolloutBatch, group_size: int):
   return completion_logprobs(model, batch.prompt, batch.tokens, batch.mask, group_size)
 
 
-def rollout_logprobs(step: VisionCoachStep, state: update.TrainState,
+def rollout_logprobs(step: Step, state: update.TrainState,
                      batch: RolloutBatch) -> jax.Array:
   """[B*G, N] no-grad log-probs of the rollouts under the current policy (old log-probs for
   mu > 1 when the sampler's are not used)."""
   return _logprobs(step.graphdef, state.params, state.frozen, batch, step.loss_config.group_size)
 
 
-def run_passes(step: VisionCoachStep, state: update.TrainState, ref_params,
+def run_passes(step: Step, state: update.TrainState, ref_params,
                minibatches: Sequence[tuple[RolloutBatch, RolloutBatch | None]], rng, mu: int):
   """mu passes over the minibatches of one rollout batch (GSPO with real clipping: the
   minibatches must carry `old_logprobs` and the step `use_old_logprobs`).

@@ -1,23 +1,25 @@
-"""The shared machinery of a jitted, sharded optimizer step (RL and SFT use the same one).
+"""The shared pieces of a jitted, sharded optimizer step (RL, SFT and the selector use them).
 
   graphdef, state = init_train_state(model, tx, freeze_vision=..., mesh=mesh)
-  step = TrainStep(graphdef, loss_fn, tx, schedule, mesh=mesh, grad_accum=k)
-  state, metrics = step(state, aux, batch, rng)
+  update = update_fn(graphdef, loss_fn, tx, schedule, grad_accum=k)
+  jitted = jax.jit(update, donate_argnums=0, in_shardings=..., out_shardings=...)
+  state, metrics = jitted(state, aux, split_rows(batch, k) if k > 1 else batch, rng)
 
 `loss_fn(model, extra, batch) -> (loss, metrics)` is pure; `extra = prepare_fn(aux, batch)` is
 computed outside the differentiated function (the reference policy's log-probs from `aux`, the
 reference params), so no gradient is traced through it.
 
-The step: the host batch cut into `grad_accum` micro-batches of consecutive rows
-(`split_rows`), their gradients summed with `lax.scan` (weighted so the update is the whole
-batch's), global norm, AdamW, and the non-finite guard: a non-finite loss or gradient norm
-leaves params and optimizer state unchanged and sets `metrics["skipped"] = 1`. Shardings are
-stated: params and optimizer moments by their logical axes, rows of the batch over the `batch`
-rule (data x fsdp), vision patches and scalars replicated.
+The update: the gradients of `grad_accum` micro-batches of consecutive rows (`split_rows`, on
+the host) summed with `lax.scan` (weighted so the update is the whole batch's), global norm,
+AdamW, and the non-finite guard: a non-finite loss or gradient norm leaves params and optimizer
+state unchanged and sets `metrics["skipped"] = 1`. Shardings are stated: params and optimizer
+moments by their logical axes (`parallel.mesh.state_shardings`), rows of the batch over the `batch` rule
+(data x fsdp; `rows_sharding`, `inputs_shardings`), vision patches and scalars replicated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import flax.struct
@@ -66,59 +68,42 @@ def _upcast(x):
 
 def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, *,
                      freeze_vision: bool = False, mesh: Mesh | None = None,
-                     rules=DEFAULT_RULES):
-  """(graphdef, TrainState) of `model`: trainable params upcast to fp32, optimizer state
-  initialised, everything placed on its sharding when a mesh is given."""
-  graphdef, params, frozen = nnx.split(model, trainable_filter(model, freeze_vision), ...)
+                     rules=DEFAULT_RULES, trainable=None):
+  """(graphdef, TrainState) of `model`: trainable params (`trainable`, an nnx filter; default
+  `trainable_filter`) upcast to fp32, optimizer state initialised, everything placed on its
+  sharding when a mesh is given."""
+  trainable = trainable_filter(model, freeze_vision) if trainable is None else trainable
+  graphdef, params, frozen = nnx.split(model, trainable, ...)
   params = jax.tree.map(_upcast, params)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
                      opt_state=tx.init(params))
   if mesh is not None:
-    state = jax.device_put(state, state_shardings(state, mesh, rules))
+    state = jax.device_put(state, mesh_lib.state_shardings(state, mesh, rules))
   return graphdef, state
 
 
-def state_shardings(tree: Any, mesh: Mesh, rules=DEFAULT_RULES) -> Any:
-  """NamedShardings for a tree holding nnx Variables (by their logical axes; optimizer moments
-  inherit them) and plain arrays (replicated)."""
-  rep = NamedSharding(mesh, PartitionSpec())
-  return jax.tree.map(
-      lambda v: mesh_lib.variable_sharding(v, mesh, rules) if _is_var(v) else rep, tree,
-      is_leaf=_is_var)
+def rows_sharding(rows: int, ndim: int, mesh: Mesh, rules=DEFAULT_RULES,
+                  stacked: bool = False) -> NamedSharding:
+  """The sharding of an array of `ndim` dims whose first (row) axis of `rows` rows is split over
+  the `batch` rule (replicated when `rows` does not divide); `stacked`: a leading micro-batch
+  axis comes first."""
+  lead = (None,) if stacked else ()
+  shape = (1,) * len(lead) + (rows,) + (1,) * (ndim - 1)
+  return mesh_lib.named_sharding(lead + (BATCH,) + (None,) * (ndim - 1), shape, mesh, rules)
 
 
-def inputs_shardings(inputs: ModelInputs, mesh: Mesh, rules=DEFAULT_RULES,
+def inputs_shardings(rows: int, mesh: Mesh, rules=DEFAULT_RULES,
                      stacked: bool = False) -> ModelInputs:
-  """Rows of the token arrays over the `batch` rule; vision patches and tables replicated (they
-  are indexed globally by the segment tables). `stacked`: arrays carry a micro-batch axis."""
-  lead = (None,) if stacked else ()
-  ns = lambda axes, x: mesh_lib.named_sharding(lead + axes, x.shape, mesh, rules)  # noqa: E731
+  """Shardings of a `ModelInputs` of `rows` prompts, as a prefix of its tree: the token arrays'
+  rows over the `batch` rule; vision patches and tables replicated (they are indexed globally by
+  the segment tables). Fields that are None in a batch (text only) take no sharding."""
+  row = lambda ndim: rows_sharding(rows, ndim, mesh, rules, stacked)  # noqa: E731
   rep = NamedSharding(mesh, PartitionSpec())
-  out = ModelInputs(
-      input_ids=ns((BATCH, None), inputs.input_ids),
-      attention_mask=ns((BATCH, None), inputs.attention_mask),
-      positions=ns((None, BATCH, None), inputs.positions),
-      rope_deltas=ns((BATCH,), inputs.rope_deltas))
-  return out._replace(**{f: None if getattr(inputs, f) is None else rep for f in VISION_FIELDS})
-
-
-def rows_shardings(batch: Any, mesh: Mesh, rules=DEFAULT_RULES, stacked: bool = False) -> Any:
-  """Shardings of a NamedTuple batch: `ModelInputs` fields as `inputs_shardings`, other arrays
-  with their first (row) axis over the `batch` rule."""
   lead = (None,) if stacked else ()
-
-  def one(x):
-    if x is None:
-      return None
-    if isinstance(x, ModelInputs):
-      return inputs_shardings(x, mesh, rules, stacked)
-    if isinstance(x, tuple) and hasattr(x, "_fields"):
-      return type(x)(*[one(v) for v in x])
-    if isinstance(x, (tuple, list)):
-      return type(x)(one(v) for v in x)
-    axes = lead + (BATCH,) + (None,) * (len(x.shape) - len(lead) - 1)
-    return mesh_lib.named_sharding(axes, x.shape, mesh, rules)
-  return one(batch)
+  positions = mesh_lib.named_sharding(lead + (None, BATCH, None),
+                                      (1,) * len(lead) + (3, rows, 1), mesh, rules)
+  return ModelInputs(input_ids=row(2), attention_mask=row(2), positions=positions,
+                     rope_deltas=row(1), **{f: rep for f in VISION_FIELDS})
 
 
 def _is_namedtuple(x) -> bool:
@@ -167,48 +152,36 @@ def split_rows(batch: Any, k: int) -> Any:
   return stack_microbatches(parts(batch))
 
 
-class TrainStep:
-  """A jitted optimizer step of `loss_fn(model, prepare_fn(aux, batch), batch)`.
+def update_fn(graphdef, loss_fn: Callable, tx: optax.GradientTransformation,
+              schedule: Callable, *, grad_accum: int = 1, prepare_fn: Callable | None = None,
+              weight_by: str | None = None) -> Callable:
+  """The pure optimizer step `update(state, aux, batch, rng) -> (state, metrics)` of
+  `loss_fn(model, prepare_fn(aux, batch), batch) -> (loss, metrics)`; jit it with
+  `donate_argnums=0` and the shardings of its arguments.
 
-  `step(state, aux, batch, rng)` takes the whole host batch; with `grad_accum = k > 1` it cuts
-  it into k micro-batches of consecutive rows (`split_rows`) and the jitted program sums their
-  gradients under `lax.scan`. Each micro-batch's loss, gradient and averaged metrics weigh
-  `metrics[weight_by]` (e.g. its token count, for a token-mean loss) or 1 (`weight_by=None`, for
-  losses averaged over rows), so the update is the one of the whole batch. `jitted` and `lower`
-  take the batch as the program sees it (already split when k > 1).
-
-  One program per batch structure and shapes (cached); in/out shardings stated when `mesh` is
-  given; the train state is donated.
+  With `grad_accum = k > 1` the batch arrives cut into k micro-batches (`split_rows`) and their
+  gradients are summed under `lax.scan`, each weighing `metrics[weight_by]` (e.g. its token
+  count, for a token-mean loss) or 1 (`weight_by=None`, for losses averaged over rows), so the
+  update is the one of the whole batch. Then global norm, `tx`, and the non-finite guard.
   """
+  prepare_fn = prepare_fn or (lambda aux, batch: aux)
 
-  def __init__(self, graphdef, loss_fn: Callable, tx: optax.GradientTransformation,
-               schedule: Callable, *, grad_accum: int = 1, mesh: Mesh | None = None,
-               rules=DEFAULT_RULES, donate: bool = True,
-               prepare_fn: Callable | None = None, weight_by: str | None = None):
-    self.graphdef, self.loss_fn, self.tx, self.schedule = graphdef, loss_fn, tx, schedule
-    self.prepare_fn = prepare_fn or (lambda aux, batch: aux)
-    self.grad_accum, self.mesh, self.rules, self.donate = int(grad_accum), mesh, rules, donate
-    self.weight_by = weight_by
-    self._cache: dict[Any, Any] = {}
+  # Every array reaches the model as an argument of the function being traced (not through a
+  # closure): nnx.remat inside the model refuses variables from an outer trace.
+  def loss(params, frozen, mb, extra):
+    return loss_fn(nnx.merge(graphdef, params, frozen), extra, mb)
+  value_and_grad = jax.value_and_grad(loss, has_aux=True)
 
-  def _grads(self, state: TrainState, aux, batch):
-    # Every array reaches the model as an argument of the function being traced (not through
-    # a closure): nnx.remat inside the model refuses variables from an outer trace.
-    def loss(params, frozen, mb, extra):
-      return self.loss_fn(nnx.merge(self.graphdef, params, frozen), extra, mb)
-    value_and_grad = jax.value_and_grad(loss, has_aux=True)
+  def grad_fn(params, frozen, aux, mb):
+    return value_and_grad(params, frozen, mb, prepare_fn(aux, mb))
 
-    def grad_fn(params, frozen, aux, mb):
-      return value_and_grad(params, frozen, mb, self.prepare_fn(aux, mb))
-    if self.grad_accum == 1:
-      return grad_fn(state.params, state.frozen, aux, batch)
+  def weighted(out):  # (l, m), g -> everything but the summed metrics times the weight
+    (l, m), g = out
+    w = m[weight_by].astype(jnp.float32) if weight_by else jnp.ones((), jnp.float32)
+    m = {key: v if key in SUM_METRICS else v * w for key, v in m.items()}
+    return (l * w, m, w), jax.tree.map(lambda x: x * w, g)
 
-    def weighted(out):  # (l, m), g -> everything but the summed metrics times the weight
-      (l, m), g = out
-      w = m[self.weight_by].astype(jnp.float32) if self.weight_by else jnp.ones((), jnp.float32)
-      m = {key: v if key in SUM_METRICS else v * w for key, v in m.items()}
-      return (l * w, m, w), jax.tree.map(lambda x: x * w, g)
-
+  def accumulated(state: TrainState, aux, batch):
     def body(carry, mb):
       acc, params, frozen, aux = carry
       acc = jax.tree.map(jnp.add, acc, weighted(grad_fn(params, frozen, aux, mb)))
@@ -222,50 +195,61 @@ class TrainStep:
     m = {key: v if key in SUM_METRICS else v / w for key, v in m.items()}
     return (l / w, m), jax.tree.map(lambda x: x / w, g)
 
-  def _step(self, state: TrainState, aux, batch, rng):
+  def update(state: TrainState, aux, batch, rng):
     del rng  # the model has no dropout; kept in the signature for stochastic losses
-    (loss, metrics), grads = self._grads(state, aux, batch)
+    if grad_accum > 1:
+      (loss_value, metrics), grads = accumulated(state, aux, batch)
+    else:
+      (loss_value, metrics), grads = grad_fn(state.params, state.frozen, aux, batch)
     grad_norm = optax.tree.norm(grads)
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    ok = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
     new_state = state.replace(step=state.step + ok.astype(jnp.int32),
                               params=jax.tree.map(keep, params, state.params),
                               opt_state=jax.tree.map(keep, opt_state, state.opt_state))
-    metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
-                   lr=jnp.asarray(self.schedule(state.step), jnp.float32),
+    metrics = dict(metrics, loss=loss_value, grad_norm=grad_norm,
+                   lr=jnp.asarray(schedule(state.step), jnp.float32),
                    skipped=(~ok).astype(jnp.float32))
     return new_state, metrics
+  return update
 
-  def jitted(self, state, aux, batch):
-    """The jitted step for this structure of arguments (for `.lower(...)` / AOT plans)."""
-    return self._entry(state, aux, batch)[0]
 
-  def _entry(self, state, aux, batch):
-    """(jitted step, shardings of (aux, batch, rng) or None), built once per structure."""
-    key = (jax.tree.structure((state, aux, batch)),
-           tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves((aux, batch))))
-    if key not in self._cache:
-      donate = (0,) if self.donate else ()
-      if self.mesh is None:
-        self._cache[key] = (jax.jit(self._step, donate_argnums=donate), None)
-      else:
-        rep = NamedSharding(self.mesh, PartitionSpec())
-        state_sh = state_shardings(state, self.mesh, self.rules)
-        aux_sh = state_shardings(aux, self.mesh, self.rules)
-        batch_sh = rows_shardings(batch, self.mesh, self.rules, stacked=self.grad_accum > 1)
-        fn = jax.jit(self._step, in_shardings=(state_sh, aux_sh, batch_sh, rep),
-                     out_shardings=(state_sh, rep), donate_argnums=donate)
-        self._cache[key] = (fn, (aux_sh, batch_sh, rep))
-    return self._cache[key]
+@dataclasses.dataclass(frozen=True)
+class Jitted:
+  """One jitted update and how a host batch reaches it: cut into `grad_accum` micro-batches,
+  then placed on `batch_shardings` (global arrays, each process placing its own devices'
+  slices; None without a mesh). `jitted(state, aux, batch, rng)`; `jitted.fn` is the `jax.jit`
+  (for `.lower`)."""
+  fn: Callable
+  batch_shardings: Any = None
+  grad_accum: int = 1
 
-  def __call__(self, state: TrainState, aux, batch, rng):
+  def place(self, batch):
     if self.grad_accum > 1:
       batch = split_rows(batch, self.grad_accum)
-    fn, placement = self._entry(state, aux, batch)
-    if placement is not None:  # host batches -> global arrays (what multi-host jit accepts)
-      aux_sh, batch_sh, rep = placement
-      aux, batch = mesh_lib.put_global(aux, aux_sh), mesh_lib.put_global(batch, batch_sh)
-      rng = mesh_lib.put_global(rng, rep)
-    return fn(state, aux, batch, rng)
+    if self.batch_shardings is None:
+      return batch
+    return mesh_lib.put_global(batch, self.batch_shardings)
+
+  def __call__(self, state: TrainState, aux, batch, rng):
+    return self.fn(state, aux, self.place(batch), rng)
+
+
+def jit_update(update, *, grad_accum: int = 1, mesh: Mesh | None = None, state=None, aux=None,
+               batch_shardings=None, rules=DEFAULT_RULES, donate: bool = True) -> Jitted:
+  """`jax.jit(update, donate_argnums=0)`; with a mesh, the in/out shardings of (state, aux,
+  batch, rng) -> (state, metrics) stated: `state` and `aux` (possibly abstract) by their logical
+  axes, the batch by `batch_shardings` (a prefix of its tree), rng and metrics replicated.
+  `donate=False` keeps the state's arrays (its frozen part may be shared with a live module)."""
+  donated = (0,) if donate else ()
+  if mesh is None:
+    return Jitted(jax.jit(update, donate_argnums=donated), None, grad_accum)
+  rep = NamedSharding(mesh, PartitionSpec())
+  state_sh = mesh_lib.state_shardings(state, mesh, rules)
+  aux_sh = mesh_lib.state_shardings(aux, mesh, rules)
+  fn = jax.jit(update, donate_argnums=donated,
+               in_shardings=(state_sh, aux_sh, batch_shardings, rep),
+               out_shardings=(state_sh, rep))
+  return Jitted(fn, batch_shardings, grad_accum)

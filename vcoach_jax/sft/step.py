@@ -2,7 +2,7 @@
 the prompt, teacher-forced through the same forward as the RL loss; with `sft.loss_on =
 "sequence"` the prompt's text tokens carry loss too (`sft.sequence`).
 
-  step, state = setup(config, model, mesh)
+  step, state = setup(config, model, mesh)                # a jitted update (rl/update.py)
   batch = sft_batch(model.config, host_batch.arrays)     # data.pipeline HostBatch arrays
   state, metrics = step(state, batch, rng)
 
@@ -12,6 +12,7 @@ micro-batch weighs its token count, so the update is the whole batch's.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping, NamedTuple
 
 import jax
@@ -59,15 +60,22 @@ def sft_loss(model, batch: SFTBatch):
   return loss, {"nll": loss, "num_tokens": count}
 
 
-class SFTStep(update.TrainStep):
-  """`step(state, batch, rng) -> (state, metrics)`."""
+def batch_shardings(prompts: int, mesh: Mesh, rules, grad_accum: int = 1) -> SFTBatch:
+  """Shardings of an `SFTBatch` of `prompts` rows (a prefix of its tree): rows over the `batch`
+  rule, vision patches replicated; with `grad_accum = k > 1`, k micro-batches of B/k rows."""
+  b, stacked = prompts // grad_accum, grad_accum > 1
+  rows = update.rows_sharding(b, 2, mesh, rules, stacked)
+  return SFTBatch(update.inputs_shardings(b, mesh, rules, stacked), rows, rows, rows)
 
-  def __init__(self, graphdef, tx, schedule, **kw):
-    super().__init__(graphdef, lambda model, aux, batch: sft_loss(model, batch), tx, schedule,
-                     weight_by="num_tokens", **kw)
 
-  def __call__(self, state, batch: SFTBatch, rng):  # pylint: disable=arguments-differ
-    return super().__call__(state, None, batch, rng)
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """`step(state, batch, rng) -> (state, metrics)`: the jitted SFT update (`update.Jitted`)."""
+  graphdef: Any
+  jitted: update.Jitted
+
+  def __call__(self, state, batch: SFTBatch, rng):
+    return self.jitted(state, None, batch, rng)
 
 
 def sft_optim_config(config) -> ml_collections.ConfigDict:
@@ -78,12 +86,18 @@ def sft_optim_config(config) -> ml_collections.ConfigDict:
 
 
 def setup(config, model, mesh: Mesh | None = None):
-  """(SFTStep, TrainState) for a run config and a built model."""
+  """(Step, TrainState) for a run config and a built model: the shared train state and
+  optimizer (`sft.lr`, `sft.steps`), the token-mean NLL, one `jax.jit` with donated state and
+  stated shardings (B = `data.batch_size` rows)."""
   rules = mesh_lib.rules_from_config(config.parallel.rules)
   o = sft_optim_config(config)
   tx = optim.make_optimizer(o)
   graphdef, state = update.init_train_state(model, tx, freeze_vision=o.freeze_vision, mesh=mesh,
                                             rules=rules)
-  step = SFTStep(graphdef, tx, optim.learning_rate_schedule(o), grad_accum=o.grad_accum,
-                 mesh=mesh, rules=rules)
-  return step, state
+  fn = update.update_fn(graphdef, lambda model, aux, batch: sft_loss(model, batch), tx,
+                        optim.learning_rate_schedule(o), grad_accum=o.grad_accum,
+                        weight_by="num_tokens")
+  sh = None if mesh is None else batch_shardings(config.data.batch_size, mesh, rules,
+                                                 o.grad_accum)
+  return Step(graphdef, update.jit_update(fn, grad_accum=o.grad_accum, mesh=mesh, state=state,
+                                          batch_shardings=sh, rules=rules)), state

@@ -1,0 +1,89 @@
+"""Cold-start SFT (docs/design.md §8.8), top to bottom: the grounded traces of the data stream,
+token cross-entropy on the assistant turn, on the RL trainer's train state, optimizer, jitted
+update, checkpoints and metrics.
+
+  run = setup(config, workdir)          # mesh -> model -> data -> train state -> jitted update
+  result = fit(run, config.sft.steps, resume=True)
+  run.export(workdir / "policy")        # HF layout + tokenizer: the RL run's starting point
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import ml_collections
+from flax import nnx
+
+from vcoach_jax import experiment
+from vcoach_jax import storage
+from vcoach_jax import training_loop
+from vcoach_jax.model import hf_checkpoint
+from vcoach_jax.sft import step as sft_step
+
+
+@dataclasses.dataclass
+class Run:
+  """An SFT run; `session` carries the train state and rng."""
+  config: ml_collections.ConfigDict
+  parts: experiment.Parts  # tokenizer, policy model, mesh, prompt texts
+  pipe: Any  # data.pipeline.Pipeline with the SFT's texts
+  step: sft_step.Step  # the jitted update
+  session: training_loop.Session
+
+  @property
+  def writer(self):
+    return self.session.writer
+
+  def policy(self) -> nnx.Module:
+    """The current policy as a model (parameters are the train state's)."""
+    return nnx.merge(self.step.graphdef, self.session.state.params, self.session.state.frozen)
+
+  def export(self, path: storage.PathLike) -> storage.Path:
+    """Writes the policy in the HF layout with its tokenizer (LoRA merged)."""
+    hf_checkpoint.save_hf(self.policy(), path, tokenizer=self.parts.tokenizer)
+    return storage.path(path)
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
+          progress: bool = True) -> Run:
+  """Builds an SFT run from a config and a work folder (nothing is trained yet)."""
+  # 1. Mesh, tokenizer, policy.
+  parts = experiment.build(config, workdir, seed)
+  # 2. Data, with the SFT's texts and key-frame rules.
+  pipe = experiment.pipeline(config, parts.tokenizer, workdir)
+  pipe.texts = pipe.texts.for_sft()
+  # 3. Train state on its shardings and the jitted update.
+  step, state = sft_step.setup(config, parts.model, parts.mesh)
+  # 4. Checkpoints and metrics; the rng is the seed's key (each step folds its index in).
+  session = training_loop.open_session(config, workdir, state=state, rng=jax.random.key(seed),
+                                       pipe=pipe, schedule_key="sft.steps", desc="sft",
+                                       plot_keys=("nll",), progress=progress)
+  return Run(config, parts, pipe, step, session)
+
+
+def step(run: Run, index: int) -> dict[str, Any]:
+  """One SFT step on the next host batch; returns its metrics."""
+  s = run.session
+  batch = run.pipe.next_host_batch()
+  host = sft_step.sft_batch(run.parts.model.config, batch.arrays, run.config.sft.loss_on)
+  s.state, metrics = run.step(s.state, host, jax.random.fold_in(s.rng, index))
+  out = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  out["batch_ids"] = batch.ids
+  return out
+
+
+def fit(run: Run, steps: int | None = None, *, resume: bool | str = False,
+        reschedule: bool = False) -> training_loop.LoopResult:
+  """Restores (with `resume`) and runs `step` until step `steps` (default: `sft.steps`)."""
+  return training_loop.fit(run.session, lambda index: step(run, index), steps, resume=resume,
+                           reschedule=reschedule)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
+          steps: int | None = None, resume: bool | str = False, reschedule: bool = False,
+          progress: bool = True) -> tuple[Run, training_loop.LoopResult]:
+  """`setup` then `fit`: a whole SFT run; returns the run and how it ended."""
+  run = setup(config, workdir, seed=seed, progress=progress)
+  return run, fit(run, steps, resume=resume, reschedule=reschedule)
