@@ -50,10 +50,6 @@ class TrainState:
   opt_state: Any  # optax state over `params`
 
 
-def _is_var(x) -> bool:
-  return isinstance(x, nnx.Variable)
-
-
 def trainable_filter(model: nnx.Module, freeze_vision: bool = False):
   """LoRA params when the model has adapters, else all params; minus the vision tower when
   `freeze_vision`."""
