@@ -129,6 +129,8 @@ def get_config(arg=None):
   config.synthetic.min_size = 10  # object side in pixels
   config.synthetic.max_size = 18
   config.synthetic.max_speed = 6.0  # pixels per frame
+  config.synthetic.grid = 0  # > 0: objects centred in cells of this many pixels (0: anywhere)
+  config.synthetic.background = "plain"  # plain | gradient (colour varies with the position)
   # Tasks the records cycle through (the demo keeps the spatio-temporal one: the grounded task).
   config.synthetic.tasks = ("temporal-spatial free-form QA", "temporal QA (MCQ)", "temporal QA",
                             "visual QA", "General video QA MCQ", "General video QA Free-form")

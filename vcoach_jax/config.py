@@ -31,6 +31,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "model.attention_impl": ("xla", "chunked", "dot_product_attention", "cudnn"),
     "model.remat_policy": ("none", "full", "dots", "dots_no_batch"),
     "data.source": ("synthetic", "tfds"),
+    "synthetic.background": ("plain", "gradient"),
     "video.timestamps": ("exact", "reference"),
     "sft.loss_on": ("assistant", "sequence"),
     "prompting.draw_on": ("key_frames_st_only", "key_and_nearest"),
