@@ -231,5 +231,8 @@ def get_config(arg=None):
   # assistant (the target turn only) | sequence (the released SFT: every non-pad token of prompt
   # and target except the image placeholders; docs/prompts.md)
   config.sft.loss_on = "assistant"
+  # Share of the examples with key items shown with a visual prompt (one of selector.types other
+  # than raw, drawn on the key frames) and its hint, as coaching shows a hard sample; 0 = none.
+  config.sft.prompted = 0.0
 
   return recipes.runlocal(config) if arg.runlocal else config

@@ -214,6 +214,9 @@ class Pipeline:
     pad = processor.tokenizer.pad_token_id
     self.pad_id = int(pad if pad is not None else 0)  # prompt padding of every host batch
     self.step_percent = 1.0  # set by the trainer: (step + 1) / total_steps
+    # example -> encoded item, replacing `encode_example` (set by a trainer that draws visual
+    # prompts on some examples, e.g. the cold-start SFT); None = `encode_example`.
+    self.encode_hook = None
 
   @classmethod
   def from_config(cls, config, tokenizer, data_dir: str | None = None, *,
@@ -245,7 +248,8 @@ class Pipeline:
 
   def next_host_batch(self) -> HostBatch:
     examples = [self.next_example() for _ in range(self.shapes.batch_size)]
-    items = [encode_example(e, self.processor, self.texts, self.shapes, self.step_percent)
+    items = [self.encode_hook(e) if self.encode_hook else
+             encode_example(e, self.processor, self.texts, self.shapes, self.step_percent)
              for e in examples]
     batch = collate(items, self.shapes, self.pad_id)
     batch.examples = examples

@@ -1,6 +1,11 @@
 """Cold-start SFT (docs/design.md §8.8): the grounded traces of the data stream, token cross-entropy on
 the assistant turn, the same sharded update, checkpoints and metrics as the RL trainer.
 
+With `sft.prompted` > 0 that share of the examples with key items is shown as coaching shows a
+hard sample (`prompted_type`): a visual prompt of one of the selector's types drawn on its key
+frames and that type's hint after the question, with the same target. The policy then knows
+what a drawn prompt means when RL first shows it one.
+
   trainer = SFTTrainer(config, workdir)
   trainer.run(config.sft.steps, resume=True)
   trainer.export(workdir / "policy")      # HF layout + tokenizer: the RL run's starting point
@@ -8,7 +13,8 @@ the assistant turn, the same sharded update, checkpoints and metrics as the RL t
 
 from __future__ import annotations
 
-from typing import Any
+import zlib
+from typing import Any, Sequence
 
 import jax
 import ml_collections
@@ -19,8 +25,22 @@ from vcoach_jax import experiment
 from vcoach_jax import storage
 from vcoach_jax import metrics_writer
 from vcoach_jax import training_loop
+from vcoach_jax.data import pipeline as pipeline_lib
 from vcoach_jax.model import hf_checkpoint
+from vcoach_jax.prompting import hints
 from vcoach_jax.sft import step as sft_step
+
+
+def prompted_type(record_id: str, step: int, share: float, types: Sequence[str]) -> str | None:
+  """The prompt type an SFT example is shown with at `step` (None: raw): a share `share` of the
+  (id, step) pairs, picked by a hash (the same on every run and after a resume), each with one
+  of `types` in turn."""
+  if share <= 0 or not types:
+    return None
+  h = zlib.crc32(f"{record_id}:{step}".encode())
+  if (h % 10_000) >= share * 10_000:
+    return None
+  return types[(h // 10_000) % len(types)]
 
 
 class SFTTrainer(training_loop.Runner):
@@ -37,13 +57,30 @@ class SFTTrainer(training_loop.Runner):
     self.step_fn, self.state = sft_step.setup(config, self.parts.model, self.parts.mesh)
     self.pipe = experiment.pipeline(config, self.parts.tokenizer, workdir)
     self.pipe.texts = self.pipe.texts.for_sft()  # the SFT's texts and key-frame rules
+    self.prompt_options = hints.PromptOptions.from_config(config.prompting,
+                                                             config.video.timestamps)
+    self.prompt_types = tuple(t for t in config.selector.types if t != "raw")
     self.rng = jax.random.key(seed)
     self.ckpt = checkpointing.Checkpointer(training_loop.checkpoint_dir(config, workdir),
                                            keep=config.checkpoint.keep)
     self.writer = metrics_writer.MetricsWriter(self.workdir / "metrics")
 
+  def _encoder(self, step: int):
+    """The pipeline's encoder at `step`: some examples with key items get a visual prompt."""
+    pipe = self.pipe
+
+    def encode(example):
+      record = pipeline_lib.record_of(example)
+      kind = (prompted_type(record["id"], step, self.config.sft.prompted, self.prompt_types)
+              if record["key_items"] else None)
+      if kind is not None:
+        example = hints.prompted_example(example, kind, self.prompt_options)
+      return pipeline_lib.encode_example(example, pipe.processor, pipe.texts, pipe.shapes,
+                                         pipe.step_percent, kind)
+    return encode
+
   def step(self, step: int) -> dict[str, Any]:
-    del step
+    self.pipe.encode_hook = self._encoder(step) if self.config.sft.prompted > 0 else None
     batch = self.pipe.next_host_batch()
     self.rng, key = jax.random.split(self.rng)
     self.state, metrics = self.step_fn(
