@@ -183,3 +183,25 @@ def test_lookalikes_appear_after_the_asked_object(monkeypatch):
   world.sample(0)  # temporal QA: not called
   asked = world.sample(1).record["answer"][len("the "):]
   assert calls == [asked]
+
+
+def test_named_question_cites_the_named_object_and_its_lookalikes_share_its_colour():
+  spec = synthetic.WorldSpec(tasks=ST, named=True, distractors=2, lookalike=1.0)
+  world = synthetic.SyntheticWorld(spec)
+  for i in range(6):
+    s = world.sample(i)
+    name = next(iter(s.record["key_items"][str(s.record["key_frames"][0]["idx"])]))
+    assert f"the {name} " in s.record["question"] and s.record["answer"].startswith(f"the {name}")
+    assert set(re.findall(r"<obj>([^<]*)</obj>", s.completion)) == {name}
+  # The look-alikes wear the asked colour in another shape: the asked colour covers more pixels
+  # than the asked object alone on some frame of most clips.
+  def spread(s):
+    colour = np.array(synthetic.COLOURS[s.record["answer"].split()[1]])
+    boxes = re.findall(r"<box>\[(\d+),(\d+),(\d+),(\d+)\]</box>", s.completion)
+    ys, xs = np.nonzero(np.all(s.frames[s.record["key_frames"][-1]["idx"]] == colour, axis=-1))
+    x1, y1, x2, y2 = map(int, boxes[-1])
+    return bool(np.any((xs < x1) | (xs >= x2) | (ys < y1) | (ys >= y2)))
+  assert sum(spread(world.sample(i)) for i in range(12)) >= 6
+  # off by default: the default world's questions ask which object of a shape comes first
+  assert "shows up first" in synthetic.SyntheticWorld(synthetic.WorldSpec(tasks=ST)).sample(0) \
+      .record["question"]

@@ -26,7 +26,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "rewards.spatial_iou_mode": ("max", "avg"),
     "rewards.identity_match_mode": ("none", "soft", "strict"),
     "rewards.spatial_norm_mode": ("all", "matched"),
-    "model.preset": ("tiny", "qwen2_5_vl_3b", "qwen2_5_vl_7b"),
+    "model.preset": ("tiny", "tiny_wide", "qwen2_5_vl_3b", "qwen2_5_vl_7b"),
     "model.dtype": ("float32", "bfloat16"),
     "model.attention_impl": ("xla", "chunked", "dot_product_attention", "cudnn"),
     "model.remat_policy": ("none", "full", "dots", "dots_no_batch"),

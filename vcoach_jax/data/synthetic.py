@@ -56,7 +56,8 @@ class WorldSpec:
   max_objects: int = 2
   distractors: int = 1  # extra objects that only get in the way
   occlusion: float = 0.0  # probability that a frame has a grey bar over part of it
-  lookalike: float = 0.0  # probability that a distractor has the asked object's shape
+  lookalike: float = 0.0  # probability that a distractor has the asked object's shape (`named`:
+  # its colour)
   min_size: int = 10  # object side in pixels
   max_size: int = 18
   max_speed: float = 6.0  # pixels per frame
@@ -68,6 +69,9 @@ class WorldSpec:
   # plain: one colour per clip | gradient: the background brightens to the right (red channel)
   # and downwards (blue channel), so the pixels around an object tell where it is.
   background: str = "plain"
+  # The temporal-spatial question names the asked object (colour and shape: its boxes are a
+  # look-up) instead of asking which object of a shape shows up first (its colour is the answer).
+  named: bool = False
 
   @classmethod
   def from_config(cls, synthetic: Mapping[str, Any]) -> "WorldSpec":
@@ -143,7 +147,7 @@ class SyntheticWorld:
   # --- scene -----------------------------------------------------------------------------------
 
   def _tracks(self, rng: np.random.Generator, n_frames: int, n_objects: int,
-              still: bool = False) -> list[Track]:
+              still: bool = False, by_colour: bool = False) -> list[Track]:
     s = self.spec
     names = rng.permutation([(c, sh) for c in COLOURS for sh in SHAPES])
     used_shapes, tracks = set(), []
@@ -153,9 +157,14 @@ class SyntheticWorld:
       if still and shape in used_shapes:
         continue  # still images name objects by shape alone, so shapes are unique there
       if tracks and not still and s.lookalike > 0 and rng.random() < s.lookalike:
-        if colour == tracks[0].colour:
-          continue
-        shape = tracks[0].shape  # a look-alike: only its colour tells it from the asked one
+        if by_colour:  # a look-alike: only its shape tells it from the asked one
+          if shape == tracks[0].shape:
+            continue
+          colour = tracks[0].colour
+        else:  # a look-alike: only its colour tells it from the asked one
+          if colour == tracks[0].colour:
+            continue
+          shape = tracks[0].shape
       used_shapes.add(shape)
       size = int(rng.integers(s.min_size, s.max_size + 1))
       bw, bh = size, int(np.clip(size + rng.integers(-2, 3), s.min_size, s.max_size))
@@ -216,8 +225,11 @@ class SyntheticWorld:
     n_targets = int(rng.integers(s.min_objects, s.max_objects + 1))
     still = task == records_lib.TASK_VQA
     n_frames = 1 if still else 2 * int(rng.integers(max(s.min_frames // 2, 1), s.max_frames // 2 + 1))
-    tracks = self._tracks(rng, n_frames, n_targets + s.distractors, still)
-    if task == records_lib.TASK_ST:
+    # A named question's look-alikes share the asked object's colour (its name tells it from
+    # those sharing its shape); otherwise they share its shape.
+    named = task == records_lib.TASK_ST and s.named
+    tracks = self._tracks(rng, n_frames, n_targets + s.distractors, still, by_colour=named)
+    if task == records_lib.TASK_ST and not named:
       _after_the_target(tracks)
     frames = self._render(rng, tracks, n_frames)
     times = np.arange(n_frames) / s.fps
@@ -260,9 +272,15 @@ class SyntheticWorld:
         for i in picks}
     del rng
     region = "left" if target.boxes[vis[0]][0] + target.boxes[vis[0]][2] < w else "right"
+    claims = " and then ".join(self._claim(target, i, times) for i in picks)
+    if self.spec.named:
+      question = (f"Where is the {target.name} when it first shows up, and on which side does "
+                  "it start?")
+      reasoning = f"I look for the {target.name}. It is {claims}, so it starts on the {region}."
+      answer = f"the {target.name} starts on the {region}"
+      return question, answer, reasoning, answer
     question = (f"Which {target.shape} shows up first on the {region} side, and what colour is "
                 "it?")
-    claims = " and then ".join(self._claim(target, i, times) for i in picks)
     reasoning = (f"I look for a {target.shape} on the {region} side. It is {claims}, so it is "
                  f"the {target.colour} one.")
     answer = f"the {target.name}"

@@ -14,7 +14,7 @@ from vcoach_jax.model.qwen2_5_vl import Qwen2_5_VL
 from vcoach_jax.parallel import mesh as mesh_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-PRESETS = ("tiny", "qwen2_5_vl_3b", "qwen2_5_vl_7b")
+PRESETS = ("tiny", "tiny_wide", "qwen2_5_vl_3b", "qwen2_5_vl_7b")
 
 
 def preset_config(preset: str, tokenizer=None, **runtime) -> ModelConfig:
@@ -28,7 +28,7 @@ def preset_config(preset: str, tokenizer=None, **runtime) -> ModelConfig:
     return cfg
   from vcoach_jax.data.tokenizer import special_ids  # pylint: disable=g-import-not-at-top
   ids = special_ids(tokenizer)
-  vocab = max(cfg.vocab_size if preset != "tiny" else 0, -(-len(tokenizer) // 128) * 128)
+  vocab = max(cfg.vocab_size if not preset.startswith("tiny") else 0, -(-len(tokenizer) // 128) * 128)
   return cfg.replace(vocab_size=vocab, image_token_id=ids["<|image_pad|>"],
                      video_token_id=ids["<|video_pad|>"],
                      vision_start_token_id=ids["<|vision_start|>"],
