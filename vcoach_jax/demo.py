@@ -21,24 +21,30 @@ from vcoach_jax import storage
 
 # The demo's changes to the embedded default: a learning rate a random tiny model can learn
 # with, completions as long as the world's traces, short runs. `fast` shrinks it for tests.
-# The world is the grounded task only (spatio-temporal questions: every trace cites boxes),
-# with objects large against the 28-pixel merged patch, short clips (short prompts), and
-# look-alike distractors (same shape, another colour): what makes a prompt hard there is which
-# object is meant, which a drawn prompt on the key frames shows. Prompted rows and sampler rows
-# are padded to 4 or 8 (few compiled programs).
+# The world is the grounded task only (spatio-temporal questions naming their object: every
+# trace cites its boxes), each object centred in one 28-pixel cell (one merged patch: a box takes
+# one value per cell) on a backdrop whose colour varies with the position (the pixels tell where
+# a token is), short clips (short prompts), and look-alike distractors (same colour, another
+# shape): what makes a prompt hard there is which object is meant, which a drawn prompt on the
+# key frames shows. A quarter of the SFT examples carry such a prompt and its hint, so the SFT
+# policy knows what one means. The model is `tiny_wide` (tiny at twice the width, 3 layers).
+# Prompted rows and sampler rows are padded to 4 or 8 (few compiled programs).
 DEMO = (
-    "sft.lr=0.01", "sft.steps=250", "optim.weight_decay=0.0", "optim.lr=0.0002",
-    "optim.total_steps=20", "sampling.max_new_tokens=96", "checkpoint.every_steps=50",
-    "selector.steps=40", "selector.batch_size=8", "selector.max_new_tokens=96",
-    "data.prompt_buckets=(128, 256, 512, 1024, 2048, 4096, 8192, 16384)",
+    "model.preset=tiny_wide",
+    "sft.lr=0.005", "sft.steps=300", "sft.prompted=0.25", "optim.weight_decay=0.0",
+    "optim.lr=0.0002", "optim.total_steps=20", "sampling.max_new_tokens=96",
+    "checkpoint.every_steps=50", "selector.steps=40", "selector.batch_size=8",
+    "selector.max_new_tokens=96",
+    "data.prompt_buckets=(128, 256, 320, 384, 512, 1024, 2048, 4096, 8192, 16384)",
     "sampling.batch_buckets=(4, 8)",
-    "synthetic.tasks=('temporal-spatial free-form QA',)", "synthetic.min_size=16",
-    "synthetic.max_size=24", "synthetic.max_frames=6", "synthetic.max_speed=4.0",
-    "synthetic.lookalike=0.5",
+    "synthetic.tasks=('temporal-spatial free-form QA',)", "synthetic.min_size=20",
+    "synthetic.max_size=20", "synthetic.max_frames=6", "synthetic.max_speed=4.0",
+    "synthetic.lookalike=0.5", "synthetic.grid=28", "synthetic.background=gradient",
+    "synthetic.named=True", "prompting.darken_pad=4",
 )
 FAST = ("sft.steps=40", "optim.total_steps=2", "sampling.max_new_tokens=32",
         "selector.steps=4", "selector.max_new_tokens=32", "synthetic.num_train=64",
-        "synthetic.num_eval=16")
+        "synthetic.num_eval=16", "model.preset=tiny")
 SELECTOR_RECORDS = 16  # records labelled by the proxy reasoner (fast: 4)
 PROBE_BATCHES = 2  # eval batches in the before/after table (fast: 1)
 
