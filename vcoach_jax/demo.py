@@ -27,11 +27,10 @@ from vcoach_jax import storage
 # a token is), short clips (short prompts), and look-alike distractors (same colour, another
 # shape): what makes a prompt hard there is which object is meant, which a drawn prompt on the
 # key frames shows. A quarter of the SFT examples carry such a prompt and its hint, so the SFT
-# policy knows what one means. The model is `tiny_wide` (tiny at twice the width, 3 layers).
+# policy knows what one means.
 # Prompted rows and sampler rows are padded to 4 or 8 (few compiled programs).
 DEMO = (
-    "model.preset=tiny_wide",
-    "sft.lr=0.005", "sft.steps=300", "sft.prompted=0.25", "optim.weight_decay=0.0",
+    "sft.lr=0.01", "sft.steps=300", "sft.prompted=0.25", "optim.weight_decay=0.0",
     "optim.lr=0.0002", "optim.total_steps=20", "sampling.max_new_tokens=96",
     "checkpoint.every_steps=50", "selector.steps=40", "selector.batch_size=8",
     "selector.max_new_tokens=96",
@@ -44,7 +43,7 @@ DEMO = (
 )
 FAST = ("sft.steps=40", "optim.total_steps=2", "sampling.max_new_tokens=32",
         "selector.steps=4", "selector.max_new_tokens=32", "synthetic.num_train=64",
-        "synthetic.num_eval=16", "model.preset=tiny")
+        "synthetic.num_eval=16")
 SELECTOR_RECORDS = 16  # records labelled by the proxy reasoner (fast: 4)
 PROBE_BATCHES = 2  # eval batches in the before/after table (fast: 1)
 
