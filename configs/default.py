@@ -41,7 +41,7 @@ def get_config(arg=None):
   # built (the embedded default is `tiny`); with one, sizes come from its config.json.
   config.model = ml_collections.ConfigDict()
   config.model.checkpoint = ""  # HF Qwen2.5-VL folder (config.json + safetensors); "" = random
-  config.model.preset = "tiny"  # tiny | qwen2_5_vl_3b | qwen2_5_vl_7b (ModelConfig presets)
+  config.model.preset = "tiny"  # tiny | tiny_wide | qwen2_5_vl_3b | qwen2_5_vl_7b (ModelConfig presets)
   config.model.dtype = "float32"  # float32 | bfloat16: params and compute (softmax/norms fp32)
   # xla (CPU, tests) | chunked (xla in query blocks: O(block x keys) memory) |
   # dot_product_attention | cudnn
@@ -130,6 +130,9 @@ def get_config(arg=None):
   config.synthetic.min_size = 10  # object side in pixels
   config.synthetic.max_size = 18
   config.synthetic.max_speed = 6.0  # pixels per frame
+  config.synthetic.grid = 0  # > 0: objects centred in cells of this many pixels (0: anywhere)
+  config.synthetic.background = "plain"  # plain | gradient (colour varies with the position)
+  config.synthetic.named = False  # the temporal-spatial question names its object (colour, shape)
   # Tasks the records cycle through (the demo keeps the spatio-temporal one: the grounded task).
   config.synthetic.tasks = ("temporal-spatial free-form QA", "temporal QA (MCQ)", "temporal QA",
                             "visual QA", "General video QA MCQ", "General video QA Free-form")
@@ -226,5 +229,8 @@ def get_config(arg=None):
   # assistant (the target turn only) | sequence (the released SFT: every non-pad token of prompt
   # and target except the image placeholders; docs/prompts.md)
   config.sft.loss_on = "assistant"
+  # Share of the examples with key items shown with a visual prompt (one of selector.types other
+  # than raw, drawn on the key frames) and its hint, as coaching shows a hard sample; 0 = none.
+  config.sft.prompted = 0.0
 
   return recipes.finish(config, arg)

@@ -20,13 +20,17 @@ from vcoach_jax.data.records import TASK_ST, TASKS
 
 def _demo(config):
   """A learning rate a random tiny model can learn with, completions as long as the world's
-  traces, short runs. The world is the grounded task only (spatio-temporal questions: every trace
-  cites boxes), with objects large against the 28-pixel merged patch, short clips (short
-  prompts), and look-alike distractors (same shape, another colour): what makes a prompt hard
-  there is which object is meant, which a drawn prompt on the key frames shows. Prompted rows and
-  sampler rows are padded to 4 or 8 (few compiled programs)."""
+  traces, short runs. The world is the grounded task only (spatio-temporal questions naming their
+  object: every trace cites its boxes), each object centred in one 28-pixel cell (one merged
+  patch: a box takes one value per cell) on a backdrop whose colour varies with the position (the
+  pixels tell where a token is), short clips (short prompts), and look-alike distractors (same
+  colour, another shape): what makes a prompt hard there is which object is meant, which a drawn
+  prompt on the key frames shows. A quarter of the SFT examples carry such a prompt and its hint
+  (sft/prompted.py), so the SFT policy knows what one means. Prompted rows and sampler rows are
+  padded to 4 or 8 (few compiled programs)."""
   config.sft.lr = 0.01
-  config.sft.steps = 250
+  config.sft.steps = 300
+  config.sft.prompted = 0.25
   config.optim.weight_decay = 0.0
   config.optim.lr = 0.0002
   config.optim.total_steps = 20
@@ -35,14 +39,18 @@ def _demo(config):
   config.selector.steps = 40
   config.selector.batch_size = 8
   config.selector.max_new_tokens = 96
-  config.data.prompt_buckets = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+  config.data.prompt_buckets = (128, 256, 320, 384, 512, 1024, 2048, 4096, 8192, 16384)
   config.sampling.batch_buckets = (4, 8)
   config.synthetic.tasks = (TASK_ST,)
-  config.synthetic.min_size = 16
-  config.synthetic.max_size = 24
+  config.synthetic.min_size = 20
+  config.synthetic.max_size = 20
   config.synthetic.max_frames = 6
   config.synthetic.max_speed = 4.0
   config.synthetic.lookalike = 0.5
+  config.synthetic.grid = 28
+  config.synthetic.background = "gradient"
+  config.synthetic.named = True
+  config.prompting.darken_pad = 4
 
 
 def _demo_fast(config):

@@ -4,6 +4,8 @@ import os
 
 os.environ.setdefault("USE_TF", "0")
 
+import re
+
 import numpy as np
 import pytest
 
@@ -80,6 +82,10 @@ def test_spec_checks():
     synthetic.SyntheticWorld(synthetic.WorldSpec(height=60))
   with pytest.raises(ValueError, match="unknown task"):
     synthetic.SyntheticWorld(synthetic.WorldSpec(tasks=("video QA",)))
+  with pytest.raises(ValueError, match="synthetic.background"):
+    synthetic.SyntheticWorld(synthetic.WorldSpec(background="noise"))
+  with pytest.raises(ValueError, match=r"synthetic.grid 14 must .* \(max_size 18\)"):
+    synthetic.SyntheticWorld(synthetic.WorldSpec(grid=14))
 
 
 def test_tiny_tokenizer_over_the_corpus(tmp_path):
@@ -105,6 +111,11 @@ def test_tokenizer_from_config(tmp_path):
   config = config_lib.load(None, ["synthetic.num_train=20", "data.tiny_vocab_size=700"])
   tok = tokenizer_lib.from_config(config, str(tmp_path / "tok700"))
   assert len(tok(system, add_special_tokens=False)["input_ids"]) < len(system) / 3
+  # ... and so is the SFT's wording and the chat roles.
+  sft_system = chat.PromptTexts.load().for_sft().system[records.TASK_ST]
+  assert len(tok(sft_system, add_special_tokens=False)["input_ids"]) < len(sft_system) / 3
+  assert [len(tok(r, add_special_tokens=False)["input_ids"]) for r in tokenizer_lib.ROLES] == \
+      [1, 1, 1]
 
 
 def test_lookalike_distractors_share_the_asked_shape():
@@ -120,3 +131,77 @@ def test_lookalike_distractors_share_the_asked_shape():
   # lookalike = 0 draws nothing more: the default world is unchanged.
   assert synthetic.SyntheticWorld(synthetic.WorldSpec(lookalike=0.0)).sample(5).completion == \
       synthetic.SyntheticWorld().sample(5).completion
+
+
+ST = (records.TASK_ST,)
+
+
+def test_grid_centres_each_object_in_a_cell():
+  spec = synthetic.WorldSpec(grid=28, min_size=20, max_size=20, max_speed=8.0, max_frames=8)
+  world = synthetic.SyntheticWorld(spec)
+  seen = set()
+  for i in range(40):
+    s = world.sample(i)
+    boxes = re.findall(r"<box>\[(\d+),(\d+),(\d+),(\d+)\]</box>", s.completion)
+    for x1, y1, x2, y2 in (tuple(map(int, b)) for b in boxes):
+      w, h = x2 - x1, y2 - y1
+      assert (x1 - (28 - w) // 2) % 28 == 0 and (y1 - (28 - h) // 2) % 28 == 0, s.completion
+      assert x2 <= spec.width and y2 <= spec.height
+      if w == h == 20:
+        seen.add((x1, y1))
+  # Every cell of the 3 x 2 grid is used, at its centre: 6 boxes in all.
+  assert seen == {(x, y) for x in (4, 32, 60) for y in (4, 32)}
+  # Off the grid objects sit anywhere.
+  free = synthetic.SyntheticWorld(synthetic.WorldSpec(min_size=20, max_size=20))
+  corners = {int(x) for i in range(12)
+             for x in re.findall(r"<box>\[(\d+),", free.sample(i).completion)}
+  assert corners - {4, 32, 60}
+
+
+def test_gradient_background_tells_the_position():
+  plain = synthetic.SyntheticWorld(synthetic.WorldSpec(tasks=ST)).sample(3)
+  ramp = synthetic.SyntheticWorld(synthetic.WorldSpec(tasks=ST, background="gradient")).sample(3)
+  assert plain.completion == ramp.completion  # the scene is the same, only the backdrop differs
+  empty = np.all(plain.frames == plain.frames[:, :1, :1], axis=-1)  # background pixels
+  diff = ramp.frames.astype(int) - plain.frames.astype(int)
+  t, = np.nonzero(empty[:, 0, 0])[0][:1]
+  assert diff[t, 0, 0].tolist() == [0, 0, 0]
+  assert diff[t, 0, -1].tolist() == [60, 0, 0] and diff[t, -1, 0].tolist() == [0, 0, 60]
+  np.testing.assert_array_equal(diff[plain.frames.max(-1) > 150], 0)  # objects keep colour
+
+
+def test_lookalikes_appear_after_the_asked_object(monkeypatch):
+  """The question asks for the first object of its shape: look-alikes come after it."""
+  tracks = [synthetic.Track("red ball", "red", "ball", [None, [0, 0, 4, 4], [1, 1, 5, 5], None]),
+            synthetic.Track("blue ball", "blue", "ball", [[9, 9, 13, 13]] * 4),
+            synthetic.Track("blue cube", "blue", "cube", [[9, 9, 13, 13]] * 4)]
+  synthetic._after_the_target(tracks)  # pylint: disable=protected-access
+  assert tracks[1].visible() == [2, 3] and tracks[2].visible() == [0, 1, 2, 3]
+  calls = []
+  monkeypatch.setattr(synthetic, "_after_the_target", lambda t: calls.append(t[0].name))
+  world = synthetic.SyntheticWorld(synthetic.WorldSpec(tasks=(records.TASK_TG,) + ST))
+  world.sample(0)  # temporal QA: not called
+  asked = world.sample(1).record["answer"][len("the "):]
+  assert calls == [asked]
+
+
+def test_named_question_cites_the_named_object_and_its_lookalikes_share_its_colour():
+  spec = synthetic.WorldSpec(tasks=ST, named=True, distractors=2, lookalike=1.0)
+  world = synthetic.SyntheticWorld(spec)
+  for i in range(6):
+    s = world.sample(i)
+    name = next(iter(s.record["key_items"][str(s.record["key_frames"][0]["idx"])]))
+    assert f"the {name} " in s.record["question"] and s.record["answer"].startswith(f"the {name}")
+    assert set(re.findall(r"<obj>([^<]*)</obj>", s.completion)) == {name}
+  # The look-alikes wear the asked colour in another shape: the asked colour covers more pixels
+  # than the asked object alone on some frame of most clips.
+  def spread(s):
+    colour = np.array(synthetic.COLOURS[s.record["answer"].split()[1]])
+    boxes = re.findall(r"<box>\[(\d+),(\d+),(\d+),(\d+)\]</box>", s.completion)
+    ys, xs = np.nonzero(np.all(s.frames[s.record["key_frames"][-1]["idx"]] == colour, axis=-1))
+    x1, y1, x2, y2 = map(int, boxes[-1])
+    return bool(np.any((xs < x1) | (xs >= x2) | (ys < y1) | (ys >= y2)))
+  assert sum(spread(world.sample(i)) for i in range(12)) >= 6
+  # off by default: the default world's questions ask which object of a shape comes first
+  assert "shows up first" in synthetic.SyntheticWorld(synthetic.WorldSpec(tasks=ST)).sample(0) \
+      .record["question"]

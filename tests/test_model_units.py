@@ -83,6 +83,15 @@ def test_config_from_the_json_transformers_5_writes():
   assert got == want
 
 
+def test_tiny_wide_preset_is_tiny_wider_and_round_trips():
+  from vcoach_jax.model import build  # pylint: disable=g-import-not-at-top
+  tiny, wide = build.preset_config("tiny"), build.preset_config("tiny_wide")
+  assert (wide.hidden_size, wide.num_hidden_layers, wide.vision.hidden_size) == (128, 3, 64)
+  assert wide.vision.out_hidden_size == wide.hidden_size and wide.vocab_size == tiny.vocab_size
+  assert vm.ModelConfig.from_hf(wide.to_hf()) == wide
+  assert wide.head_dim == 32 and 2 * sum(wide.mrope_section) == wide.head_dim
+
+
 def test_attention_impls_agree():
   k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
   q = jax.random.normal(k1, (2, 5, 4, 8))

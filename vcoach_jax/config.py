@@ -35,6 +35,7 @@ CHOICES: dict[str, str] = {
     "model.attention_impl": "vcoach_jax.model.layers:ATTENTION",
     "model.remat_policy": "vcoach_jax.model.layers:REMAT_POLICIES",
     "data.source": "vcoach_jax.data.pipeline:SOURCES",
+    "synthetic.background": "vcoach_jax.data.synthetic:BACKGROUNDS",
     "video.timestamps": "vcoach_jax.data.frame_times:TIMESTAMPS",
     "sft.loss_on": "vcoach_jax.sft.sequence:LOSS_ON",
     "prompting.draw_on": "vcoach_jax.prompting.hints:DRAW_ON",

@@ -44,7 +44,7 @@ def policy(config: ml_collections.ConfigDict, tok, workdir: str | os.PathLike, s
   matched to the tokenizer. A random tiny model goes through `save_hf`/`load_hf` (WORKDIR/init),
   so the embedded default exercises the same loading code as a real checkpoint."""
   from vcoach_jax.model import build  # pylint: disable=g-import-not-at-top
-  if config.model.checkpoint or config.model.preset != "tiny":
+  if config.model.checkpoint or not config.model.preset.startswith("tiny"):
     return build.from_config(config, seed, tokenizer=tok)
   from vcoach_jax.model import hf_checkpoint  # pylint: disable=g-import-not-at-top
   from vcoach_jax.parallel import distributed  # pylint: disable=g-import-not-at-top

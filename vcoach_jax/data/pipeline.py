@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -266,9 +266,13 @@ class Pipeline:
     element = next(self._iterator)
     return {k: v.numpy() for k, v in element.items()}
 
-  def next_host_batch(self) -> HostBatch:
+  def next_host_batch(self, encode: Callable[[Mapping[str, Any]], dict] | None = None
+                      ) -> HostBatch:
+    """The next batch; `encode` (example -> item) replaces `encode_example` (the cold-start
+    SFT's prompted examples)."""
     examples = [self.next_example() for _ in range(self.shapes.batch_size)]
-    items = [encode_example(e, self.processor, self.texts, self.shapes, self.step_percent)
+    items = [encode(e) if encode else
+             encode_example(e, self.processor, self.texts, self.shapes, self.step_percent)
              for e in examples]
     batch = collate(items, self.shapes, self.pad_id)
     batch.examples = examples

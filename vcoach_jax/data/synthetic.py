@@ -15,7 +15,9 @@ Everything is a function of (seed, index).
 
 Difficulty knobs (`WorldSpec`): distractor objects (and how often they share the asked object's
 shape: look-alikes), an occluding grey bar over part of some frames, clip length, object size
-and speed.
+and speed. Learnability knobs: `grid` (objects centred in cells of a grid, e.g. the 28-pixel
+merged patch, so boxes take few values) and `background` (`gradient`: the background's colour
+varies with the position, so a patch's pixels tell where it is).
 
   world = SyntheticWorld(WorldSpec(seed=0))
   sample = world.sample(7)        # Sample(record, frames [T, H, W, 3] uint8, times [T])
@@ -38,6 +40,7 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 80, 230),
 SHAPES = ("ball", "cube", "triangle", "ring")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
 LETTERS = "ABCD"
+BACKGROUNDS = ("plain", "gradient")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,11 +56,22 @@ class WorldSpec:
   max_objects: int = 2
   distractors: int = 1  # extra objects that only get in the way
   occlusion: float = 0.0  # probability that a frame has a grey bar over part of it
-  lookalike: float = 0.0  # probability that a distractor has the asked object's shape
+  lookalike: float = 0.0  # probability that a distractor has the asked object's shape (`named`:
+  # its colour)
   min_size: int = 10  # object side in pixels
   max_size: int = 18
   max_speed: float = 6.0  # pixels per frame
   tasks: tuple[str, ...] = records_lib.TASKS
+  # > 0: the frame is cut into square cells of `grid` pixels and each object sits centred in one
+  # cell per frame, moving from cell to cell (a box then takes few values: one per cell and
+  # size); 0: objects sit anywhere.
+  grid: int = 0
+  # plain: one colour per clip | gradient: the background brightens to the right (red channel)
+  # and downwards (blue channel), so the pixels around an object tell where it is.
+  background: str = "plain"
+  # The temporal-spatial question names the asked object (colour and shape: its boxes are a
+  # look-up) instead of asking which object of a shape shows up first (its colour is the answer).
+  named: bool = False
 
   @classmethod
   def from_config(cls, synthetic: Mapping[str, Any]) -> "WorldSpec":
@@ -121,12 +135,19 @@ class SyntheticWorld:
     for task in spec.tasks:
       if task not in records_lib.TASKS:
         raise ValueError(f"synthetic.tasks has unknown task {task!r}; expected {records_lib.TASKS}")
+    if spec.background not in BACKGROUNDS:
+      raise ValueError(f"synthetic.background must be one of {BACKGROUNDS}, got "
+                       f"{spec.background!r}")
+    if spec.grid < 0 or (spec.grid and (spec.max_size > spec.grid or spec.height < spec.grid
+                                         or spec.width < spec.grid)):
+      raise ValueError(f"synthetic.grid {spec.grid} must be 0 or hold the largest object "
+                       f"(max_size {spec.max_size}) and fit the {spec.height}x{spec.width} frame")
     self.spec = spec
 
   # --- scene -----------------------------------------------------------------------------------
 
   def _tracks(self, rng: np.random.Generator, n_frames: int, n_objects: int,
-              still: bool = False) -> list[Track]:
+              still: bool = False, by_colour: bool = False) -> list[Track]:
     s = self.spec
     names = rng.permutation([(c, sh) for c in COLOURS for sh in SHAPES])
     used_shapes, tracks = set(), []
@@ -136,9 +157,14 @@ class SyntheticWorld:
       if still and shape in used_shapes:
         continue  # still images name objects by shape alone, so shapes are unique there
       if tracks and not still and s.lookalike > 0 and rng.random() < s.lookalike:
-        if colour == tracks[0].colour:
-          continue
-        shape = tracks[0].shape  # a look-alike: only its colour tells it from the asked one
+        if by_colour:  # a look-alike: only its shape tells it from the asked one
+          if shape == tracks[0].shape:
+            continue
+          colour = tracks[0].colour
+        else:  # a look-alike: only its colour tells it from the asked one
+          if colour == tracks[0].colour:
+            continue
+          shape = tracks[0].shape
       used_shapes.add(shape)
       size = int(rng.integers(s.min_size, s.max_size + 1))
       bw, bh = size, int(np.clip(size + rng.integers(-2, 3), s.min_size, s.max_size))
@@ -156,14 +182,30 @@ class SyntheticWorld:
           continue
         x = float(np.clip(x + vx * (i > start), 0, s.width - bw))
         y = float(np.clip(y + vy * (i > start), 0, s.height - bh))
-        boxes.append([int(x), int(y), int(x) + bw, int(y) + bh])
+        boxes.append(self._box(x, y, bw, bh))
       tracks.append(Track(f"{colour} {shape}", str(colour), str(shape), boxes))
     return tracks
+
+  def _box(self, x: float, y: float, bw: int, bh: int) -> list[int]:
+    """The integer box of an object of size (bw, bh) at top-left (x, y); on a grid, centred in
+    the cell that (x, y) falls in once its range is spread over the cells."""
+    g = self.spec.grid
+    if not g:
+      return [int(x), int(y), int(x) + bw, int(y) + bh]
+    w, h = self.spec.width, self.spec.height
+    cx = _cell(x, w - bw, w // g) * g + (g - bw) // 2
+    cy = _cell(y, h - bh, h // g) * g + (g - bh) // 2
+    return [cx, cy, cx + bw, cy + bh]
 
   def _render(self, rng: np.random.Generator, tracks: list[Track], n_frames: int) -> np.ndarray:
     s = self.spec
     frames = np.empty((n_frames, s.height, s.width, 3), np.uint8)
     frames[:] = rng.integers(20, 60, 3).astype(np.uint8)
+    if s.background == "gradient":
+      ramp = np.zeros((s.height, s.width, 3), np.uint8)
+      ramp[..., 0] = np.linspace(0, 60, s.width).astype(np.uint8)[None, :]
+      ramp[..., 2] = np.linspace(0, 60, s.height).astype(np.uint8)[:, None]
+      frames += ramp
     for i in range(n_frames):
       for t in reversed(tracks):  # the first track (the question's object) ends up on top
         if t.boxes[i] is not None:
@@ -183,7 +225,12 @@ class SyntheticWorld:
     n_targets = int(rng.integers(s.min_objects, s.max_objects + 1))
     still = task == records_lib.TASK_VQA
     n_frames = 1 if still else 2 * int(rng.integers(max(s.min_frames // 2, 1), s.max_frames // 2 + 1))
-    tracks = self._tracks(rng, n_frames, n_targets + s.distractors, still)
+    # A named question's look-alikes share the asked object's colour (its name tells it from
+    # those sharing its shape); otherwise they share its shape.
+    named = task == records_lib.TASK_ST and s.named
+    tracks = self._tracks(rng, n_frames, n_targets + s.distractors, still, by_colour=named)
+    if task == records_lib.TASK_ST and not named:
+      _after_the_target(tracks)
     frames = self._render(rng, tracks, n_frames)
     times = np.arange(n_frames) / s.fps
     target = tracks[0]
@@ -225,9 +272,15 @@ class SyntheticWorld:
         for i in picks}
     del rng
     region = "left" if target.boxes[vis[0]][0] + target.boxes[vis[0]][2] < w else "right"
+    claims = " and then ".join(self._claim(target, i, times) for i in picks)
+    if self.spec.named:
+      question = (f"Where is the {target.name} when it first shows up, and on which side does "
+                  "it start?")
+      reasoning = f"I look for the {target.name}. It is {claims}, so it starts on the {region}."
+      answer = f"the {target.name} starts on the {region}"
+      return question, answer, reasoning, answer
     question = (f"Which {target.shape} shows up first on the {region} side, and what colour is "
                 "it?")
-    claims = " and then ".join(self._claim(target, i, times) for i in picks)
     reasoning = (f"I look for a {target.shape} on the {region} side. It is {claims}, so it is "
                  f"the {target.colour} one.")
     answer = f"the {target.name}"
@@ -288,6 +341,22 @@ class SyntheticWorld:
     question = "How many objects appear in the video?"
     answer = f"{NUMBER_WORDS[min(n, 8)]} objects appear"
     return question, answer, f"I count the objects: {names}. That makes {n}.", answer
+
+
+def _cell(v: float, span: int, n: int) -> int:
+  """The cell (0..n-1) of a coordinate `v` in [0, span], cells equally likely."""
+  return min(int(v / max(span, 1) * n), n - 1)
+
+
+def _after_the_target(tracks: list[Track]) -> None:
+  """Objects of the asked object's shape (look-alikes) appear only after it does: the
+  temporal-spatial question asks for the one of its shape that shows up first, so exactly one
+  object fits it (one that would appear no later is hidden until after)."""
+  target = tracks[0]
+  first = target.visible()[0]
+  for t in tracks[1:]:
+    if t.shape == target.shape:
+      t.boxes[:first + 1] = [None] * (first + 1)
 
 
 def _normalised(text: str, width: int, height: int) -> str:

@@ -30,6 +30,8 @@ QWEN_SPECIAL_TOKENS = (
     "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 QWEN_SPECIAL_IDS = {tok: 151643 + i for i, tok in enumerate(QWEN_SPECIAL_TOKENS)}
 TINY_SPECIAL_IDS = {tok: i for i, tok in enumerate(QWEN_SPECIAL_TOKENS)}
+# The chat template's role names (one token each once the corpus repeats them).
+ROLES = ("system", "user", "assistant")
 # Grounded-format tags: one token each in the tiny vocabulary.
 GROUNDING_TAGS = ("<think>", "</think>", "<answer>", "</answer>", "<obj>", "</obj>", "<box>",
                   "</box>", "<t>", "</t>")
@@ -107,12 +109,15 @@ def from_config(config, cache_dir: str):
 
 
 def prompt_corpus(texts, tasks, max_frames: int, n: int) -> Iterator[str]:
-  """The fixed wording of `n` prompts (system texts of `tasks` in turn, frame labels up to
-  `max_frames`, duration lines, hints), so the tiny tokenizer merges it into few tokens: the
+  """The fixed wording of `n` prompts (system texts of `tasks` in turn, RL's and SFT's, the chat
+  roles, frame labels up to `max_frames`, duration lines, hints), so the tiny tokenizer merges it into few tokens: the
   prompts it sees in training are then short, which makes every step cheaper."""
   hints = [h for h in texts.hints.values() if h]
+  sft = texts.for_sft()  # cold-start SFT's wording (the file's `sft` overrides)
   for i in range(n):
     yield texts.system[tasks[i % len(tasks)]]
+    yield sft.system[tasks[i % len(tasks)]]
+    yield "\n".join(ROLES)
     frames = 2 + 2 * (i % max(1, max_frames // 2))
     yield "\n".join(texts.frame_label.format(index=k + 1, time=k / 2) for k in range(frames))
     yield texts.key_frame_label.format(index=i % (frames + 2) + 1, time=i % 5)

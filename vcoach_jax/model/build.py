@@ -29,7 +29,7 @@ def preset_config(preset: str, tokenizer=None, **runtime) -> ModelConfig:
     return cfg
   from vcoach_jax.data.tokenizer import special_ids  # pylint: disable=g-import-not-at-top
   ids = special_ids(tokenizer)
-  vocab = max(cfg.vocab_size if preset != "tiny" else 0, -(-len(tokenizer) // 128) * 128)
+  vocab = max(0 if preset.startswith("tiny") else cfg.vocab_size, -(-len(tokenizer) // 128) * 128)
   return cfg.replace(vocab_size=vocab, image_token_id=ids["<|image_pad|>"],
                      video_token_id=ids["<|video_pad|>"],
                      vision_start_token_id=ids["<|vision_start|>"],

@@ -1,5 +1,6 @@
 """Cold-start SFT (docs/design.md §8.8), top to bottom: the grounded traces of the data stream,
-token cross-entropy on the assistant turn, on the RL trainer's train state, optimizer, jitted
+token cross-entropy on the assistant turn (a share `sft.prompted` of them shown with a visual
+prompt: `sft/prompted.py`), on the RL trainer's train state, optimizer, jitted
 update, checkpoints and metrics.
 
   run = setup(config, workdir)          # mesh -> model -> data -> train state -> jitted update
@@ -20,6 +21,7 @@ from vcoach_jax import experiment
 from vcoach_jax import storage
 from vcoach_jax import training_loop
 from vcoach_jax.model import hf_checkpoint
+from vcoach_jax.sft import prompted
 from vcoach_jax.sft import step as sft_step
 
 
@@ -66,7 +68,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
 def step(run: Run, index: int) -> dict[str, Any]:
   """One SFT step on the next host batch; returns its metrics."""
   s = run.session
-  batch = run.pipe.next_host_batch()
+  batch = run.pipe.next_host_batch(prompted.encoder(run.config, run.pipe, index))
   host = sft_step.sft_batch(run.parts.model.config, batch.arrays, run.config.sft.loss_on)
   s.state, metrics = run.step(s.state, host, jax.random.fold_in(s.rng, index))
   out = {k: float(v) for k, v in jax.device_get(metrics).items()}
