@@ -7,7 +7,8 @@ import math
 
 from vcoach_jax import config as config_lib
 
-HELP = "compile the train step ahead of time on fake devices and print per-device memory"
+HELP = ("compile the train step ahead of time on fake devices and print per-device memory; "
+        "with --devices, the scaling report")
 DESCRIPTION = """\
 Will a run fit? Compiles the VisionCoach train step (GSPO on the raw rollouts + KL to the
 reference + the prompted NLL branch, AdamW, fp32 master weights) ahead of time for a mesh of
@@ -16,7 +17,16 @@ batches are shapes only. Prints the per-device bytes XLA's memory analysis repor
 train state + reference + batch; temporaries: activations, gradients, optimizer update;
 outputs; the aliased part of the outputs reuses the donated train state), their peak estimate
 (arguments + temporaries + outputs - aliased) and a verdict for 95 GiB (TPU v5p HBM per chip)
-and 80 GiB (H100) per device.
+and 80 GiB (H100) per device, naming the slice the mesh is (one JAX device per chip: a TPU
+v5p-8 slice has 4 chips, so a mesh of 8 devices is a v5p-16 or 8 H100s).
+
+With --devices N, also the scaling report: the train step and the sampler's program (prefill of
+data.batch_size prompts, then sampling.num_samples x sampling.max_new_tokens decode steps) are
+compiled for the N-device mesh and for 1 device, and their optimized HLO is read: per-device
+dot FLOPs against the 1-device program / N, collective bytes per device by kind (also as a
+multiple of the fp32 parameter bytes), bytes all-gathered per decode step, peak memory per
+device. Loop bodies (scanned layers, attention blocks, micro-batches) count by their trip
+counts; XLA's own cost analysis counts a loop body once.
 
 The batch is a full one of the config: data.batch_size prompts of --prompt-length tokens
 (images filling data.max_patches, the rest text), sampling.num_samples completions of
@@ -29,6 +39,7 @@ with full score matrices reported 3,369 GiB of temporaries and took 10 minutes t
 
 examples:
   vcoach plan --config configs/visioncoach_7b.py --mesh fsdp=8
+  vcoach plan --config configs/visioncoach_7b.py:runlocal --devices 8 --mesh data=2,fsdp=4
   vcoach plan --config configs/visioncoach_7b.py --mesh data=2,fsdp=4 --prompt-length 4096
   vcoach plan --set model.preset=qwen2_5_vl_3b --dtype bfloat16 --remat full --no-prompted
 """
@@ -50,8 +61,11 @@ def parse_mesh(text: str) -> dict[str, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--mesh", default="fsdp=8", metavar="AXIS=N[,AXIS=N]",
-                      help="mesh of fake devices, axes data/fsdp/tensor (default: fsdp=8)")
+  parser.add_argument("--mesh", default=None, metavar="AXIS=N[,AXIS=N]",
+                      help="mesh of fake devices, axes data/fsdp/tensor (default: fsdp=8, or "
+                           "fsdp=N with --devices N)")
+  parser.add_argument("--devices", type=int, default=None, metavar="N",
+                      help="print the scaling report for N simulated devices against 1")
   parser.add_argument("--prompt-length", type=int, default=None, metavar="T",
                       help="prompt tokens per row (default: the smallest data.prompt_buckets "
                            "entry holding data.max_patches image tokens plus text)")
@@ -65,8 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-  shape = parse_mesh(args.mesh)
+  if args.devices is not None and args.devices < 1:
+    raise ValueError(f"--devices must be >= 1, got {args.devices}")
+  shape = parse_mesh(args.mesh or f"fsdp={args.devices or 8}")
   n = math.prod(shape.values())
+  if args.devices is not None and n != args.devices:
+    raise ValueError(f"--mesh {args.mesh} has {n} devices, --devices says {args.devices}")
   overrides = list(args.overrides)
   if args.remat:
     overrides.append(f"model.remat_policy={args.remat}")
@@ -95,8 +113,31 @@ def run(args: argparse.Namespace) -> int:
         f"(max_patches {config.data.max_patches}), G={config.sampling.num_samples} x "
         f"{config.sampling.max_new_tokens} new tokens, grad_accum {config.optim.grad_accum}, "
         f"prompted branch {'on' if args.prompted else 'off'}", flush=True)
-  step, state, ref = plan.abstract_setup(config, mesh)
-  raw, prompted = plan.abstract_batches(config, cfg, length, prompted=args.prompted)
   print("compiling the step ahead of time ...", flush=True)
-  print(plan.format_plan(plan.memory_plan(step, state, ref, raw, prompted), shape))
+  compiled, num_params = _compile_step(plan, config, mesh, cfg, length, args.prompted)
+  step_plan = plan.memory_plan_of(compiled, num_params)
+  print(plan.format_plan(step_plan, shape), flush=True)
+  if args.devices is None:
+    return 0
+  from vcoach_jax.parallel import scaling  # pylint: disable=g-import-not-at-top
+  measured = {}
+  for label, m in (("many", mesh), ("one", mesh_lib.make_mesh({"fsdp": 1}, devices[:1]))):
+    if label == "one":
+      print("compiling the step for 1 device ...", flush=True)
+      compiled, _ = _compile_step(plan, config, m, cfg, length, args.prompted)
+    progs = scaling.train_step(compiled.as_text(), plan.memory_analysis(compiled).peak)
+    print(f"compiling the sampler for {m.size} device(s) ...", flush=True)
+    sampler = plan.compile_sampler(config, m, cfg, length)
+    progs.update(scaling.sampler(sampler.as_text(), plan.memory_analysis(sampler).peak))
+    measured[label] = progs
+  print()
+  print(scaling.format_report(measured["many"], measured["one"], n, shape, num_params,
+                              ", ".join(plan.slice_names(n).values())))
   return 0
+
+
+def _compile_step(plan, config, mesh, cfg, length: int, prompted: bool):
+  """(the train step compiled for `mesh`, its parameter count)."""
+  step, state, ref = plan.abstract_setup(config, mesh)
+  raw, hard = plan.abstract_batches(config, cfg, length, prompted=prompted)
+  return plan.compile_step(step, state, ref, raw, hard), plan.num_params(ref)

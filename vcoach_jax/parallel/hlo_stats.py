@@ -165,6 +165,7 @@ class Stats:
   flops: int = 0
   collectives: dict[str, int] = dataclasses.field(
       default_factory=lambda: {k: 0 for k in COLLECTIVES})
+  scoped: dict[str, int] = dataclasses.field(default_factory=dict)  # dot FLOPs per scope name
 
   @property
   def collective_total(self) -> int:
@@ -174,12 +175,9 @@ class Stats:
     self.flops += times * other.flops
     for k, v in other.collectives.items():
       self.collectives[k] += times * v
+    for k, v in other.scoped.items():
+      self.scoped[k] = self.scoped.get(k, 0) + times * v
 
-  def minus(self, other: Stats, times: int = 1) -> Stats:
-    out = Stats()
-    out.add(self)
-    out.add(other, -times)
-    return out
 
 
 class Loop(NamedTuple):
@@ -190,25 +188,43 @@ class Loop(NamedTuple):
 
 
 class Program:
-  """The parsed HLO of one compiled program."""
+  """The parsed HLO of one compiled program.
 
-  def __init__(self, hlo: str):
+  Args:
+    hlo: `compiled.as_text()`.
+    scopes: names (e.g. a `jax.named_scope`, "vision_tower") whose dots' FLOPs are also summed
+      apart, in `Stats.scoped`, by the op_name metadata XLA keeps on each instruction.
+  """
+
+  def __init__(self, hlo: str, scopes: tuple[str, ...] = ()):
     self.comps, self.entry = parse(hlo)
+    self.scopes = tuple(scopes)
     self._shapes = {c: {i.name: i.shape for i in ins} for c, ins in self.comps.items()}
     self.loops: list[Loop] = []  # every while loop met in the walk, outermost first
     self.stats = self.computation(self.entry)
 
+  def without_loop(self, body: str) -> Stats:
+    """Stats of the entry computation leaving out its while loop of body `body` (e.g. a
+    sampler's program without its decode loop: the prefill)."""
+    return self.computation(self.entry, skip=body)
+
   @functools.lru_cache(maxsize=None)  # pylint: disable=method-cache-max-size-none
-  def computation(self, name: str) -> Stats:
-    """Stats of one execution of computation `name`."""
-    stats = Stats()
+  def computation(self, name: str, skip: str | None = None) -> Stats:
+    """Stats of one execution of computation `name` (leaving out a while loop of body `skip`)."""
+    stats = Stats(scoped={k: 0 for k in self.scopes})
     shapes = self._shapes.get(name, {})
     for ins in self.comps.get(name, []):
-      stats.flops += dot_flops(ins, shapes)
+      flops = dot_flops(ins, shapes)
+      stats.flops += flops
+      for scope in self.scopes:
+        if flops and scope in _op_name(ins.line):
+          stats.scoped[scope] += flops
       coll = collective_bytes(ins, shapes)
       if coll:
         stats.collectives[coll[0]] += coll[1]
       called = callees(ins)
+      if ins.op == "while" and called["body"][0] == skip:
+        continue
       if ins.op == "while":
         trips, exact = trip_count(ins, self.comps)
         body = self.computation(called["body"][0])
@@ -224,6 +240,11 @@ class Program:
           if c != name:
             stats.add(self.computation(c))
     return stats
+
+
+def _op_name(line: str) -> str:
+  m = re.search(r'op_name="([^"]*)"', line)
+  return m[1] if m else ""
 
 
 def program_stats(hlo: str) -> Stats:
