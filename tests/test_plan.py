@@ -24,7 +24,7 @@ def _plan(mesh: str, *extra: str) -> tuple[str, dict[str, float]]:
              PYTHONPATH=os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")]))
   proc = subprocess.run([sys.executable, "-m", "vcoach_jax.cli", "plan", "--mesh", mesh,
                          *_SMALL, *extra],
-                        capture_output=True, text=True, env=env, timeout=300, check=False)
+                        capture_output=True, text=True, env=env, timeout=900, check=False)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
   gib = {m[1]: float(m[2]) for m in re.finditer(r"^\s+(\w[\w ]*?)\s+([\d.]+) GiB", proc.stdout,
                                                 re.M)}
@@ -70,10 +70,11 @@ def test_scaling_report_tiny_8_devices():
     assert _number(per_device) > 0 and _number(ideal) > 0
   cells = _row(out, "collective bytes per device", "train step")
   all_reduce, multiple = _number(cells[2]), float(cells[-1])
-  total = _number(cells[-2])
-  # FSDP gathers weights and reduce-scatters gradients; activations are never all-reduced (the
-  # only all-reduces left are scalar sums: loss, token counts, norms).
-  assert all_reduce < 0.01 * total and multiple < 12, out
+  params = _number(re.search(r"fp32 ([\d.]+ \w?)B", out)[1])
+  # FSDP gathers weights and reduces gradients (XLA's CPU backend all-reduces them where a TPU
+  # reduce-scatters); activations are not all-reduced (with activations following the weights'
+  # width split this step all-reduced ~20x the fp32 parameter bytes).
+  assert all_reduce < 5 * params and multiple < 12, out
   gathered = _number(_row(out, "collective bytes per device", "decode step")[0])
   assert gathered <= 32 * 512 * 4 + 1024, out  # the [rows, vocab] logits of the top-k only
   n_peak, one_peak = map(_number, _row(out, "peak memory per device", "train step"))

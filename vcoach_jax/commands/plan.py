@@ -34,12 +34,14 @@ sampling.max_new_tokens tokens each, split in optim.grad_accum micro-batches. On
 dot_product_attention materialises every score matrix; model.attention_impl=chunked bounds
 them to one block of queries, and model.scan_layers makes remat bound the activations (in
 unrolled code XLA keeps them alive). configs/visioncoach_7b.py (both on, grad_accum 4) at
-fsdp=8: 77 GiB per device, compiled in about 20 s on a 2-core machine; the same step unrolled
-with full score matrices reported 3,369 GiB of temporaries and took 10 minutes to compile.
+fsdp=8 (8 chips: v5p-16 or 8 H100s): 77 GiB per device, compiled in about 20 s on a 2-core
+machine; the same step unrolled with full score matrices reported 3,369 GiB of temporaries and
+took 10 minutes to compile.
 
 examples:
   vcoach plan --config configs/visioncoach_7b.py --mesh fsdp=8
-  vcoach plan --config configs/visioncoach_7b.py:runlocal --devices 8 --mesh data=2,fsdp=4
+  vcoach plan --config configs/visioncoach_7b.py:runlocal --devices 8 --mesh fsdp=8 \
+      --mesh data=2,fsdp=4
   vcoach plan --config configs/visioncoach_7b.py --mesh data=2,fsdp=4 --prompt-length 4096
   vcoach plan --set model.preset=qwen2_5_vl_3b --dtype bfloat16 --remat full --no-prompted
 """
@@ -61,9 +63,10 @@ def parse_mesh(text: str) -> dict[str, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--mesh", default=None, metavar="AXIS=N[,AXIS=N]",
+  parser.add_argument("--mesh", default=None, action="append", metavar="AXIS=N[,AXIS=N]",
                       help="mesh of fake devices, axes data/fsdp/tensor (default: fsdp=8, or "
-                           "fsdp=N with --devices N)")
+                           "fsdp=N with --devices N); with --devices, repeatable (each mesh "
+                           "of N devices, one report each, the 1-device programs compiled once)")
   parser.add_argument("--devices", type=int, default=None, metavar="N",
                       help="print the scaling report for N simulated devices against 1")
   parser.add_argument("--prompt-length", type=int, default=None, metavar="T",
@@ -81,10 +84,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
   if args.devices is not None and args.devices < 1:
     raise ValueError(f"--devices must be >= 1, got {args.devices}")
-  shape = parse_mesh(args.mesh or f"fsdp={args.devices or 8}")
-  n = math.prod(shape.values())
-  if args.devices is not None and n != args.devices:
-    raise ValueError(f"--mesh {args.mesh} has {n} devices, --devices says {args.devices}")
+  texts = args.mesh or [f"fsdp={args.devices or 8}"]
+  if len(texts) > 1 and args.devices is None:
+    raise ValueError("several --mesh need --devices N (the scaling report of each)")
+  shapes = [parse_mesh(t) for t in texts]
+  n = math.prod(shapes[0].values())
+  for text, shape in zip(texts, shapes):
+    if math.prod(shape.values()) != (args.devices or n):
+      raise ValueError(f"--mesh {text} has {math.prod(shape.values())} devices, --devices "
+                       f"says {args.devices}")
   overrides = list(args.overrides)
   if args.remat:
     overrides.append(f"model.remat_policy={args.remat}")
@@ -99,9 +107,8 @@ def run(args: argparse.Namespace) -> int:
   from vcoach_jax.rl import plan  # pylint: disable=g-import-not-at-top
   devices = jax.devices("cpu")
   if len(devices) != n:
-    raise ValueError(f"--mesh {args.mesh} needs {n} devices but JAX started with "
+    raise ValueError(f"--mesh {texts[0]} needs {n} devices but JAX started with "
                      f"{len(devices)} (run `vcoach plan` in a fresh process)")
-  mesh = mesh_lib.make_mesh(shape, devices)
   cfg = plan.model_config(config)
   length = args.prompt_length or plan.default_prompt_length(config, cfg)
   if length < 1:
@@ -113,27 +120,28 @@ def run(args: argparse.Namespace) -> int:
         f"(max_patches {config.data.max_patches}), G={config.sampling.num_samples} x "
         f"{config.sampling.max_new_tokens} new tokens, grad_accum {config.optim.grad_accum}, "
         f"prompted branch {'on' if args.prompted else 'off'}", flush=True)
-  print("compiling the step ahead of time ...", flush=True)
-  compiled, num_params = _compile_step(plan, config, mesh, cfg, length, args.prompted)
-  step_plan = plan.memory_plan_of(compiled, num_params)
-  print(plan.format_plan(step_plan, shape), flush=True)
+  measure = lambda mesh: _measure(plan, config, mesh, cfg, length, args.prompted)  # noqa: E731
+  reports = []
+  for shape in shapes:
+    print(f"compiling the step ahead of time ({_mesh_text(shape)}) ...", flush=True)
+    mesh = mesh_lib.make_mesh(shape, devices)
+    compiled, num_params = _compile_step(plan, config, mesh, cfg, length, args.prompted)
+    print(plan.format_plan(plan.memory_plan_of(compiled, num_params), shape), flush=True)
+    if args.devices is not None:
+      reports.append((shape, measure(mesh)))
   if args.devices is None:
     return 0
   from vcoach_jax.parallel import scaling  # pylint: disable=g-import-not-at-top
-  measured = {}
-  for label, m in (("many", mesh), ("one", mesh_lib.make_mesh({"fsdp": 1}, devices[:1]))):
-    if label == "one":
-      print("compiling the step for 1 device ...", flush=True)
-      compiled, _ = _compile_step(plan, config, m, cfg, length, args.prompted)
-    progs = scaling.train_step(compiled.as_text(), plan.memory_analysis(compiled).peak)
-    print(f"compiling the sampler for {m.size} device(s) ...", flush=True)
-    sampler = plan.compile_sampler(config, m, cfg, length)
-    progs.update(scaling.sampler(sampler.as_text(), plan.memory_analysis(sampler).peak))
-    measured[label] = progs
-  print()
-  print(scaling.format_report(measured["many"], measured["one"], n, shape, num_params,
-                              ", ".join(plan.slice_names(n).values())))
+  one = measure(mesh_lib.make_mesh({"fsdp": 1}, devices[:1]))
+  for shape, many in reports:
+    print()
+    print(scaling.format_report(many, one, n, shape, num_params,
+                                ", ".join(plan.slice_names(n).values())))
   return 0
+
+
+def _mesh_text(shape) -> str:
+  return ",".join(f"{k}={v}" for k, v in shape.items())
 
 
 def _compile_step(plan, config, mesh, cfg, length: int, prompted: bool):
@@ -141,3 +149,15 @@ def _compile_step(plan, config, mesh, cfg, length: int, prompted: bool):
   step, state, ref = plan.abstract_setup(config, mesh)
   raw, hard = plan.abstract_batches(config, cfg, length, prompted=prompted)
   return plan.compile_step(step, state, ref, raw, hard), plan.num_params(ref)
+
+
+def _measure(plan, config, mesh, cfg, length: int, prompted: bool):
+  """{program: scaling.Measured} of the train step and the sampler compiled for `mesh`."""
+  from vcoach_jax.parallel import scaling  # pylint: disable=g-import-not-at-top
+  print(f"compiling the step and the sampler for {mesh.size} device(s) "
+        f"({_mesh_text(dict(mesh.shape))}) ...", flush=True)
+  compiled, _ = _compile_step(plan, config, mesh, cfg, length, prompted)
+  out = scaling.train_step(compiled.as_text(), plan.memory_analysis(compiled).peak)
+  sampler = plan.compile_sampler(config, mesh, cfg, length)
+  out.update(scaling.sampler(sampler.as_text(), plan.memory_analysis(sampler).peak))
+  return out

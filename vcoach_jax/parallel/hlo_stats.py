@@ -33,7 +33,8 @@ DTYPE_BYTES = {"pred": 1, "s4": 1, "u4": 1, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8
                "u64": 8, "f64": 8, "c64": 8, "c128": 16}
 _ARRAY = re.compile(r"\b([a-z]+\d*(?:e\d+m\d+\w*)?)\[([\d,]*)\]")
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s([a-z][\w\-]*)\(")
-_CALLEES = re.compile(r"\b(calls|body|condition|branch_computations|to_apply)=(\{[^}]*\}|%?[\w.\-]+)")
+_CALLEES = re.compile(
+    r"\b(calls|body|condition|branch_computations|to_apply)=(\{[^}]*\}|%?[\w.\-]+)")
 _TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 _INIT = re.compile(r'"known_init_step":\{"init":"(-?\d+)","step":"(-?\d+)"\}')
 

@@ -1,7 +1,8 @@
 """Mesh axis names and the default logical-axis -> mesh-axes rules (no JAX import: configs use it).
 
 Weights: FSDP over the model width, tensor parallelism over heads / mlp / vocab. Activations:
-the batch over data x fsdp (then the tokens, patches or segments over what the batch left). A config replaces the table through `config.parallel.rules`.
+the batch over data x fsdp (then the tokens, patches or segments over what the batch left). A
+config replaces the table through `config.parallel.rules`.
 """
 
 MESH_AXES = ("data", "fsdp", "tensor")
