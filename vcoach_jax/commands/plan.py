@@ -120,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         f"(max_patches {config.data.max_patches}), G={config.sampling.num_samples} x "
         f"{config.sampling.max_new_tokens} new tokens, grad_accum {config.optim.grad_accum}, "
         f"prompted branch {'on' if args.prompted else 'off'}", flush=True)
-  measure = lambda mesh: _measure(plan, config, mesh, cfg, length, args.prompted)  # noqa: E731
+  measure = lambda mesh, step=None: _measure(  # noqa: E731
+      plan, config, mesh, cfg, length, args.prompted, step)
   reports = []
   for shape in shapes:
     print(f"compiling the step ahead of time ({_mesh_text(shape)}) ...", flush=True)
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     compiled, num_params = _compile_step(plan, config, mesh, cfg, length, args.prompted)
     print(plan.format_plan(plan.memory_plan_of(compiled, num_params), shape), flush=True)
     if args.devices is not None:
-      reports.append((shape, measure(mesh)))
+      reports.append((shape, measure(mesh, compiled)))
   if args.devices is None:
     return 0
   from vcoach_jax.parallel import scaling  # pylint: disable=g-import-not-at-top
@@ -151,12 +152,14 @@ def _compile_step(plan, config, mesh, cfg, length: int, prompted: bool):
   return plan.compile_step(step, state, ref, raw, hard), plan.num_params(ref)
 
 
-def _measure(plan, config, mesh, cfg, length: int, prompted: bool):
-  """{program: scaling.Measured} of the train step and the sampler compiled for `mesh`."""
+def _measure(plan, config, mesh, cfg, length: int, prompted: bool, compiled=None):
+  """{program: scaling.Measured} of the train step (`compiled`, else compiled here) and the
+  sampler compiled for `mesh`."""
   from vcoach_jax.parallel import scaling  # pylint: disable=g-import-not-at-top
-  print(f"compiling the step and the sampler for {mesh.size} device(s) "
+  print(f"compiling the sampler{'' if compiled else ' and the step'} for {mesh.size} device(s) "
         f"({_mesh_text(dict(mesh.shape))}) ...", flush=True)
-  compiled, _ = _compile_step(plan, config, mesh, cfg, length, prompted)
+  if compiled is None:
+    compiled, _ = _compile_step(plan, config, mesh, cfg, length, prompted)
   out = scaling.train_step(compiled.as_text(), plan.memory_analysis(compiled).peak)
   sampler = plan.compile_sampler(config, mesh, cfg, length)
   out.update(scaling.sampler(sampler.as_text(), plan.memory_analysis(sampler).peak))
