@@ -46,11 +46,17 @@ def test_plan_tiny_fsdp_shrinks_arguments():
   assert four["arguments"] < one["arguments"], (four, one)
 
 
-def _row(out: str, section: str, label: str) -> list[str]:
-  """The cells of row `label` in the report section starting with `section`."""
+def _rows(out: str, section: str, label: str) -> list[list[str]]:
+  """The cells of each row `label` in the report section starting with `section`."""
   block = out[out.index(section):].split("\n\n")[0]
-  line, = [l for l in block.splitlines() if l.strip().startswith(label + "  ")]
-  return re.split(r"\s{2,}", line.strip())[1:]
+  lines = [l for l in block.splitlines() if l.strip().startswith(label + "  ")]
+  assert lines, (section, label, out)
+  return [re.split(r"\s{2,}", line.strip())[1:] for line in lines]
+
+
+def _row(out: str, section: str, label: str) -> list[str]:
+  row, = _rows(out, section, label)
+  return row
 
 
 def _number(cell: str) -> float:
@@ -64,10 +70,10 @@ def test_scaling_report_tiny_8_devices():
                  "--set", "data.batch_size=8", "--set", "sampling.max_new_tokens=8")
   assert "scaling report: 8 devices (mesh fsdp=8)" in out and "v5p-16 (8 chips)" in out, out
   for name in ("train step", "vision_tower", "prefill", "decode step"):
-    per_device, ideal, ratio = _row(out, "dot FLOPs per device", name)
-    # Every device runs its own rows, patches and segments: 1/8 of the 1-device work.
-    assert 0.95 <= float(ratio) <= 1.05, (name, out)
-    assert _number(per_device) > 0 and _number(ideal) > 0
+    for per_device, ideal, ratio in _rows(out, "dot FLOPs per device", name):
+      # Every device runs its own rows, patches and segments: 1/8 of the 1-device work.
+      assert 0.95 <= float(ratio) <= 1.05, (name, out)
+      assert _number(per_device) > 0 and _number(ideal) > 0
   cells = _row(out, "collective bytes per device", "train step")
   all_reduce, multiple = _number(cells[2]), float(cells[-1])
   params = _number(re.search(r"fp32 ([\d.]+ \w?)B", out)[1])
