@@ -24,7 +24,7 @@ def _plan(mesh: str, *extra: str) -> tuple[str, dict[str, float]]:
              PYTHONPATH=os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")]))
   proc = subprocess.run([sys.executable, "-m", "vcoach_jax.cli", "plan", "--mesh", mesh,
                          *_SMALL, *extra],
-                        capture_output=True, text=True, env=env, timeout=300, check=False)
+                        capture_output=True, text=True, env=env, timeout=900, check=False)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
   gib = {m[1]: float(m[2]) for m in re.finditer(r"^\s+(\w[\w ]*?)\s+([\d.]+) GiB", proc.stdout,
                                                 re.M)}
@@ -37,12 +37,54 @@ def test_plan_tiny_fsdp_shrinks_arguments():
   for key in ("arguments", "outputs", "temporaries", "peak estimate"):
     assert four[key] > 0, (key, out4)
   assert re.search(r"^parameters\s+[\d,]+", out4, re.M)
-  assert re.search(r"^v5p-8 .*: fits, headroom \+", out4, re.M), out4
-  assert re.search(r"^8xH100 .*: fits, headroom \+", out4, re.M), out4
+  # 4 devices are 4 chips: a v5p-8 slice (its name counts TensorCores, 2 per chip).
+  assert re.search(r"^v5p-8 \(4 chips\) .*: fits, headroom \+", out4, re.M), out4
+  assert re.search(r"^4x H100 .*: fits, headroom \+", out4, re.M), out4
   peak = four["arguments"] + four["temporaries"] + four["outputs"] - four["aliased"]
   assert four["peak estimate"] == pytest.approx(peak, abs=2e-3)
   _, one = _plan("fsdp=1")
   assert four["arguments"] < one["arguments"], (four, one)
+
+
+def _rows(out: str, section: str, label: str) -> list[list[str]]:
+  """The cells of each row `label` in the report section starting with `section`."""
+  block = out[out.index(section):].split("\n\n")[0]
+  lines = [l for l in block.splitlines() if l.strip().startswith(label + "  ")]
+  assert lines, (section, label, out)
+  return [re.split(r"\s{2,}", line.strip())[1:] for line in lines]
+
+
+def _row(out: str, section: str, label: str) -> list[str]:
+  row, = _rows(out, section, label)
+  return row
+
+
+def _number(cell: str) -> float:
+  value, _, unit = cell.partition(" ")
+  return float(value) * {"T": 1e12, "G": 1e9, "M": 1e6, "k": 1e3}.get(unit[:1], 1)
+
+
+def test_scaling_report_tiny_8_devices():
+  # Rows divide by 8 (8 prompts x G 4); each prompt holds one 8 x 8-patch image (16 tokens).
+  out, _ = _plan("fsdp=8", "--devices", "8", "--prompt-length", "64",
+                 "--set", "data.batch_size=8", "--set", "sampling.max_new_tokens=8")
+  assert "scaling report: 8 devices (mesh fsdp=8)" in out and "v5p-16 (8 chips)" in out, out
+  for name in ("train step", "vision_tower", "prefill", "decode step"):
+    for per_device, ideal, ratio in _rows(out, "dot FLOPs per device", name):
+      # Every device runs its own rows, patches and segments: 1/8 of the 1-device work.
+      assert 0.95 <= float(ratio) <= 1.05, (name, out)
+      assert _number(per_device) > 0 and _number(ideal) > 0
+  cells = _row(out, "collective bytes per device", "train step")
+  all_reduce, multiple = _number(cells[2]), float(cells[-1])
+  params = _number(re.search(r"fp32 ([\d.]+ \w?)B", out)[1])
+  # FSDP gathers weights and reduces gradients (XLA's CPU backend all-reduces them where a TPU
+  # reduce-scatters); activations are not all-reduced (with activations following the weights'
+  # width split this step all-reduced ~20x the fp32 parameter bytes).
+  assert all_reduce < 5 * params and multiple < 12, out
+  gathered = _number(_row(out, "collective bytes per device", "decode step")[0])
+  assert gathered <= 32 * 512 * 4 + 1024, out  # the [rows, vocab] logits of the top-k only
+  n_peak, one_peak = map(_number, _row(out, "peak memory per device", "train step"))
+  assert n_peak < one_peak, out
 
 
 def test_parse_mesh():

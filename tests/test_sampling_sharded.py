@@ -60,10 +60,9 @@ _SCRIPT = textwrap.dedent("""
     def gathered(layout):  # (bytes all-gathered per decode step, shapes of those arrays)
       hlo = sampler8.lower(inputs, dataclasses.replace(config, weights_layout=layout),
                            key).compile().as_text()
-      comps, _ = ht.computations(hlo)
-      (body, _), = [l for l in ht.loops(hlo) if l[1] is None]  # the decode loop
-      return ht.collective_bytes(comps, body, "all-gather"), ht.collective_shapes(
-          comps, body, "all-gather")
+      body = ht.decode_loop(hlo)
+      return ht.collective_bytes(hlo, body, "all-gather"), ht.collective_shapes(
+          hlo, body, "all-gather")
     before, _ = gathered("as_trained")
     after, shapes = gathered("auto")
     rows, vocab = 4 * config.num_samples, cfg.vocab_size

@@ -11,7 +11,7 @@ from vcoach_jax.model import lora
 from vcoach_jax.model.config import PRESETS, ModelConfig
 from vcoach_jax.model.hf_checkpoint import load_hf
 from vcoach_jax.model.qwen2_5_vl import Qwen2_5_VL
-from vcoach_jax.parallel import mesh as mesh_lib
+from vcoach_jax.parallel import activations, mesh as mesh_lib
 
 # Params and compute dtypes (`config.model.dtype`): name -> jnp dtype.
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -61,4 +61,5 @@ def from_config(config: ml_collections.ConfigDict, seed: int = 0, tokenizer=None
     lora.apply_lora(model, rank=m.lora_rank, alpha=m.lora_alpha, targets=tuple(m.lora_targets),
                     rngs=nnx.Rngs(seed + 1))
     mesh_lib.shard_model(model, mesh, rules)
+  activations.attach(model, mesh, rules)
   return model, mesh

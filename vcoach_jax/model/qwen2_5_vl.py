@@ -22,6 +22,7 @@ from vcoach_jax.model.config import ModelConfig
 from vcoach_jax.model.rope import mrope_cos_sin, mrope_positions
 from vcoach_jax.model.text import TextModel
 from vcoach_jax.model.vision import Segments, VisionTower, vision_aux
+from vcoach_jax.parallel import activations as act
 
 
 class ModelInputs(NamedTuple):
@@ -69,38 +70,48 @@ class Qwen2_5_VL(nnx.Module):
         cfg.hidden_size, cfg.vocab_size, axes=(lyr.EMBED, lyr.VOCAB), bias=False, dtype=dtype,
         param_dtype=param_dtype, rngs=rngs)
     self.dtype = dtype
+    self.layout = None  # where activations go (`parallel.activations.attach`); None: XLA decides
+
+  def _layout(self):
+    """The activation layout, open while a model method traces (`activations.use`)."""
+    return act.use(getattr(self, "layout", None))
 
   def embed(self, inputs: ModelInputs) -> jax.Array:
     """Token embeddings with vision features scattered into the image/video token slots."""
-    x = self.model.embed(inputs.input_ids)  # [B, T, D]
-    if inputs.pixels is None:
-      return x
-    feats = self.visual(inputs.pixels, inputs.rotary_ids, inputs.windows, inputs.frames)
-    b, t, d = x.shape
-    # Slots out of range (padding patches of a fixed-shape batch) are dropped; slots of shape
-    # [G, n] scatter the same features into G rows (`batching.repeat_rows`).
-    x = x.reshape(b * t, d).at[inputs.vision_slots].set(feats.astype(x.dtype), mode="drop")
-    return x.reshape(b, t, d)
+    with self._layout():
+      x = act.shard(self.model.embed(inputs.input_ids), act.RESIDUAL)  # [B, T, D]
+      if inputs.pixels is None:
+        return x
+      feats = self.visual(inputs.pixels, inputs.rotary_ids, inputs.windows, inputs.frames)
+      b, t, d = x.shape
+      # Slots out of range (padding patches of a fixed-shape batch) are dropped; slots of shape
+      # [G, n] scatter the same features into G rows (`batching.repeat_rows`).
+      x = x.reshape(b * t, d).at[inputs.vision_slots].set(feats.astype(x.dtype), mode="drop")
+      return act.shard(x.reshape(b, t, d), act.RESIDUAL)
 
   def head(self, h: jax.Array) -> jax.Array:
     """[..., D] -> [..., vocab] fp32 logits."""
-    if self.lm_head is None:
-      out = jnp.einsum("...d,vd->...v", h, self.model.embed_tokens[...].astype(h.dtype))
-    else:
-      out = self.lm_head(h)
-    return out.astype(jnp.float32)
+    with self._layout():
+      lead = act.RESIDUAL[:h.ndim - 1] if h.ndim <= 3 else (None,) * (h.ndim - 1)
+      h = act.shard(h, lead + (None,))
+      if self.lm_head is None:
+        out = jnp.einsum("...d,vd->...v", h, self.model.embed_tokens[...].astype(h.dtype))
+      else:
+        out = self.lm_head(h)
+      return act.shard(out.astype(jnp.float32), lead + (lyr.VOCAB,))
 
   def hidden_states(self, inputs: ModelInputs) -> jax.Array:
     """[B, T, D] final-norm hidden states of a full causal forward (no cache, no LM head): what
     the loss heads (completion log-probs, the selector) read."""
-    cfg = self.config
-    x = self.embed(inputs)
-    cos, sin = mrope_cos_sin(inputs.positions, cfg.head_dim, cfg.rope_theta, cfg.mrope_section)
-    t = x.shape[1]
-    causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
-    mask = causal[None] & inputs.attention_mask.astype(bool)[:, None, :]
-    h, _, _ = self.model(x, cos, sin, mask)
-    return h
+    with self._layout():
+      cfg = self.config
+      x = self.embed(inputs)
+      cos, sin = mrope_cos_sin(inputs.positions, cfg.head_dim, cfg.rope_theta, cfg.mrope_section)
+      t = x.shape[1]
+      causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
+      mask = causal[None] & inputs.attention_mask.astype(bool)[:, None, :]
+      h, _, _ = self.model(x, cos, sin, mask)
+      return h
 
   def __call__(self, inputs: ModelInputs, cache: KVCache | None = None, *,
                last_only: bool = False):
@@ -123,20 +134,21 @@ class Qwen2_5_VL(nnx.Module):
     """[B, T, D] hidden states of `inputs` attending the cache's valid slots before them, and
     the cache with `inputs` written from its `index` (differentiable: the RL loss runs a
     prompt once per group this way, `rl.logprobs`)."""
-    cfg = self.config
-    x = self.embed(inputs)
-    cos, sin = mrope_cos_sin(inputs.positions, cfg.head_dim, cfg.rope_theta, cfg.mrope_section)
-    t = x.shape[1]
-    valid = inputs.attention_mask.astype(bool)
-    idx = cache.index
-    kv_valid = jax.lax.dynamic_update_slice(cache.valid, valid, (0, idx))
-    slots = jnp.arange(cache.valid.shape[1])
-    causal = slots[None, :] <= (idx + jnp.arange(t))[:, None]  # [T, S]
-    mask = causal[None] & kv_valid[:, None, :]
-    h, k, v = self.model(x, cos, sin, mask, cache.k, cache.v, idx)
-    cache = cache.replace(k=k, v=v, valid=kv_valid, index=idx + t,
-                          rope_deltas=inputs.rope_deltas)
-    return h, cache
+    with self._layout():
+      cfg = self.config
+      x = self.embed(inputs)
+      cos, sin = mrope_cos_sin(inputs.positions, cfg.head_dim, cfg.rope_theta, cfg.mrope_section)
+      t = x.shape[1]
+      valid = inputs.attention_mask.astype(bool)
+      idx = cache.index
+      kv_valid = jax.lax.dynamic_update_slice(cache.valid, valid, (0, idx))
+      slots = jnp.arange(cache.valid.shape[1])
+      causal = slots[None, :] <= (idx + jnp.arange(t))[:, None]  # [T, S]
+      mask = causal[None] & kv_valid[:, None, :]
+      h, k, v = self.model(x, cos, sin, mask, cache.k, cache.v, idx)
+      cache = cache.replace(k=k, v=v, valid=kv_valid, index=idx + t,
+                            rope_deltas=inputs.rope_deltas)
+      return h, cache
 
 
 # ------------------------------------------------------------------------------------------------

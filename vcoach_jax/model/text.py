@@ -13,6 +13,10 @@ from flax import nnx
 from vcoach_jax.model import layers as lyr
 from vcoach_jax.model.config import ModelConfig
 from vcoach_jax.model.rope import apply_rotary
+from vcoach_jax.parallel import activations as act
+from vcoach_jax.parallel.activations import shard
+
+KV = (act.BATCH, None, lyr.KV_HEADS, None)  # keys / values: every slot of a row on its device
 
 
 class Attention(nnx.Module):
@@ -33,31 +37,37 @@ class Attention(nnx.Module):
     """x [B,T,D]; cos/sin [B,T,H]; mask [B,T,S]; kv: optional (k, v) caches [B,S,K,H] into which
     this call's keys are written at slot `write_index`. Returns (out [B,T,D], (k, v))."""
     b, t, _ = x.shape
-    q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
-    k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
-    v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+    heads = (act.BATCH, act.LENGTH, lyr.HEADS, None)
+    q = shard(self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim), heads)
+    k = shard(self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim), KV)
+    v = shard(self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim), KV)
     q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
     if kv is not None:
       k_cache, v_cache = kv
       k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, write_index, 0, 0))
       v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, write_index, 0, 0))
+      k, v = shard(k, KV), shard(v, KV)
     out = lyr.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, self.impl, self.chunk)
-    return self.o_proj(out.reshape(b, t, -1)), (k, v)
+    out = shard(out.reshape(b, t, -1), act.RESIDUAL[:2] + (lyr.HEADS,))
+    return shard(self.o_proj(out), act.RESIDUAL), (k, v)
 
 
 class MLP(nnx.Module):
   """down(silu(gate(x)) * up(x))."""
 
   def __init__(self, din: int, dff: int, *, axes: tuple[str, str], bias: bool, dtype, param_dtype,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, lead: tuple[str, ...] = act.RESIDUAL[:2]):
     kw = dict(bias=bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.lead = lead  # activation axes before the width: (rows, tokens) or (patches,)
+    self.hidden_axis = axes[1]
     self.gate_proj = lyr.Linear(din, dff, axes=axes, **kw)
     self.up_proj = lyr.Linear(din, dff, axes=axes, **kw)
     self.down_proj = lyr.Linear(dff, din, axes=axes[::-1], **kw)
 
   @jax.named_scope("feed_forward")
   def __call__(self, x):
-    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    h = shard(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x), self.lead + (self.hidden_axis,))
+    return shard(self.down_proj(h), self.lead + (None,))
 
 
 class DecoderLayer(nnx.Module):
@@ -74,8 +84,8 @@ class DecoderLayer(nnx.Module):
   @jax.named_scope("decoder_layer")
   def __call__(self, x, cos, sin, mask, kv=None, write_index=None):
     h, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv, write_index)
-    x = x + h
-    x = x + self.mlp(self.post_attention_layernorm(x))
+    x = shard(x + h, act.RESIDUAL)
+    x = shard(x + self.mlp(self.post_attention_layernorm(x)), act.RESIDUAL)
     return x, kv
 
 
@@ -115,6 +125,11 @@ class TextModel(nnx.Module):
     Returns:
       (hidden [B, T, D] after the final norm, cache_k, cache_v).
     """
+    x = shard(x, act.RESIDUAL)
+    cos, sin = shard(cos, act.RESIDUAL), shard(sin, act.RESIDUAL)
+    mask = shard(mask, act.RESIDUAL)
+    if cache_k is not None:
+      cache_k, cache_v = shard(cache_k, (None,) + KV), shard(cache_v, (None,) + KV)
     if self.scan:
       x, cache_k, cache_v = self._scan(x, cos, sin, mask, cache_k, cache_v, write_index)
       return self.norm(x), cache_k, cache_v

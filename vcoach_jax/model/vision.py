@@ -24,6 +24,10 @@ from vcoach_jax.model import layers as lyr
 from vcoach_jax.model.config import VisionConfig
 from vcoach_jax.model.rope import apply_rotary, vision_cos_sin, vision_rotary_ids
 from vcoach_jax.model.text import MLP
+from vcoach_jax.parallel import activations as act
+from vcoach_jax.parallel.activations import shard
+
+PATCHES = (act.PATCHES, None)  # [patches, width]
 
 
 class Segments(NamedTuple):
@@ -100,14 +104,20 @@ class VisionAttention(nnx.Module):
   def __call__(self, x, cos, sin, seg: Segments):
     """x [N, D]; cos/sin [N, H]; seg: the attention segments (arrays)."""
     n = x.shape[0]
-    qkv = self.qkv(x).reshape(n, 3, self.num_heads, self.head_dim)
+    qkv = shard(self.qkv(x).reshape(n, 3, self.num_heads, self.head_dim),
+                (act.PATCHES, None, lyr.VIT_HEADS, None))
     q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
     q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-    q, k, v = q[seg.gather], k[seg.gather], v[seg.gather]  # [S, L, heads, H]
-    mask = seg.valid[:, :, None] & seg.valid[:, None, :]  # [S, L, L]
-    out = lyr.attention(q, k, v, mask, self.impl, self.chunk)
+    # Segments over the batch axes (queries also split by slot when the segments do not divide);
+    # each segment's keys and values whole on its devices.
+    queries = (act.SEGMENTS, act.LENGTH, lyr.VIT_HEADS, None)
+    keys = (act.SEGMENTS, None, lyr.VIT_HEADS, None)
+    q, k, v = shard(q[seg.gather], queries), shard(k[seg.gather], keys), shard(v[seg.gather], keys)
+    mask = shard(seg.valid[:, :, None] & seg.valid[:, None, :], queries[:2] + (None,))  # [S, L, L]
+    out = shard(lyr.attention(q, k, v, mask, self.impl, self.chunk), queries)
     out = out.reshape(-1, self.num_heads, self.head_dim)[seg.inverse]  # [N, heads, H]
-    return self.proj(out.reshape(n, -1))
+    out = shard(out.reshape(n, -1), (act.PATCHES, lyr.VIT_HEADS))
+    return shard(self.proj(out), PATCHES)
 
 
 class VisionBlock(nnx.Module):
@@ -118,12 +128,12 @@ class VisionBlock(nnx.Module):
     self.attn = VisionAttention(cfg, impl=impl, chunk=chunk, rngs=rngs, **kw)
     self.norm2 = lyr.RMSNorm(cfg.hidden_size, eps=1e-6, **kw)
     self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, axes=(lyr.VIT_EMBED, lyr.VIT_MLP),
-                   bias=True, rngs=rngs, **kw)
+                   bias=True, rngs=rngs, lead=(act.PATCHES,), **kw)
 
   @jax.named_scope("vision_block")
   def __call__(self, x, cos, sin, seg: Segments):
-    x = x + self.attn(self.norm1(x), cos, sin, seg)
-    return x + self.mlp(self.norm2(x))
+    x = shard(x + self.attn(self.norm1(x), cos, sin, seg), PATCHES)
+    return shard(x + self.mlp(self.norm2(x)), PATCHES)
 
 
 class PatchMerger(nnx.Module):
@@ -139,8 +149,8 @@ class PatchMerger(nnx.Module):
 
   @jax.named_scope("patch_merger")
   def __call__(self, x):
-    x = self.ln_q(x).reshape(-1, self.wide)
-    return self.mlp_2(jax.nn.gelu(self.mlp_0(x), approximate=False))
+    x = shard(self.ln_q(x).reshape(-1, self.wide), PATCHES)
+    return shard(self.mlp_2(jax.nn.gelu(self.mlp_0(x), approximate=False)), PATCHES)
 
 
 class VisionTower(nnx.Module):
@@ -164,8 +174,9 @@ class VisionTower(nnx.Module):
   def __call__(self, pixels: jax.Array, rotary_ids: jax.Array, windows: Segments,
                frames: Segments) -> jax.Array:
     """pixels [N, patch_dim]; the index arrays come from `vision_aux`. Returns [N/4, out]."""
-    x = self.patch_embed(pixels)
-    cos, sin = vision_cos_sin(rotary_ids, self.head_dim)
+    x = shard(self.patch_embed(shard(pixels, PATCHES)), PATCHES)
+    cos, sin = vision_cos_sin(shard(rotary_ids, PATCHES), self.head_dim)
+    cos, sin = shard(cos, PATCHES), shard(sin, PATCHES)
     do_remat, policy = lyr.remat_policy(self.remat)
     if self.scan:
       return self.merger(self._scan(x, cos, sin, windows, frames, do_remat, policy))

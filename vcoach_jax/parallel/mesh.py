@@ -4,7 +4,8 @@ Layers name their parameter dimensions with logical axes (`embed`, `mlp`, `heads
 `vcoach_jax.model.layers`), stored in each `nnx.Param`'s `logical_axes` metadata. A rule table
 (`config.parallel.rules`) maps each logical name to a tuple of mesh axes. A dimension whose size
 does not divide by its mesh axes, or whose mesh axis an earlier dimension already took, stays
-replicated, so tiny test models shard without special cases.
+replicated, so tiny test models shard without special cases. Activations are named the same
+way inside the model (`vcoach_jax.parallel.activations`).
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def logical_to_spec(axes: Sequence[str | None], rules: Rules = DEFAULT_RULES,
                     shape: Sequence[int] | None = None, mesh: Mesh | None = None) -> PartitionSpec:
   """PartitionSpec for a tensor whose dims have the logical names `axes`.
 
-  With `shape` and `mesh`, a dim is sharded only if its size divides by the product of its mesh
-  axes; a mesh axis is used by at most one dim.
+  With `shape` and `mesh`, a dim takes its mesh axes in order, each one only while the product
+  so far still divides its size (rows 2 on data=2 x fsdp=4 go over `data` alone); a mesh axis is
+  used by at most one dim (a later dim may take the axes an earlier one could not).
   """
   table = {name: tuple(mesh_axes) for name, mesh_axes in rules}
   used: set[str] = set()
@@ -65,9 +67,13 @@ def logical_to_spec(axes: Sequence[str | None], rules: Rules = DEFAULT_RULES,
     mesh_axes = tuple(a for a in table.get(name, ()) if a not in used)
     if mesh is not None:
       mesh_axes = tuple(a for a in mesh_axes if mesh.shape[a] > 1)
-      if shape is not None and mesh_axes:
-        if shape[i] % int(np.prod([mesh.shape[a] for a in mesh_axes])):
-          mesh_axes = ()
+      if shape is not None:  # each axis in turn while the dim still divides
+        kept, size = [], 1
+        for a in mesh_axes:
+          if shape[i] % (size * mesh.shape[a]) == 0:
+            kept.append(a)
+            size *= mesh.shape[a]
+        mesh_axes = tuple(kept)
     used.update(mesh_axes)
     spec.append(None if not mesh_axes else mesh_axes[0] if len(mesh_axes) == 1 else mesh_axes)
   return PartitionSpec(*spec)
@@ -96,11 +102,16 @@ def state_shardings(state: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any
 
 
 def shard_model(model: nnx.Module, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> nnx.Module:
-  """Moves every parameter of `model` to its sharding on `mesh` (in place); returns the model."""
+  """Moves every parameter of `model` to its sharding on `mesh` (in place), and records the mesh
+  as where the model's activations go when it has a `layout` (`parallel.activations`); returns
+  the model."""
   state = nnx.state(model)
   shardings = state_shardings(state, mesh, rules)
   values = jax.tree.map(lambda v: v.get_value(), state, is_leaf=_is_var)
   nnx.update(model, jax.device_put(values, shardings))
+  if hasattr(model, "layout"):
+    from vcoach_jax.parallel import activations  # pylint: disable=g-import-not-at-top
+    activations.attach(model, mesh, rules)
   return model
 
 

@@ -1,7 +1,8 @@
 """Mesh axis names and the default logical-axis -> mesh-axes rules (no JAX import: configs use it).
 
 Weights: FSDP over the model width, tensor parallelism over heads / mlp / vocab. Activations:
-the batch over data x fsdp. A config replaces the table through `config.parallel.rules`.
+the batch over data x fsdp (then the tokens, patches or segments over what the batch left). A
+config replaces the table through `config.parallel.rules`.
 """
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -19,6 +20,10 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("patch", ()),
     ("norm", ()),
     ("lora_rank", ()),
-    # Activations.
+    # Activations (vcoach_jax/parallel/activations.py): rows over the batch axes; the tokens of
+    # a row, or the patches and segments of the vision tower, take what the rows leave.
     ("batch", ("data", "fsdp")),
+    ("act_length", ("data", "fsdp")),
+    ("patches", ("data", "fsdp")),
+    ("segments", ("data", "fsdp")),
 )

@@ -8,7 +8,10 @@ gives the per-device bytes XLA needs, which is what decides whether a run fits a
 
   step, state, ref = abstract_setup(config, mesh)
   raw, prompted = abstract_batches(config, model_config(config), prompt_length=8192)
-  report = memory_plan(step, state, ref, raw, prompted)
+  report = memory_plan_of(compile_step(step, state, ref, raw, prompted), num_params(ref))
+
+`compile_sampler` does the same for the sampler's program (prefill + decode loop) on a full
+batch of prompts; `parallel/scaling.py` reads both programs' HLO for the scaling report.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ from vcoach_jax.model import build, lora
 from vcoach_jax.model.batching import batch_inputs
 from vcoach_jax.model.config import ModelConfig
 from vcoach_jax.model.qwen2_5_vl import Qwen2_5_VL
+from vcoach_jax.parallel import activations, mesh as mesh_lib
 from vcoach_jax.rl import optim, train_step, update
 
 GIB = 1024 ** 3
-# Per-device memory of the plan's targets (GiB): TPU v5p HBM per chip, H100 SXM HBM.
-TARGETS = (("v5p-8", 95.0), ("8xH100", 80.0))
+# Per-device memory of the plan's targets (GiB): TPU v5p HBM per chip, H100 SXM HBM. A plan is
+# for one device per chip; `slice_names` says which slice a mesh of n devices is.
+TARGETS = (("TPU v5p", 95.0), ("H100", 80.0))
 TEXT_RESERVE = 512  # prompt tokens kept for text (system prompt, question, frame times)
 
 
@@ -60,8 +65,9 @@ def model_config(config) -> ModelConfig:
   return build.preset_config(m.preset, **runtime)
 
 
-def abstract_model(config) -> Qwen2_5_VL:
-  """The model of `config` with `jax.ShapeDtypeStruct` leaves (nothing allocated)."""
+def abstract_model(config, mesh=None) -> Qwen2_5_VL:
+  """The model of `config` with `jax.ShapeDtypeStruct` leaves (nothing allocated); with a mesh,
+  its activations are laid out on it as a built model's are (`activations.attach`)."""
   m = config.model
   if m.dtype not in build.DTYPES:
     raise ValueError(f"config.model.dtype must be one of {sorted(build.DTYPES)}, got {m.dtype!r}")
@@ -73,13 +79,15 @@ def abstract_model(config) -> Qwen2_5_VL:
       lora.apply_lora(model, rank=m.lora_rank, alpha=m.lora_alpha,
                       targets=tuple(m.lora_targets), rngs=nnx.Rngs(1))
     return model
-  return nnx.eval_shape(make)
+  model = nnx.eval_shape(make)
+  activations.attach(model, mesh, mesh_lib.rules_from_config(config.parallel.rules))
+  return model
 
 
 def abstract_setup(config, mesh, *, group_size: int | None = None):
   """`train_step.setup` on an abstract model: (Step, TrainState, reference params)
   whose arrays are all `jax.ShapeDtypeStruct`s; the step carries the mesh's shardings."""
-  model = abstract_model(config)
+  model = abstract_model(config, mesh)
   tx = optim.make_optimizer(config.optim)
   freeze = config.optim.freeze_vision
   graphdef, *_ = nnx.split(model, update.trainable_filter(model, freeze), ...)
@@ -99,10 +107,12 @@ def num_params(tree: Any) -> int:
 
 def _image_grids(cfg: ModelConfig, prompt_length: int, max_patches: int, max_images: int):
   """Up to `max_images` equal square-ish image grids `[1, h, w]` filling the patch budget, with
-  their merged tokens (plus vision start/end) leaving `TEXT_RESERVE` text tokens."""
+  their merged tokens (plus vision start/end) leaving `TEXT_RESERVE` text tokens (half the
+  prompt when it is shorter than twice that)."""
   merge = cfg.vision.spatial_merge_size
   unit = cfg.vision.merge_unit
-  budget = min(max_patches, max(0, prompt_length - TEXT_RESERVE) * unit)
+  reserve = min(TEXT_RESERVE, prompt_length // 2)  # half of a short prompt
+  budget = min(max_patches, max(0, prompt_length - reserve) * unit)
   for n in range(max(1, max_images), 0, -1):
     per = budget // n
     h = max(0, int(math.isqrt(per)) // merge * merge)
@@ -171,17 +181,48 @@ def default_prompt_length(config, cfg: ModelConfig) -> int:
   return min(fits) if fits else min(cap, max(config.data.prompt_buckets))
 
 
-def memory_plan(step, state, ref, raw, prompted) -> MemoryPlan:
-  """Compiles the step for these abstract arguments; returns its per-device bytes."""
+def compile_step(step, state, ref, raw, prompted):
+  """The train step compiled ahead of time for these abstract arguments (the one place the plan
+  lowers it)."""
   rng = jax.eval_shape(lambda: jax.random.key(0))
-  compiled = step.lower(state, ref, raw, prompted, rng).compile()
+  return step.lower(state, ref, raw, prompted, rng).compile()
+
+
+def memory_analysis(compiled) -> MemoryPlan:
+  """Per-device bytes of a compiled program (`num_params` left 0)."""
   ma = compiled.memory_analysis()
   if ma is None:
     raise ValueError("this backend gives no memory analysis of compiled programs")
   return MemoryPlan(argument=int(ma.argument_size_in_bytes), output=int(ma.output_size_in_bytes),
                     temp=int(ma.temp_size_in_bytes),
                     generated_code=int(ma.generated_code_size_in_bytes),
-                    alias=int(ma.alias_size_in_bytes), num_params=num_params(ref))
+                    alias=int(ma.alias_size_in_bytes), num_params=0)
+
+
+def memory_plan_of(compiled, params: int) -> MemoryPlan:
+  """The per-device bytes of the compiled step, with its parameter count."""
+  return dataclasses.replace(memory_analysis(compiled), num_params=params)
+
+
+def compile_sampler(config, mesh, cfg: ModelConfig, prompt_length: int):
+  """The sampler's program (prefill of data.batch_size prompts, then the decode loop of
+  sampling.num_samples x sampling.max_new_tokens tokens) compiled for `mesh` on an abstract
+  model; the weights are the decoding copy `sampling.weights_layout` gives."""
+  from vcoach_jax.sampling import sampler as sampler_lib  # pylint: disable=g-import-not-at-top
+  model = abstract_model(config, mesh)
+  rules = mesh_lib.rules_from_config(config.parallel.rules)
+  sampler = sampler_lib.Sampler(model, None, mesh, end_ids=[cfg.eos_token_id],
+                                pad_id=cfg.bos_token_id, rules=rules)
+  inputs = batch_inputs(cfg, host_prompts(cfg, config.data.batch_size, prompt_length,
+                                          config.data.max_patches, config.data.max_images))
+  sampling = sampler_lib.SamplingConfig.from_config(config.sampling)
+  return sampler.lower(inputs, sampling, jax.random.key(0)).compile()
+
+
+def slice_names(devices: int) -> dict[str, str]:
+  """{target: the slice of `devices` chips}: a TPU v5p-N slice has N / 2 chips (N counts
+  TensorCores), each one JAX device."""
+  return {"TPU v5p": f"v5p-{2 * devices} ({devices} chips)", "H100": f"{devices}x H100"}
 
 
 def format_plan(p: MemoryPlan, mesh_shape: Mapping[str, int],
@@ -189,8 +230,10 @@ def format_plan(p: MemoryPlan, mesh_shape: Mapping[str, int],
   """The printed table: per-device bytes in GiB and a verdict per target."""
   gib = lambda x: f"{x / GIB:10.3f} GiB"  # noqa: E731
   mesh = ",".join(f"{k}={v}" for k, v in mesh_shape.items())
+  devices = math.prod(mesh_shape.values())
+  slices = slice_names(devices)
   lines = [f"parameters        {p.num_params:,} ({p.num_params / 1e9:.2f} B)",
-           f"mesh              {mesh} ({math.prod(mesh_shape.values())} devices)",
+           f"mesh              {mesh} ({devices} devices)",
            "per-device bytes (compiled.memory_analysis):",
            f"  arguments       {gib(p.argument)}",
            f"  outputs         {gib(p.output)}",
@@ -201,5 +244,6 @@ def format_plan(p: MemoryPlan, mesh_shape: Mapping[str, int],
   for name, budget in targets:
     room = budget - p.peak / GIB
     verdict = "fits" if room >= 0 else "does NOT fit"
-    lines.append(f"{name:<8} ({budget:g} GiB/device): {verdict}, headroom {room:+.2f} GiB")
+    lines.append(f"{slices.get(name, name)} ({budget:g} GiB/device): {verdict}, "
+                 f"headroom {room:+.2f} GiB")
   return "\n".join(lines)

@@ -105,4 +105,6 @@ class Placer:
     if key not in self._programs:
       out = None if self.mesh is None else shardings(state, layout, self.mesh, self.rules)
       self._programs[key] = jax.jit(lambda s: _cast(s, self.dtype), out_shardings=out)
+    if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(state)):
+      return jax.eval_shape(self._programs[key], state)  # an AOT plan: shapes and placement
     return self._programs[key](state)
