@@ -87,15 +87,17 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
   from vcoach_jax import checkpointing  # pylint: disable=g-import-not-at-top
   start = checkpointing.Checkpointer(killed_dir / "checkpoints").latest_step()
   assert start in (2, 4), start  # killed mid-run, after a complete checkpoint
-  done_before = len(_rows(killed_dir))
-  assert done_before < STEPS
+  assert len(_rows(killed_dir)) < STEPS
   _finish(_sft(killed_dir, data_dir, "--resume"), killed_dir)
   _finish(straight, straight_dir)
 
   ref = {r["step"]: r for r in _rows(straight_dir)}
   assert sorted(ref) == list(range(STEPS))
+  # The resumed run drops the rows after its checkpoint (steps it runs again) and appends.
   rows = _rows(killed_dir)
-  first, resumed = rows[:done_before], rows[done_before:]
+  first = [r for r in rows if r["step"] < start]
+  resumed = rows[len(first):]
+  assert [r["step"] for r in first] == list(range(start))
   assert [r["step"] for r in resumed] == list(range(start, STEPS))
   for r in first + resumed:  # floats round-trip through JSON exactly: bit-exact equality
     assert {k: r[k] for k in COMPARED} == {k: ref[r["step"]][k] for k in COMPARED}, r["step"]
