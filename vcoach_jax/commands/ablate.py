@@ -26,7 +26,7 @@ ablation.json (mean ± std over seeds) and WORKDIR/reward_total.png (reward curv
 mean over seeds). A rerun with the same --workdir reuses the SFT start and finished runs.
 
 examples:
-  vcoach ablate                                   # 3 seeds; ~25 minutes on 2 CPU cores
+  vcoach ablate                                   # 3 seeds; ~17 minutes on 2 CPU cores
   vcoach ablate --fast --workdir /tmp/ablate      # a ~2 minute smoke run (1 seed)
   vcoach ablate --seeds 2 --steps 6 --set synthetic.occlusion=0.5
 
