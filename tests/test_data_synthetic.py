@@ -205,3 +205,14 @@ def test_named_question_cites_the_named_object_and_its_lookalikes_share_its_colo
   # off by default: the default world's questions ask which object of a shape comes first
   assert "shows up first" in synthetic.SyntheticWorld(synthetic.WorldSpec(tasks=ST)).sample(0) \
       .record["question"]
+
+
+def test_writing_the_world_prints_no_tfds_bars(tmp_path, capfd):
+  """The demo's `--no-progress` output has no TFDS bars: writing the world keeps them off."""
+  from vcoach_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.data import tfds_stgr  # pylint: disable=g-import-not-at-top
+  config = config_lib.load(None, ["synthetic.num_train=4", "synthetic.num_eval=2"])
+  builder = tfds_stgr.synthetic_from_config(config, str(tmp_path / "data"))
+  err = capfd.readouterr().err
+  assert builder.info.splits["train"].num_examples == 4
+  assert "Shuffling" not in err and "Generating" not in err and "examples/s" not in err, err[-500:]

@@ -306,13 +306,15 @@ def synthetic_splits(synthetic_config) -> dict[str, tuple[int, int]]:
 def synthetic_from_config(config, out_dir: str):
   """The synthetic world of `config.synthetic` as a TFDS dataset in `out_dir`, written there
   first if it is not yet (splits `train` and `eval`, seeded apart); returns a reading builder.
-  In a multi-process run process 0 writes it and the others wait for it."""
+  In a multi-process run process 0 writes it and the others wait for it. Writing takes seconds:
+  TFDS's own progress bars stay off (a `--no-progress` run prints none)."""
   import jax  # pylint: disable=g-import-not-at-top
   from vcoach_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   from vcoach_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
   done = (dataset_dir(out_dir) / "dataset_info.json").exists()
   if not done and jax.process_index() == 0:
     s = config.synthetic
-    build_synthetic(out_dir, synthetic.WorldSpec.from_config(s), synthetic_splits(s))
+    with tfds_progress(False):
+      build_synthetic(out_dir, synthetic.WorldSpec.from_config(s), synthetic_splits(s))
   distributed.sync(f"synthetic world {out_dir}")
   return load(out_dir)
