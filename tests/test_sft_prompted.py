@@ -35,11 +35,14 @@ def test_sft_encoder_draws_the_prompt_and_appends_its_hint(tmp_path):
   pipe = experiment.pipeline(config, tok, tmp_path, shuffle_buffer=1)
   pipe.texts = pipe.texts.for_sft()
   example = pipe.next_example()
-  assert sft_prompted.encoder(config_lib.with_overrides(config, ["sft.prompted=0.0"]), pipe,
-                              0) is None
+  assert sft_prompted.Plan.from_config(
+      config_lib.with_overrides(config, ["sft.prompted=0.0"])) is None
+  assert sft_prompted.encoder(None, pipe, 0) is None
+  plan = sft_prompted.Plan.from_config(config)
+  assert plan.share == 1.0 and plan.types == ("darken",)
   raw = data_pipeline.encode_example(example, pipe.processor, pipe.texts, pipe.shapes,
                                      pipe.step_percent)
-  prompted = sft_prompted.encoder(config, pipe, 0)(example)
+  prompted = sft_prompted.encoder(plan, pipe, 0)(example)
   hint = tok(chat.PromptTexts.load().for_sft().hints["darken"], add_special_tokens=False)
   ids = prompted["input_ids"].tolist()
   n = len(hint["input_ids"])

@@ -4,13 +4,16 @@ periodic checkpoints, a clean stop on SIGTERM/SIGINT, and the non-finite guard's
 The step itself (sampling, rewards, the jitted update) is the caller's `step_fn`; this module
 only decides when to save, when to stop and what to report, so both trainers behave the same
 under interruption (docs/design.md §12). A trainer holds a `Session` (its train state, rng,
-data stream, checkpointer, metrics writer) and calls `fit(session, step_fn, steps, resume=...)`.
+data stream, checkpointer, metrics writer) and calls `fit(session, step_fn, steps, resume=...)`;
+`train(setup_fn, step_fn, config, workdir, ...)` is a trainer's whole run (its `setup`, then `fit`
+of its `step`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 import time
@@ -209,6 +212,17 @@ def fit(s: Session, step_fn: Callable[[int], Mapping[str, Any]], steps: int | No
   finally:
     s.writer.close()
     plot(s)
+
+
+def train(setup_fn: Callable[..., Any], step_fn: Callable[[Any, int], Mapping[str, Any]], config,
+          workdir: str, *, seed: int = 0, steps: int | None = None, resume: bool | str = False,
+          reschedule: bool = False, progress: bool = True) -> tuple[Any, LoopResult]:
+  """A trainer's whole run: `run = setup_fn(config, workdir, seed=, progress=)` (a run with a
+  `session`), then `fit` of `step_fn(run, step)` (see `fit` for `steps`, `resume`,
+  `reschedule`). Returns the run (its final policy) and how it ended."""
+  run_ = setup_fn(config, workdir, seed=seed, progress=progress)
+  return run_, fit(run_.session, functools.partial(step_fn, run_), steps, resume=resume,
+                   reschedule=reschedule)
 
 
 def plot(s: Session):

@@ -15,6 +15,7 @@ coached and how their rollouts enter the loss. `train(config, workdir, ...)` doe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any
 
@@ -124,20 +125,18 @@ def step(run: Run, index: int) -> dict[str, Any]:
   return out
 
 
-def fit(run: Run, steps: int | None = None, *, resume: bool | str = False,
-        reschedule: bool = False) -> training_loop.LoopResult:
+def fit(run: Run, steps: int | None = None, **kw) -> training_loop.LoopResult:
   """Restores (with `resume`) and runs `step` until step `steps` (default: the schedule's end)
-  under the shared loop: checkpoints, signals, the non-finite stop."""
-  return training_loop.fit(run.session, lambda index: step(run, index), steps, resume=resume,
-                           reschedule=reschedule)
+  under the shared loop: checkpoints, signals, the non-finite stop. Keywords:
+  `training_loop.fit`'s (resume, reschedule)."""
+  return training_loop.fit(run.session, functools.partial(step, run), steps, **kw)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
-          steps: int | None = None, resume: bool | str = False, reschedule: bool = False,
-          progress: bool = True) -> tuple[Run, training_loop.LoopResult]:
-  """`setup` then `fit`: a whole run; returns the run (its final policy) and how it ended."""
-  run = setup(config, workdir, seed=seed, progress=progress)
-  return run, fit(run, steps, resume=resume, reschedule=reschedule)
+def train(config: ml_collections.ConfigDict, workdir: str,
+          **kw) -> tuple[Run, training_loop.LoopResult]:
+  """`setup` then `fit`: a whole run; returns the run (its final policy) and how it ended.
+  Keywords: `training_loop.train`'s (seed, steps, resume, reschedule, progress)."""
+  return training_loop.train(setup, step, config, workdir, **kw)
 
 
 def rollout_batches(got: rollout_lib.Rollout, *, prompted_gspo: bool):

@@ -11,6 +11,7 @@ update, checkpoints and metrics.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -33,6 +34,7 @@ class Run:
   pipe: Any  # data.pipeline.Pipeline with the SFT's texts
   step: sft_step.Step  # the jitted update
   session: training_loop.Session
+  prompting: prompted.Plan | None  # which examples are shown prompted (None: none)
 
   @property
   def writer(self):
@@ -62,13 +64,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
   session = training_loop.open_session(config, workdir, state=state, rng=jax.random.key(seed),
                                        pipe=pipe, schedule_key="sft.steps", desc="sft",
                                        plot_keys=("nll",), progress=progress)
-  return Run(config, parts, pipe, step, session)
+  return Run(config, parts, pipe, step, session, prompted.Plan.from_config(config))
 
 
 def step(run: Run, index: int) -> dict[str, Any]:
   """One SFT step on the next host batch; returns its metrics."""
   s = run.session
-  batch = run.pipe.next_host_batch(prompted.encoder(run.config, run.pipe, index))
+  batch = run.pipe.next_host_batch(prompted.encoder(run.prompting, run.pipe, index))
   host = sft_step.sft_batch(run.parts.model.config, batch.arrays, run.config.sft.loss_on)
   s.state, metrics = run.step(s.state, host, jax.random.fold_in(s.rng, index))
   out = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -76,16 +78,14 @@ def step(run: Run, index: int) -> dict[str, Any]:
   return out
 
 
-def fit(run: Run, steps: int | None = None, *, resume: bool | str = False,
-        reschedule: bool = False) -> training_loop.LoopResult:
-  """Restores (with `resume`) and runs `step` until step `steps` (default: `sft.steps`)."""
-  return training_loop.fit(run.session, lambda index: step(run, index), steps, resume=resume,
-                           reschedule=reschedule)
+def fit(run: Run, steps: int | None = None, **kw) -> training_loop.LoopResult:
+  """Restores (with `resume`) and runs `step` until step `steps` (default: `sft.steps`); keywords:
+  `training_loop.fit`'s (resume, reschedule)."""
+  return training_loop.fit(run.session, functools.partial(step, run), steps, **kw)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
-          steps: int | None = None, resume: bool | str = False, reschedule: bool = False,
-          progress: bool = True) -> tuple[Run, training_loop.LoopResult]:
-  """`setup` then `fit`: a whole SFT run; returns the run and how it ended."""
-  run = setup(config, workdir, seed=seed, progress=progress)
-  return run, fit(run, steps, resume=resume, reschedule=reschedule)
+def train(config: ml_collections.ConfigDict, workdir: str,
+          **kw) -> tuple[Run, training_loop.LoopResult]:
+  """`setup` then `fit`: a whole SFT run; returns the run and how it ended. Keywords:
+  `training_loop.train`'s (seed, steps, resume, reschedule, progress)."""
+  return training_loop.train(setup, step, config, workdir, **kw)
