@@ -16,6 +16,17 @@ DATA_DIR = pathlib.Path(__file__).parent / "data"
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"  # the shipped configs
 
 
+def _unoptimised_cpu_code() -> None:
+  """XLA's CPU backend without LLVM's optimisation passes (`--xla_backend_optimization_level=0`,
+  added to XLA_FLAGS, which the xdist workers and the processes tests start inherit): the suite's
+  programs are tiny and run a few times each, so compiling them is most of its time, and LLVM's
+  passes were about half of that (tests/test_sft_step.py: 82 -> 46 CPU seconds). The programs
+  compute the same values. A level already in XLA_FLAGS is kept."""
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "--xla_backend_optimization_level" not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
+
+
 def pytest_configure(config):
   """One persistent JAX compilation cache for the whole run, shared by the xdist workers and the
   processes tests start (they inherit the environment): many files compile the same tiny-model
@@ -23,6 +34,7 @@ def pytest_configure(config):
   programs twice. Set by the first pytest process (the xdist controller, or the only process
   under `-n 0`) before workers start; removed when it ends. A JAX_COMPILATION_CACHE_DIR already
   set is used as is (kept)."""
+  _unoptimised_cpu_code()
   if hasattr(config, "workerinput") or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     return
   config.vcoach_jax_cache = tempfile.mkdtemp(prefix="vcoach_jax_cache_")

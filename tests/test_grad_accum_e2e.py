@@ -54,6 +54,10 @@ def _assert_same_update(runs, start):
   assert worst <= 1e-5, worst
 
 
+# Slow: the SFT step's micro-batch split is covered by tests/test_sft_step.py (the accumulated
+# step equals the whole batch, micro-batches weighed by tokens) and `vcoach sft` with grad_accum 4
+# through the CLI by the cold-start recipe's runlocal run (tests/test_recipes.py).
+@pytest.mark.slow
 def test_sft_grad_accum_update_equals_whole_batch(tiny_world, tmp_path):
   runs, start = _run_both("sft", tmp_path, tiny_world, ["sft.lr=0.01"])
   (_, r1), (_, r2) = runs

@@ -61,7 +61,8 @@ def test_nested_loops_multiply_and_early_exit_is_bounded():
 
 _SHARDED = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_force_host_platform_device_count=8")
     import jax, jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec as P
     from vcoach_jax.parallel import hlo_stats, mesh as mesh_lib

@@ -28,7 +28,8 @@ import qwen_testutil as qt
 
 _WORKER = textwrap.dedent("""
     import os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_force_host_platform_device_count=2")
     os.environ["USE_TF"] = "0"
     pid = int(sys.argv[1])
     import jax
@@ -121,7 +122,8 @@ def _vcoach(args, env, **kw):
 # host-batch placement; what only this test covers is process 0 writing the run's files.
 @pytest.mark.slow
 def test_two_process_sft_equals_one_process(tmp_path: pathlib.Path):
-  env = dict(os.environ, USE_TF="0", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, USE_TF="0", XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
+                                              + " --xla_force_host_platform_device_count=2"))
   addr = f"localhost:{free_port()}"
   multi = [_vcoach(ARGS + ["--workdir", str(tmp_path / "multi"), "--distributed",
                            "--coordinator", addr, "--num-processes", "2", "--process-id", str(i)],

@@ -1,9 +1,9 @@
 """Every shipped config runs under `:runlocal` (the tiny model and the synthetic world, every other
-setting kept: scanned layers, chunked attention, remat, bf16, gradient accumulation) for 2 steps
+setting kept: scanned layers, chunked attention, remat, bf16, gradient accumulation) for one step
 of its command: `vcoach sft` (sft_coldstart), `vcoach train` from that SFT's policy
 (visioncoach_7b), `vcoach eval` (eval_vstar), `vcoach select build-data` + `train` (selector).
-The embedded default runs under `:runlocal` in tests/test_grad_accum_e2e.py. A recipe that
-cannot run fails here, not on a pod."""
+The embedded default runs under `:runlocal` in tests/test_grad_accum_e2e.py (`-m slow`). A recipe
+that cannot run fails here, not on a pod."""
 
 from __future__ import annotations
 
@@ -102,24 +102,24 @@ def test_the_7b_recipe_trains_one_epoch(tiny_world, tmp_path):
 
 @pytest.fixture(scope="module")
 def sft_policy(tiny_world, tmp_path_factory) -> pathlib.Path:
-  """`vcoach sft --config configs/sft_coldstart.py:runlocal --steps 2`; its policy folder."""
+  """`vcoach sft --config configs/sft_coldstart.py:runlocal --steps 1`; its policy folder."""
   work = tmp_path_factory.mktemp("sft_coldstart")
-  argv = ["sft", "--config", f"{CONFIGS / 'sft_coldstart'}.py:runlocal", "--steps", "2",
+  argv = ["sft", "--config", f"{CONFIGS / 'sft_coldstart'}.py:runlocal", "--steps", "1",
           "--workdir", str(work), "--no-progress"] + set_args(list(SMALL) + tiny_world)
   assert cli.main(argv) == 0
   rows = _rows(work)
-  assert [r["step"] for r in rows] == [0, 1]
+  assert [r["step"] for r in rows] == [0]
   assert all(math.isfinite(r["nll"]) and r["skipped"] == 0 for r in rows), rows
   return work / "policy"
 
 
 def test_visioncoach_7b_trains_from_the_sft_policy(sft_policy, tiny_world, tmp_path):
-  argv = ["train", "--config", f"{CONFIGS / 'visioncoach_7b'}.py:runlocal", "--steps", "2",
+  argv = ["train", "--config", f"{CONFIGS / 'visioncoach_7b'}.py:runlocal", "--steps", "1",
           "--workdir", str(tmp_path), "--no-progress"] + set_args(
               list(SMALL) + tiny_world + [f"model.checkpoint={sft_policy}"])
   assert cli.main(argv) == 0
   rows = _rows(tmp_path)
-  assert [r["step"] for r in rows] == [0, 1]
+  assert [r["step"] for r in rows] == [0]
   assert all(math.isfinite(r["loss"]) and r["skipped"] == 0 for r in rows), rows
   assert (tmp_path / "policy" / "config.json").is_file()
 

@@ -1,7 +1,8 @@
 """On 8 simulated CPU devices (fsdp=4 x tensor=2) the sharded VisionCoach step, with image
 inputs in both branches, equals the single-device step, its batch rows are placed over fsdp,
-params and optimizer moments stay sharded, and a checkpoint restores onto the same shardings.
-Runs in a subprocess so the rest of the session keeps one device."""
+params and optimizer moments stay sharded, and a checkpoint restores onto the same shardings;
+with the decoder layers scanned and rematerialised (`-m slow`) the same steps end where the
+unrolled ones do. Runs in a subprocess so the rest of the session keeps one device."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 _SCRIPT = textwrap.dedent("""
     import os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_force_host_platform_device_count=8")
     sys.path.insert(0, {tests!r})
     import jax, numpy as np
     from jax.sharding import PartitionSpec as P
@@ -56,6 +60,9 @@ _SCRIPT = textwrap.dedent("""
     for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(sharded)):
       assert a.sharding == b.sharding, (a.sharding, b.sharding)
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    if not {scanned!r}:
+      print("SHARDED_STEP_OK", diff, float(m2["loss"]))
+      sys.exit(0)
     # The same two steps with the decoder layers scanned (and rematerialised), sharded: the
     # stacked weights (same initial values, layer by layer) end where the unrolled ones do.
     mesh = mesh_lib.make_mesh(dict(cfg.parallel.mesh))
@@ -75,12 +82,25 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sharded_step_equals_single_device(tmp_path):
+def _run(tmp_path, scanned: bool):
   tests = pathlib.Path(__file__).parent
   env = dict(os.environ, USE_TF="0",
              PYTHONPATH=os.pathsep.join([str(tests.parent), os.environ.get("PYTHONPATH", "")]))
-  proc = subprocess.run([sys.executable, "-c", _SCRIPT.format(tests=str(tests),
-                                                            ckpt=str(tmp_path / "ckpt"))],
-                        capture_output=True, text=True, env=env, timeout=600, check=False)
+  script = _SCRIPT.format(tests=str(tests), ckpt=str(tmp_path / "ckpt"), scanned=scanned)
+  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                        timeout=600, check=False)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
   assert "SHARDED_STEP_OK" in proc.stdout
+
+
+def test_sharded_step_equals_single_device(tmp_path):
+  _run(tmp_path, scanned=False)
+
+
+# Slow (a third compilation of the sharded step): the scanned layers' sharded forward is covered
+# by tests/test_model_sharding.py (it equals the single-device one; stacked weights sharded
+# P(None, "fsdp", "tensor")), their gradients with remat by tests/test_model_scan.py (equal to
+# the unrolled model's, layer by layer), and the sharded step by the test above.
+@pytest.mark.slow
+def test_scanned_sharded_step_equals_unrolled(tmp_path):
+  _run(tmp_path, scanned=True)

@@ -14,7 +14,8 @@ import textwrap
 
 _SCRIPT = textwrap.dedent("""
     import os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_force_host_platform_device_count=8")
     sys.path.insert(0, {tests!r})
     import dataclasses
     import jax, numpy as np
