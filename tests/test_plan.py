@@ -34,8 +34,10 @@ def _plan(mesh: str, *extra: str) -> tuple[str, dict[str, float]]:
 def _check_plan_block(out: str, values: dict[str, float], devices: int) -> None:
   """The per-device bytes of the step's plan and a verdict per target slice."""
   assert f"mesh              fsdp={devices} ({devices} devices)" in out
-  for key in ("arguments", "outputs", "temporaries", "peak estimate"):
-    assert values[key] > 0, (key, out)
+  # Every line there (GiB to 3 decimals: the tiny model's outputs round to 0 on 8 devices).
+  for key in ("arguments", "outputs", "temporaries", "aliased"):
+    assert values[key] >= 0, (key, out)
+  assert values["peak estimate"] > 0, out
   assert re.search(r"^parameters\s+[\d,]+", out, re.M)
   # N devices are N chips: a v5p-2N slice (its name counts TensorCores, 2 per chip).
   assert re.search(rf"^v5p-{2 * devices} \({devices} chips\) .*: fits, headroom \+", out,
@@ -52,6 +54,8 @@ def _check_plan_block(out: str, values: dict[str, float], devices: int) -> None:
 def test_plan_tiny_fsdp_shrinks_arguments():
   out4, four = _plan("fsdp=4")
   _check_plan_block(out4, four, 4)
+  for key in ("arguments", "outputs", "temporaries"):
+    assert four[key] > 0, (key, out4)
   _, one = _plan("fsdp=1")
   assert four["arguments"] < one["arguments"], (four, one)
 
