@@ -130,7 +130,7 @@ def test_pred_size_follows_the_input_pipeline_resize():
   assert RougeJudge().score("a blue cup", "A blue cup.") == 3
 
 
-def test_prompts_of_requests_raw_video_no_key_frames():
+def test_prompts_of_requests_key_frames_as_training_shows_them():
   from vcoach_jax.data import chat
   from vcoach_jax.evaluation import scoring
   from vcoach_jax.evaluation.items import EvalItem
@@ -144,10 +144,13 @@ def test_prompts_of_requests_raw_video_no_key_frames():
   prompts = PromptBuilder(chat.PromptTexts.load(), world=world)(requests)
   assert len(prompts) == len(requests)
   for req, prompt in zip(requests, prompts):
-    assert req.question in prompt.text and not any(prompt.is_key_frame)
+    assert req.question in prompt.text
+    assert any(prompt.is_key_frame) == (req.task == "temporal-spatial free-form QA")
     assert prompt.text.count("<|image_pad|>") == len(prompt.images)
   st = next(i for i, r in enumerate(requests) if r.task == "temporal-spatial free-form QA")
   sample = world.sample(loaders.synthetic_index(requests[st].item))
-  assert len(prompts[st].images) == len(sample.times)  # the sampled frames only
+  # The sampled frames and the record's key frames, as the training pipeline inserts them.
+  assert len(prompts[st].images) == len(sample.times) + len(sample.record["key_frames"])
+  assert sum(prompts[st].is_key_frame) == len(sample.record["key_frames"])
   assert "When does this happen in the video: a person walks?" in prompts[-1].text
   assert len(prompts[-1].images) == config.video.max_frames

@@ -99,3 +99,36 @@ def test_tiny_model_judge_grades_with_the_prompt_file(checkpoint, tmp_path):
   grades = judge.score_many(*args)
   assert grades == [reference.parse_grade(r) for r in replies]
   assert all(g in (-1, 0, 1, 2, 3) for g in grades)
+
+
+def test_eval_inputs_of_a_synthetic_item_are_the_training_pipelines(tiny_checkpoint, tiny_world,
+                                                                    tmp_path):
+  """`vcoach eval --benchmark synthetic` (protocol `training`) feeds the model, for each held-out
+  record, what the RL step's input pipeline feeds it (token ids, positions, pixels, vision
+  tables: every array equal), key frames included, and the policy's greedy completions are the
+  same as the sampler's on the pipeline's batch."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from vcoach_jax import experiment  # pylint: disable=import-outside-toplevel
+  from vcoach_jax.data import pipeline as pipeline_lib  # pylint: disable=import-outside-toplevel
+  from vcoach_jax.model import batching  # pylint: disable=import-outside-toplevel
+  from vcoach_jax.evaluation.runner import synthetic_world  # pylint: disable=import-outside-toplevel
+  from conftest import TINY_WORLD  # pylint: disable=import-outside-toplevel
+  config = config_lib.load(None, list(TINY_WORLD) + tiny_world + [
+      f"model.checkpoint={tiny_checkpoint}", "data.batch_size=4", "eval.batch_size=4",
+      "sampling.max_new_tokens=6"])
+  g = generation.SamplerGenerate.from_config(config, str(tmp_path / "work"),
+                                             world=synthetic_world(config))
+  pipe = experiment.pipeline(config, g.sampler.tokenizer, tmp_path, split="eval",
+                             shuffle_buffer=1)
+  batch = pipe.next_host_batch()  # the whole held-out split (4 records), in the stream's order
+  by_id = {it.id: it for it in loaders.synthetic_items(config)}
+  requests = [scoring.requests_for(by_id[rid])[0] for rid in batch.ids]
+  assert {r.task for r in requests} >= {targets.TASK_ST}  # a record with key frames among them
+  assert any(pipeline_lib.record_of(e)["key_frames"] for e in batch.examples)
+  ours = g.model_inputs(requests)
+  theirs = batching.batch_inputs(g.sampler.model.config, batch.arrays)
+  for name, a, b in zip(ours._fields, ours, theirs):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=name)
+  greedy = g.sampler.generate(theirs, g.sampling, jax.random.key(0)).texts
+  assert g(requests) == greedy

@@ -271,6 +271,15 @@ def read_json_records(path):
 # The synthetic world.
 
 
+def synthetic_example(sample, world_spec) -> dict[str, Any]:
+  """The feature dict of one synthetic world sample (what the training pipeline reads back)."""
+  size = (sample.frames.shape[2], sample.frames.shape[1])
+  keys = np.asarray(sample.key_frame_images).reshape(-1, size[1], size[0], 3)
+  duration = len(sample.times) / world_spec.fps
+  return example(sample.record, sample.frames, sample.times, keys, size, size, world_spec.fps,
+                 duration)
+
+
 def build_synthetic(out_dir: str, world_spec, splits: Mapping[str, tuple[int, int]]):
   """Writes the synthetic world as the same TFDS dataset.
 
@@ -286,11 +295,7 @@ def build_synthetic(out_dir: str, world_spec, splits: Mapping[str, tuple[int, in
     def gen():
       for i in range(first, first + count):
         s = world.sample(i)
-        size = (s.frames.shape[2], s.frames.shape[1])
-        keys = np.asarray(s.key_frame_images).reshape(-1, size[1], size[0], 3)
-        duration = len(s.times) / world_spec.fps
-        yield s.record["id"], example(s.record, s.frames, s.times, keys, size, size,
-                                      world_spec.fps, duration)
+        yield s.record["id"], synthetic_example(s, world_spec)
     return gen
 
   b = builder(out_dir, {name: make(*rng) for name, rng in splits.items()})

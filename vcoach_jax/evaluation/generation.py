@@ -136,7 +136,12 @@ class SamplerGenerate:
             "image_grid_thw": inputs["image_grid_thw"], "target_ids": np.zeros((0,), np.int32),
             "sample": None, "id": rid}
 
-  def _generate(self, items: list[dict[str, Any]]) -> list[str]:
+  def model_inputs(self, requests: Sequence[Request]):
+    """The `ModelInputs` one sampler call gets for these requests (one chunk)."""
+    prompts = self.builder(requests)
+    return self._inputs([self._encode_prompt(p, r.item.id) for p, r in zip(prompts, requests)])
+
+  def _inputs(self, items: list[dict[str, Any]]):
     patches = max(it["pixel_values"].shape[0] for it in items)
     images = max(it["image_grid_thw"].shape[0] for it in items)
     shapes = dataclasses.replace(
@@ -144,7 +149,10 @@ class SamplerGenerate:
         max_patches=max(self.shapes.max_patches, pow2(patches)),
         max_images=max(self.shapes.max_images, pow2(images)), max_target_length=1)
     host = pipeline_lib.collate(items, shapes, self.sampler.pad_id)
-    inputs = batching.batch_inputs(self.sampler.model.config, host.arrays)
+    return batching.batch_inputs(self.sampler.model.config, host.arrays)
+
+  def _generate(self, items: list[dict[str, Any]]) -> list[str]:
+    inputs = self._inputs(items)
     t0 = time.perf_counter()
     texts = self.sampler.generate(inputs, self.sampling, self.rng, state=self.state).texts
     self.sampler_seconds += time.perf_counter() - t0
