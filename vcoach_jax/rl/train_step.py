@@ -23,7 +23,8 @@ prompt, a smaller program without the prompted forward), each with the shardings
 arguments stated. With `rl.mu > 1` the batch's stored `old_logprobs` (sampler or
 `rollout_logprobs`) define the ratio and `run_passes` makes mu passes over a list of
 minibatches; with mu = 1 the ratio is the reference's stop-gradient form. With
-`optim.grad_accum = k > 1` the step cuts both batches into k micro-batches (`update.split_rows`);
+`optim.grad_accum = k > 1` the step cuts both batches into k micro-batches (`update.split_rows`)
+and runs the prompts of all of them in one forward, once per step (`rl/prompt_once.py`);
 `lower` takes them already cut.
 """
 
