@@ -108,7 +108,7 @@ def test_repeat_and_append_match_explicit_sequences(model):
 
 def test_split_inputs_gives_each_block_the_logits_of_its_rows(model):
   """Four rows (images in rows 0, 2, 3) cut into 2 micro-batches: each part's logits are the
-  whole batch's rows; a layout whose patches are not in per-row blocks is refused."""
+  whole batch's rows, and so are those of the parts merged back into one batch; a layout whose patches are not in per-row blocks is refused."""
   rows, grids = _rows()
   rows, grids = rows + [rows[0]], grids + [grids[0]]
   _, arrays = _padded(rows, grids)
@@ -121,6 +121,13 @@ def test_split_inputs_gives_each_block_the_logits_of_its_rows(model):
     valid = part.attention_mask
     got = _forward(model, part)
     assert np.abs(got - whole[2 * j:2 * j + 2])[valid].max() <= 1e-5
+  # Stacked (segment tables padded to the larger part's) and merged back in the jit: one
+  # forward of all rows gives the whole batch's logits (`rl.prompt_once`).
+  from vcoach_jax.rl.update import stack_microbatches  # pylint: disable=g-import-not-at-top
+  merged = jax.jit(batching.merge_microbatches)(stack_microbatches(parts))
+  assert merged.input_ids.shape == inputs.input_ids.shape
+  valid = np.asarray(inputs.attention_mask)
+  assert np.abs(_forward(model, merged) - whole)[valid].max() <= 1e-5
   with pytest.raises(ValueError, match="do not split into 3"):
     batching.split_inputs(inputs, 3)
   moved = inputs._replace(vision_slots=np.roll(inputs.vision_slots, len(inputs.vision_slots) // 2))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import rl_testutil as ru
 from vcoach_jax.rl import optim, train_step as ts, update
@@ -68,13 +69,15 @@ def test_frozen_vision_is_outside_the_optimizer():
   np.testing.assert_array_equal(_vision_leaf(state), vision0)
 
 
-def test_grad_accumulation_equals_one_big_batch():
+@pytest.mark.parametrize("vision", [False, True])
+def test_grad_accumulation_equals_one_big_batch(vision):
   """Also with remat (the reference forward runs outside the differentiated function); the
-  step cuts the whole batch into micro-batches itself."""
+  step cuts the whole batch into micro-batches itself, and runs the prompts of all of them in
+  one forward (`rl.prompt_once`: with images, their patches and segment tables merged back)."""
   cfg = ru.test_config()
   model = ru.tiny_model(seed=2, remat_policy="full")
-  raw = ru.rollout_batch(model.config, 4)
-  prompted = ru.rollout_batch(model.config, 4, seed=3, prompted=True)
+  raw = ru.rollout_batch(model.config, 4, vision=vision)
+  prompted = ru.rollout_batch(model.config, 4, vision=vision, seed=3, prompted=True)
   tx, schedule = optax.sgd(0.5), optim.learning_rate_schedule(cfg.optim)
   loss_cfg = ts.LossConfig(group_size=ru.G)
   outs = []

@@ -201,3 +201,31 @@ def split_inputs(inputs: ModelInputs, k: int) -> list[ModelInputs]:
         frames=_block_segments(inputs.frames, lo, hi),
         vision_slots=np.where(s < b * t, s - j * r * t, r * t).astype(np.int32))
   return out
+
+
+def merge_microbatches(stacked: ModelInputs) -> ModelInputs:
+  """Traceable inverse of `split_inputs` + `update.stack_microbatches`: `ModelInputs` with a
+  leading micro-batch axis k (`[k, r, T]` ids, `[k, n, D]` patches, `[k, S, L]` segment tables)
+  -> one batch of k*r rows whose patches are the k blocks in order. Segment ids, gather indices
+  and vision slots move by each block's offset; out-of-range slots (padding) stay out of
+  range. Lets a step run the prompts of all its micro-batches in one forward."""
+  k, r, t = stacked.input_ids.shape
+  flat = lambda x: x.reshape((k * x.shape[1],) + x.shape[2:])  # noqa: E731
+  out = ModelInputs(input_ids=flat(stacked.input_ids),
+                    attention_mask=flat(stacked.attention_mask),
+                    positions=jnp.moveaxis(stacked.positions, 0, 1).reshape(3, k * r, t),
+                    rope_deltas=flat(stacked.rope_deltas))
+  if stacked.pixels is None:
+    return out
+  n = stacked.pixels.shape[1]
+  block = jnp.arange(k, dtype=jnp.int32)
+
+  def segments(seg: Segments) -> Segments:
+    s, l = seg.gather.shape[1:]
+    return Segments(gather=flat(seg.gather + (block * n)[:, None, None]), valid=flat(seg.valid),
+                    inverse=flat(seg.inverse + (block * s * l)[:, None]))
+  slots = stacked.vision_slots
+  slots = jnp.where(slots < r * t, slots + (block * r * t)[:, None], k * r * t)
+  return out._replace(pixels=flat(stacked.pixels), rotary_ids=flat(stacked.rotary_ids),
+                      windows=segments(stacked.windows), frames=segments(stacked.frames),
+                      vision_slots=flat(slots).astype(jnp.int32))

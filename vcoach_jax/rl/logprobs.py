@@ -13,11 +13,13 @@ the RL step cheap: the [B*G, T+N]^2 attention of the joint forward becomes [B, T
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from vcoach_jax.model.batching import append_tokens, repeat_rows
-from vcoach_jax.model.qwen2_5_vl import ModelInputs, Qwen2_5_VL, init_cache
+from vcoach_jax.model.qwen2_5_vl import KVCache, ModelInputs, Qwen2_5_VL, init_cache
 from vcoach_jax.sampling import kv_cache
 
 
@@ -48,9 +50,32 @@ def completion_logprobs(model: Qwen2_5_VL, prompt: ModelInputs, tokens: jax.Arra
   if group_size == 1:
     h = model.hidden_states(sequence_inputs(prompt, tokens, mask, 1))
     return _picked(model, h[:, t - 1:t + n - 1], tokens)  # position t-1+j predicts token j
-  b = prompt.input_ids.shape[0]
-  cache = init_cache(model.config, b, t, model.dtype)
-  h_prompt, cache = model.hidden_states_cached(prompt, cache)
+  return states_logprobs(model, prompt, prompt_states(model, prompt), tokens, mask, group_size)
+
+
+class PromptStates(NamedTuple):
+  """What the completions of B prompts read from the prompts' forward (all differentiable):
+  the keys and values of every layer and the last position's hidden state."""
+  last: jax.Array  # [B, D] final-norm hidden state of the last prompt position (predicts token 0)
+  k: jax.Array  # [L, B, T, K, H]
+  v: jax.Array  # [L, B, T, K, H]
+
+
+def prompt_states(model: Qwen2_5_VL, prompt: ModelInputs) -> PromptStates:
+  """The prompts' forward (vision tower included), once per prompt."""
+  b, t = prompt.input_ids.shape
+  h, cache = model.hidden_states_cached(prompt, init_cache(model.config, b, t, model.dtype))
+  return PromptStates(h[:, -1], cache.k, cache.v)
+
+
+def states_logprobs(model: Qwen2_5_VL, prompt: ModelInputs, states: PromptStates,
+                    tokens: jax.Array, mask: jax.Array, group_size: int) -> jax.Array:
+  """`completion_logprobs` from the prompts' `states` (`prompt_states`): the [B*G, N]
+  completions run against the prompt cache repeated G times. Only the prompt's attention mask
+  and rope deltas are read from `prompt`."""
+  t, n = prompt.input_ids.shape[1], tokens.shape[1]
+  cache = KVCache(k=states.k, v=states.v, valid=prompt.attention_mask.astype(bool),
+                  index=jnp.asarray(t, jnp.int32), rope_deltas=prompt.rope_deltas)
   cache = kv_cache.expand(cache, group_size, t + n)
   deltas = cache.rope_deltas  # [B*G]
   pos = (t + jnp.arange(n, dtype=jnp.int32))[None, :] + deltas[:, None]
@@ -58,6 +83,6 @@ def completion_logprobs(model: Qwen2_5_VL, prompt: ModelInputs, tokens: jax.Arra
                            positions=jnp.broadcast_to(pos[None], (3,) + pos.shape),
                            rope_deltas=deltas)
   h_completion, _ = model.hidden_states_cached(completion, cache)
-  last = jnp.repeat(h_prompt[:, -1:], group_size, axis=0)  # predicts token 0
+  last = jnp.repeat(states.last[:, None], group_size, axis=0)  # predicts token 0
   h = jnp.concatenate([last, h_completion[:, :n - 1]], axis=1)
   return _picked(model, h, tokens)

@@ -23,7 +23,8 @@ prompt, a smaller program without the prompted forward), each with the shardings
 arguments stated. With `rl.mu > 1` the batch's stored `old_logprobs` (sampler or
 `rollout_logprobs`) define the ratio and `run_passes` makes mu passes over a list of
 minibatches; with mu = 1 the ratio is the reference's stop-gradient form. With
-`optim.grad_accum = k > 1` the step cuts both batches into k micro-batches (`update.split_rows`);
+`optim.grad_accum = k > 1` the step cuts both batches into k micro-batches (`update.split_rows`)
+and runs the prompts of all of them in one forward, once per step (`rl/prompt_once.py`);
 `lower` takes them already cut.
 """
 
@@ -40,9 +41,9 @@ from jax.sharding import Mesh
 
 from vcoach_jax.model.qwen2_5_vl import ModelInputs
 from vcoach_jax.parallel import mesh as mesh_lib
-from vcoach_jax.rl import distill, gspo, methods, optim, update
+from vcoach_jax.rl import distill, gspo, methods, optim, prompt_once, update
 from vcoach_jax.sampling import buckets
-from vcoach_jax.rl.logprobs import completion_logprobs
+from vcoach_jax.rl.logprobs import completion_logprobs, states_logprobs
 
 
 class RolloutBatch(NamedTuple):
@@ -94,10 +95,17 @@ def reference_logprobs(ref_model, raw: RolloutBatch, cfg: LossConfig) -> jax.Arr
 
 
 def visioncoach_loss(model, ref_lp: jax.Array | None, raw: RolloutBatch,
-                     prompted: RolloutBatch | None, cfg: LossConfig):
-  """(loss, metrics) of one (micro-)batch; `ref_lp` (`reference_logprobs`) None drops the KL."""
+                     prompted: RolloutBatch | None, cfg: LossConfig,
+                     states: prompt_once.StepStates | None = None):
+  """(loss, metrics) of one (micro-)batch; `ref_lp` (`reference_logprobs`) None drops the KL;
+  `states`: the prompts' forward already run (`rl.prompt_once`)."""
   g = cfg.group_size
-  lp = completion_logprobs(model, raw.prompt, raw.tokens, raw.mask, g)
+
+  def logprobs(batch: RolloutBatch, prompt_states):
+    if prompt_states is None:
+      return completion_logprobs(model, batch.prompt, batch.tokens, batch.mask, g)
+    return states_logprobs(model, batch.prompt, prompt_states, batch.tokens, batch.mask, g)
+  lp = logprobs(raw, states and states.raw)
   old = raw.old_logprobs if cfg.use_old_logprobs else None
   loss, metrics = gspo.gspo_loss(lp, old, ref_lp, raw.mask, raw.advantages,
                                  eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta=cfg.beta)
@@ -105,7 +113,7 @@ def visioncoach_loss(model, ref_lp: jax.Array | None, raw: RolloutBatch,
   if prompted is None:
     return loss, dict(metrics, nll=jnp.zeros(()), nll_nonfinite=jnp.zeros(()),
                       num_positives=jnp.zeros(()), gspo_prompted=jnp.zeros(()))
-  plp = completion_logprobs(model, prompted.prompt, prompted.tokens, prompted.mask, g)
+  plp = logprobs(prompted, states and states.prompted)
   metrics["gspo_prompted"] = jnp.zeros(())
   if cfg.prompted_gspo:
     if prompted.advantages is None:
@@ -124,15 +132,23 @@ def visioncoach_loss(model, ref_lp: jax.Array | None, raw: RolloutBatch,
 def update_fn(graphdef, cfg: LossConfig, tx, schedule, grad_accum: int = 1) -> Callable:
   """The pure update `(state, ref_params, StepBatch, rng) -> (state, metrics)` of the
   VisionCoach loss (`update.update_fn`); the reference log-probs are computed outside the
-  differentiated function."""
-  def reference(ref_params, batch: StepBatch):
+  differentiated function. With `grad_accum > 1` the prompts of all micro-batches run once,
+  in one forward (`rl.prompt_once`)."""
+  def reference(ref_params, batch: StepBatch | update.Shared):
     ref_model = None if ref_params is None else nnx.merge(graphdef, ref_params)
+    if isinstance(batch, update.Shared):
+      return prompt_once.reference_logprobs(ref_model, batch.batch.raw, batch.const,
+                                            cfg.group_size)
     return reference_logprobs(ref_model, batch.raw, cfg)
 
-  def loss(model, ref_lp, batch: StepBatch):
+  def loss(model, ref_lp, batch: StepBatch | update.Shared):
+    if isinstance(batch, update.Shared):
+      return visioncoach_loss(model, ref_lp, batch.batch.raw, batch.batch.prompted, cfg,
+                              batch.shared)
     return visioncoach_loss(model, ref_lp, batch.raw, batch.prompted, cfg)
   return update.update_fn(graphdef, loss, tx, schedule, grad_accum=grad_accum,
-                          prepare_fn=reference)
+                          prepare_fn=reference,
+                          shared_fn=prompt_once.shared_fn(graphdef, grad_accum, bool(cfg.beta)))
 
 
 def prompted_row_counts(prompts: int, row_buckets: Sequence[int], grad_accum: int = 1

@@ -20,7 +20,7 @@ moments by their logical axes (`parallel.mesh.state_shardings`), rows of the bat
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.struct
 import jax
@@ -148,9 +148,17 @@ def split_rows(batch: Any, k: int) -> Any:
   return stack_microbatches(parts(batch))
 
 
+class Shared(NamedTuple):
+  """A micro-batch with its slices of what the step computed once for the whole batch
+  (`update_fn`'s `shared_fn`)."""
+  batch: Any  # the micro-batch
+  shared: Any  # differentiable: its gradient flows back through the one whole-batch forward
+  const: Any  # not differentiated
+
+
 def update_fn(graphdef, loss_fn: Callable, tx: optax.GradientTransformation,
               schedule: Callable, *, grad_accum: int = 1, prepare_fn: Callable | None = None,
-              weight_by: str | None = None) -> Callable:
+              weight_by: str | None = None, shared_fn: Callable | None = None) -> Callable:
   """The pure optimizer step `update(state, aux, batch, rng) -> (state, metrics)` of
   `loss_fn(model, prepare_fn(aux, batch), batch) -> (loss, metrics)`; jit it with
   `donate_argnums=0` and the shardings of its arguments.
@@ -159,6 +167,15 @@ def update_fn(graphdef, loss_fn: Callable, tx: optax.GradientTransformation,
   gradients are summed under `lax.scan`, each weighing `metrics[weight_by]` (e.g. its token
   count, for a token-mean loss) or 1 (`weight_by=None`, for losses averaged over rows), so the
   update is the one of the whole batch. Then global norm, `tx`, and the non-finite guard.
+
+  `shared_fn(model, aux, batch) -> (shared, const)` (used when k > 1) runs once per step on the
+  whole stacked batch, before the micro-batches: both trees carry a leading micro-batch axis of
+  size k, and micro-batch j gets slice j of each as `Shared(mb, shared_j, const_j)` (what
+  `prepare_fn` sees with `shared` None, and `loss_fn`). The gradient of each micro-batch's loss
+  with respect to its `shared_j` (weighted like its parameter gradient) is collected and pulled
+  back through the whole-batch forward once (`jax.vjp`): e.g. the prompts of all micro-batches
+  run in one forward whose rows divide the devices, and each micro-batch runs only its
+  completions against them; the update is the same.
   """
   prepare_fn = prepare_fn or (lambda aux, batch: aux)
 
@@ -191,9 +208,46 @@ def update_fn(graphdef, loss_fn: Callable, tx: optax.GradientTransformation,
     m = {key: v if key in SUM_METRICS else v / w for key, v in m.items()}
     return (l / w, m), jax.tree.map(lambda x: x / w, g)
 
+  def shared_loss(params, shared, frozen, mb, extra):
+    return loss_fn(nnx.merge(graphdef, params, frozen), extra, mb._replace(shared=shared))
+  shared_value_and_grad = jax.value_and_grad(shared_loss, argnums=(0, 1), has_aux=True)
+
+  def accumulated_shared(state: TrainState, aux, batch):
+    # Every array is a primal of the vjp (nnx refuses variables closed over from an outer
+    # trace); only the params' cotangent is used, XLA drops the others.
+    def whole(params, frozen, aux, batch):
+      return shared_fn(nnx.merge(graphdef, params, frozen), aux, batch)
+    shared, pull, const = jax.vjp(whole, state.params, state.frozen, aux, batch, has_aux=True)
+
+    def grads(params, frozen, aux, xs):
+      mb, shared_mb, const_mb = xs
+      mb = Shared(mb, None, const_mb)
+      (l, m), (g, g_shared) = shared_value_and_grad(params, shared_mb, frozen, mb,
+                                                    prepare_fn(aux, mb))
+      (l, m, w), g = weighted(((l, m), g))
+      return (l, m, w), g, jax.tree.map(lambda x: x * w.astype(x.dtype), g_shared)
+
+    def body(carry, xs):
+      acc, params, frozen, aux = carry
+      *out, g_shared = grads(params, frozen, aux, xs)
+      acc = jax.tree.map(jnp.add, acc, tuple(out))
+      return (acc, params, frozen, aux), g_shared
+    xs = (batch, shared, const)
+    first = jax.tree.map(lambda x: x[0], xs)
+    shapes = jax.eval_shape(lambda *a: grads(*a)[:2], state.params, state.frozen, aux, first)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    (((l, m, w), g), *_), g_shared = jax.lax.scan(
+        body, (zeros, state.params, state.frozen, aux), xs)
+    g = jax.tree.map(jnp.add, g, pull(g_shared)[0])
+    w = jnp.where(w > 0, w, 1.0)
+    m = {key: v if key in SUM_METRICS else v / w for key, v in m.items()}
+    return (l / w, m), jax.tree.map(lambda x: x / w, g)
+
   def update(state: TrainState, aux, batch, rng):
     del rng  # the model has no dropout; kept in the signature for stochastic losses
-    if grad_accum > 1:
+    if grad_accum > 1 and shared_fn is not None:
+      (loss_value, metrics), grads = accumulated_shared(state, aux, batch)
+    elif grad_accum > 1:
       (loss_value, metrics), grads = accumulated(state, aux, batch)
     else:
       (loss_value, metrics), grads = grad_fn(state.params, state.frozen, aux, batch)
