@@ -28,14 +28,19 @@ def test_config(**overrides):
   return cfg
 
 
-def prompt_inputs(cfg: ModelConfig, b: int, vision: bool, seed: int = 0):
+def prompt_inputs(cfg: ModelConfig, b: int, vision: bool, seed: int = 0, repeat_first: int = 0):
   """B left-padded prompts of different lengths; with `vision`, one 4x4-patch image each
-  (no torch import: the processor-like dict is built here)."""
+  (no torch import: the processor-like dict is built here); `repeat_first` more rows copy row 0
+  (the layout of a prompted batch's padding)."""
   rng = np.random.default_rng(seed)
   grid = (1, 4, 4)
   image = [cfg.vision_start_token_id] + [cfg.image_token_id] * 4 + [cfg.vision_end_token_id]
   rows = [rng.integers(1, 400, 2).tolist() + (image if vision else [])
           + rng.integers(1, 400, 1 + 2 * i).tolist() for i in range(b)]
+  pixels = rng.standard_normal((16 * b, cfg.vision.patch_dim)).astype(np.float32)
+  rows += [rows[0]] * repeat_first
+  pixels = np.concatenate([pixels] + [pixels[:16]] * repeat_first)
+  b += repeat_first
   t = max(map(len, rows))
   ids, mask = np.zeros((b, t), np.int32), np.zeros((b, t), np.int32)
   for i, r in enumerate(rows):
@@ -43,7 +48,7 @@ def prompt_inputs(cfg: ModelConfig, b: int, vision: bool, seed: int = 0):
   raw = {"input_ids": ids, "attention_mask": mask}
   if vision:
     raw["image_grid_thw"] = np.asarray([grid] * b)
-    raw["pixel_values"] = rng.standard_normal((16 * b, cfg.vision.patch_dim)).astype(np.float32)
+    raw["pixel_values"] = pixels
   return prepare_inputs(cfg, raw)
 
 

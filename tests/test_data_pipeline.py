@@ -1,6 +1,7 @@
 """tf.data -> fixed-shape host batches -> global arrays; iterator save/restore is exact."""
 
 import os
+import threading
 
 os.environ.setdefault("USE_TF", "0")
 
@@ -81,6 +82,65 @@ def test_hosts_read_disjoint_shards(world):
     pipe = _pipe(world, process_index=host, process_count=2, shuffle_buffer=1)
     seen.append({pipe.next_example()["id"] for _ in range(N // 2)})
   assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == N
+
+
+def test_row_slices_prepare_their_rows_of_the_same_global_batch(world, monkeypatch):
+  """Each process's slice holds its rows of the batch one process reads (same stream), and the
+  per-host assembly (`rl.hosts`: small arrays exchanged, prompts re-padded to the global length,
+  tables built for the whole batch) gives the whole batch's inputs."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.model import ModelConfig  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.model import batching  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.rl import hosts  # pylint: disable=g-import-not-at-top
+  whole = _pipe(world).next_host_batch()
+  parts = [_pipe(world, row_slice=(i, 2)).next_host_batch() for i in range(2)]
+  assert [p.rows for p in parts] == [(0, 2), (2, 4)]
+  assert parts[0].ids + parts[1].ids == whole.ids
+  assert all(len(p.examples) == 4 and len(p.samples) == 2 for p in parts)
+  for k in ("pixel_values", "image_grid_thw", "num_patches", "target_ids"):
+    np.testing.assert_array_equal(np.concatenate([p.arrays[k] for p in parts]), whole.arrays[k])
+  assert hosts.global_ids(parts[1]) == whole.ids
+  assert hosts.global_tasks(parts[0]) == [s["task"] for s in whole.samples]
+
+  # Two "processes" as two threads: `gather_rows` exchanges their trees in process order.
+  barrier, trees, local = threading.Barrier(2), {}, threading.local()
+
+  def gather_rows(tree):
+    trees[local.index] = tree
+    barrier.wait()
+    out = jax.tree.map(lambda *xs: np.concatenate(xs), trees[0], trees[1])
+    barrier.wait()
+    return out
+
+  class Sampler:
+    def place_local_pixels(self, own, rows):  # the placement itself: tests/test_rl_placement
+      assert own.shape[0] * 2 == rows
+      return own
+  tok = world[1]
+  cfg = ModelConfig.tiny(vocab_size=len(tok), image_token_id=tok.convert_tokens_to_ids(
+      "<|image_pad|>"), video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+      vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"))
+  pad = _pipe(world).pad_id
+  got = [None, None]
+
+  def run(i):
+    local.index = i
+    got[i] = hosts.global_inputs(parts[i], cfg, Sampler(), pad)
+  monkeypatch.setattr(hosts, "gather_rows", gather_rows)
+  threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  want = batching.batch_inputs(cfg, whole.arrays)
+  for i in range(2):  # each process: the whole batch's tables, its own rows' pixels
+    assert got[i].input_ids.shape == want.input_ids.shape
+    for name in want._fields:
+      if name != "pixels":
+        for x, y in zip(jax.tree.leaves(getattr(got[i], name)),
+                        jax.tree.leaves(getattr(want, name))):
+          np.testing.assert_array_equal(x, y, err_msg=name)
+  np.testing.assert_array_equal(np.concatenate([g.pixels for g in got]), want.pixels)
 
 
 def test_example_matches_the_processor(world):

@@ -156,3 +156,87 @@ def test_two_process_sft_equals_one_process(tmp_path: pathlib.Path):
   # The step-2 checkpoint, with the data position that process 0 wrote before it committed.
   assert sorted(p.name for p in (tmp_path / "multi/checkpoints").iterdir()) == ["2"]
   assert (tmp_path / "multi/checkpoints_data_iter/2/ckpt.index").is_file()
+
+
+
+_RL_WORKER = textwrap.dedent("""
+    import os, sys
+    pid, n = int(sys.argv[1]), int(sys.argv[2])
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={{4 // n}}"
+    os.environ["USE_TF"] = "0"
+    import jax
+    if n > 1:
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+      jax.distributed.initialize({addr!r}, num_processes=n, process_id=pid)
+    import numpy as np
+    from vcoach_jax import config as config_lib
+    from vcoach_jax.rl import rollout as rollout_lib
+    from vcoach_jax.rl import train as rl_train
+
+    real = rollout_lib.score
+    scored_here = []
+
+    def score(rollouts, samples, g, options):  # a reward that varies with the completion (a
+      got = real(rollouts, samples, g, options)  # random policy's real rewards are all 0)
+      acc = np.asarray([len(t) % 3 / 2 for t in rollouts.texts])
+      scored_here.append(len(rollouts.texts))
+      return rollout_lib.Scored(got.rollouts, dict(got.per_reward, ans_acc=acc),
+                                got.total + acc.astype(np.float32))
+    rollout_lib.score = score
+    config = config_lib.with_overrides(config_lib.default_config(), {overrides!r})
+    workdir = sys.argv[3]
+    run, result = rl_train.train(config, workdir, steps=2, progress=False)
+    run.export(workdir + "/policy")
+    print("worker", pid, "scored", scored_here, "ok", flush=True)
+""")
+
+RL_OVERRIDES = ["data.batch_size=4", "synthetic.num_train=16", "synthetic.num_eval=4",
+                "sampling.num_samples=2", "sampling.max_new_tokens=12", "rl.k1=0.8",
+                "optim.lr=1e-3"]
+
+
+# Slow, as above. Each process prepares and scores only its half of every batch (`host_rows`,
+# and the rows each process scored), the rest is exchanged: the run equals one process on the
+# same 4-device mesh, coaching included.
+@pytest.mark.slow
+def test_two_process_rl_equals_one_process(tmp_path: pathlib.Path):
+  script = tmp_path / "rl_worker.py"
+  script.write_text(_RL_WORKER.format(addr=f"localhost:{free_port()}", overrides=RL_OVERRIDES))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(pathlib.Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")]))
+
+  def start(pid, n, run):
+    return subprocess.Popen([sys.executable, str(script), str(pid), str(n), str(tmp_path / run)],
+                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+  def finish(procs):
+    outs = []
+    for proc in procs:
+      try:
+        outs.append(proc.communicate(timeout=600)[0])
+      except subprocess.TimeoutExpired:
+        for p in procs:
+          p.kill()
+        raise
+      assert proc.returncode == 0 and " ok" in outs[-1], outs[-1][-4000:]
+    return outs
+  multi = finish([start(i, 2, "multi") for i in range(2)])
+  single = finish([start(0, 1, "single")])
+  # Raw rows scored by each process: 2 prompts x G 2 (then its prompted batches, all rows).
+  assert all("scored [4" in out for out in multi) and "scored [8" in single[0], multi + single
+
+  def metrics(run):
+    return [json.loads(line) for line in (tmp_path / run / "metrics" / "metrics.jsonl").open()]
+  m_multi, m_single = metrics("multi"), metrics("single")
+  assert [r["step"] for r in m_multi] == [0, 1]  # written once, by process 0
+  assert [r["host_rows"] for r in m_multi] == [2, 2]
+  assert [r["host_rows"] for r in m_single] == [4, 4]
+  assert any(r["frac_hard"] > 0 for r in m_single)  # the prompted branch ran
+  for a, b in zip(m_multi, m_single):
+    for key in ("loss", "grad_norm", "reward_total", "reward_ans_acc", "frac_hard", "nll", "kl",
+                "gspo", "completion_tokens"):
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+  w_multi = safetensors.numpy.load_file(str(tmp_path / "multi/policy/model.safetensors"))
+  w_single = safetensors.numpy.load_file(str(tmp_path / "single/policy/model.safetensors"))
+  for name, x in w_single.items():
+    np.testing.assert_allclose(w_multi[name], x, atol=1e-6, err_msg=name)

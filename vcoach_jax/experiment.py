@@ -59,16 +59,18 @@ def policy(config: ml_collections.ConfigDict, tok, workdir: str | os.PathLike, s
 
 
 def pipeline(config: ml_collections.ConfigDict, tok, workdir: str | os.PathLike,
-             split: str | None = None, **overrides):
+             split: str | None = None, row_slice: tuple[int, int] | None = None, **overrides):
   """The tf.data stream of `split` (default `data.split`); the synthetic world is written to
-  WORKDIR/data the first time when `data.tfds_dir` is empty."""
+  WORKDIR/data the first time when `data.tfds_dir` is empty. `row_slice`: this process's slice
+  of each global batch (`Pipeline.from_config`)."""
   from vcoach_jax.data import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
   local = config.copy_and_resolve_references()
   if split is not None:
     local.data.split = split
   for key, value in overrides.items():
     local.data[key] = value
-  return pipeline_lib.Pipeline.from_config(local, tok, data_dir(local, workdir))
+  return pipeline_lib.Pipeline.from_config(local, tok, data_dir(local, workdir),
+                                           row_slice=row_slice)
 
 
 def data_dir(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> str:

@@ -70,6 +70,9 @@ class HostBatch:
   # The decoded examples (frames, key frames, ...), kept so the trainer can re-render a prompt
   # with a visual prompt for a hard sample.
   examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+  # With `Pipeline(row_slice=...)`: `arrays`, `samples` and `ids` hold global rows lo..hi-1 only
+  # (this process's), `examples` every row of the global batch; None: all rows.
+  rows: tuple[int, int] | None = None
 
 
 def _text(x) -> str:
@@ -178,6 +181,15 @@ def collate(items: Sequence[Mapping[str, Any]], shapes: BatchShapes, pad_id: int
   return HostBatch(out, [it["sample"] for it in items], [it["id"] for it in items])
 
 
+def _slice_rows(batch_size: int, index: int, count: int) -> tuple[int, int]:
+  """Rows lo..hi-1 of a global batch that process `index` of `count` prepares."""
+  if batch_size % count:
+    raise ValueError(f"data.batch_size = {batch_size} is not divisible by the {count} processes "
+                     "(each prepares an equal slice of the global batch)")
+  per = batch_size // count
+  return index * per, (index + 1) * per
+
+
 def to_global(arrays: Mapping[str, np.ndarray], mesh, batch_axes: Sequence[str] | None = None):
   """Host-local arrays (this host's rows) -> global jax.Arrays sharded over the batch axes."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -220,10 +232,11 @@ class Pipeline:
   def __init__(self, tfds_builder, processor: chat.Processor, texts: chat.PromptTexts,
                shapes: BatchShapes, *, split: str = "train", seed: int = 0,
                shuffle_buffer: int = 256, process_index: int = 0, process_count: int = 1,
-               reshuffle_each_epoch: bool = True):
+               reshuffle_each_epoch: bool = True, row_slice: tuple[int, int] | None = None):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     self.processor, self.texts, self.shapes = processor, texts, shapes
+    self.row_slice = None if row_slice is None else _slice_rows(shapes.batch_size, *row_slice)
     host_split = tfds.even_splits(split, n=process_count)[process_index]
     # No auto-cache: a cache would be part of the iterator state (and of its checkpoint).
     ds = tfds_builder.as_dataset(split=host_split, shuffle_files=False,
@@ -240,14 +253,18 @@ class Pipeline:
 
   @classmethod
   def from_config(cls, config, tokenizer, data_dir: str | None = None, *,
-                  process_index: int | None = None, process_count: int | None = None):
+                  process_index: int | None = None, process_count: int | None = None,
+                  row_slice: tuple[int, int] | None = None):
     """A pipeline over `data_dir` (default `config.data.tfds_dir`) as the config says.
 
     With `data.source = "synthetic"` the world of `config.synthetic` is written there first if
     the folder has no dataset yet. By default every process reads the whole global batch (the
     trainers hand the jitted steps host arrays, which must then be the same on every process);
     `process_index` / `process_count` give each host its own slice of the split instead, for
-    callers that assemble global arrays with `to_global`.
+    callers that assemble global arrays with `to_global`. `row_slice = (index, count)`: every
+    process reads the same global stream (so a run equals one process's), and process `index`
+    of `count` encodes only its equal slice of each global batch's rows (`HostBatch.rows`); the
+    RL step assembles the global batch from the slices (`rl.hosts`).
     """
     if process_index is None or process_count is None:
       process_index, process_count = 0, 1
@@ -260,7 +277,8 @@ class Pipeline:
     return cls(builder, chat.Processor(tokenizer), texts,
                BatchShapes.from_config(d, process_count), split=d.split, seed=d.seed,
                shuffle_buffer=d.shuffle_buffer, process_index=process_index,
-               process_count=process_count, reshuffle_each_epoch=d.reshuffle_each_epoch)
+               process_count=process_count, reshuffle_each_epoch=d.reshuffle_each_epoch,
+               row_slice=row_slice)
 
   def next_example(self) -> dict[str, np.ndarray]:
     element = next(self._iterator)
@@ -271,11 +289,12 @@ class Pipeline:
     """The next batch; `encode` (example -> item) replaces `encode_example` (the cold-start
     SFT's prompted examples)."""
     examples = [self.next_example() for _ in range(self.shapes.batch_size)]
+    lo, hi = self.row_slice or (0, len(examples))
     items = [encode(e) if encode else
              encode_example(e, self.processor, self.texts, self.shapes, self.step_percent)
-             for e in examples]
+             for e in examples[lo:hi]]
     batch = collate(items, self.shapes, self.pad_id)
-    batch.examples = examples
+    batch.examples, batch.rows = examples, self.row_slice
     return batch
 
   def __iter__(self):

@@ -40,6 +40,7 @@ from vcoach_jax.prompting import hints
 from vcoach_jax.prompting import selector as selector_lib
 from vcoach_jax.rl import advantages as advantages_lib
 from vcoach_jax.rl import coaching
+from vcoach_jax.rl import hosts
 from vcoach_jax.rl import methods
 from vcoach_jax.sampling import buckets
 
@@ -150,7 +151,8 @@ def rollout(batch: pipeline_lib.HostBatch, *, sampler, sampling, policy, model_c
   """Runs the host half of one step.
 
   Args:
-    batch: the raw host batch (with its decoded examples).
+    batch: the raw host batch (with its decoded examples); with `batch.rows` this process's
+      rows of the global batch (`rl.hosts`: its own rows prepared and scored here).
     sampler, sampling: the `sampling.Sampler` and its `SamplingConfig` (G = num_samples).
     policy: the current policy's `nnx.State` (what the sampler decodes from).
     model_config: the policy's ModelConfig (token ids for `batch_inputs`).
@@ -162,25 +164,28 @@ def rollout(batch: pipeline_lib.HostBatch, *, sampler, sampling, policy, model_c
   g, seconds = coach.g, {"sampling": 0.0, "rewards": 0.0}
   # Raw rollouts: G per prompt, rewards, group advantages, hard prompts.
   t0 = time.perf_counter()
-  raw_inputs = batching.batch_inputs(model_config, batch.arrays)
+  raw_inputs = hosts.global_inputs(batch, model_config, sampler, pipe.pad_id)  # pixels once
   raw_rollouts = sampler.generate(raw_inputs, sampling, jax.random.fold_in(key, RAW_SAMPLING),
-                                  state=policy)
+                                  state=policy, text_rows=hosts.text_rows(batch))
   t1 = time.perf_counter()
-  scored = score(raw_rollouts, batch.samples, g, coach.reward_options)
+  def own(texts, samples):  # this process's rows
+    got = score(raw_rollouts._replace(texts=list(texts)), samples, g, coach.reward_options)
+    return got.per_reward, got.total
+  per, total = hosts.score(raw_rollouts.texts, batch, g, own)
+  scored = Scored(rollouts=raw_rollouts, per_reward=per, total=total)
   seconds["sampling"] += t1 - t0
   seconds["rewards"] += time.perf_counter() - t1
-  tasks = [s["task"] for s in batch.samples]
+  tasks = hosts.global_tasks(batch)
   raw = RawBranch(inputs=raw_inputs, scored=scored,
                   advantages=np.asarray(advantages_lib.group_advantages(scored.total, g)),
                   hard=coaching.hard_prompts(scored.total, g, coach.k1, tasks,
                                              coach.k1_per_task))
-  b = len(batch.ids)
+  b = hosts.global_size(batch)
   types = [""] * b
   hard_rows = [i for i in range(b) if raw.hard[i]]
   if not coach.enabled or not hard_rows:
     return Rollout(raw=raw, prompted=None, prompt_types=types, seconds=seconds)
-  # Coaching: each hard prompt gets its visual prompt and hint, and G prompted rollouts (the
-  # sampler pads the hard prompts to its own batch bucket).
+  # Coaching: each hard prompt gets its visual prompt and hint, and G prompted rollouts.
   for i in hard_rows:
     record = pipeline_lib.record_of(batch.examples[i])
     types[i] = selector_lib.choose(coach.cache, record["id"], bool(record["key_items"]))
@@ -188,19 +193,26 @@ def rollout(batch: pipeline_lib.HostBatch, *, sampler, sampling, policy, model_c
   items = [pipeline_lib.encode_example(
       hints.prompted_example(batch.examples[i], types[i], coach.prompt_options), pipe.processor,
       pipe.texts, pipe.shapes, pipe.step_percent, types[i]) for i in hard_rows]
-  hard_host = pipeline_lib.collate(items, pipe.shapes, pipe.pad_id)
-  rollouts = sampler.generate(batching.batch_inputs(model_config, hard_host.arrays), sampling,
-                              jax.random.fold_in(key, PROMPTED_SAMPLING), state=policy)
-  t1 = time.perf_counter()
-  hard_scored = score(rollouts, hard_host.samples, g, coach.reward_options)
-  seconds["sampling"] += t1 - t0
-  seconds["rewards"] += time.perf_counter() - t1
   # The update's layout: P rows, row k holds hard prompt k, the padding rows repeat the first
-  # hard prompt with zero weight.
+  # hard prompt with zero weight. When the sampler pads the h hard prompts to P rows as well,
+  # it samples from the update's batch (its padding rows are not sampled): one upload.
   h = len(hard_rows)
   p = min(b, buckets.batch_bucket(h, coach.prompted_rows))
   full_host = pipeline_lib.collate([items[k if k < h else 0] for k in range(p)], pipe.shapes,
                                    pipe.pad_id)
+  prompted_inputs = sampler.place_pixels(batching.batch_inputs(model_config, full_host.arrays))
+  hard_key = jax.random.fold_in(key, PROMPTED_SAMPLING)
+  if buckets.batch_bucket(p, sampler.batch_buckets) == buckets.batch_bucket(
+      h, sampler.batch_buckets):
+    rollouts = sampler.generate(prompted_inputs, sampling, hard_key, state=policy, live_rows=h)
+  else:  # the sampler's bucket of h rows differs from P: sample the h rows on their own
+    hard_host = pipeline_lib.collate(items, pipe.shapes, pipe.pad_id)
+    hard_inputs = batching.batch_inputs(model_config, hard_host.arrays)
+    rollouts = sampler.generate(hard_inputs, sampling, hard_key, state=policy)
+  t1 = time.perf_counter()
+  hard_scored = score(rollouts, full_host.samples[:h], g, coach.reward_options)
+  seconds["sampling"] += t1 - t0
+  seconds["rewards"] += time.perf_counter() - t1
   live, n = np.arange(h * g), p * g
   rows = _group_rows(hard_rows, g)
   weights = coaching.positive_weights(
@@ -209,7 +221,7 @@ def rollout(batch: pipeline_lib.HostBatch, *, sampler, sampling, policy, model_c
       prompted_total=hard_scored.total, num_positives=coach.num_positives)
   group_adv = np.asarray(advantages_lib.group_advantages(hard_scored.total, g), np.float32)
   prompted = PromptedBranch(
-      inputs=batching.batch_inputs(model_config, full_host.arrays),
+      inputs=prompted_inputs,
       scored=_padded(hard_scored, n), nll_weights=_scatter_rows(weights, live, n),
       group_advantages=_scatter_rows(group_adv, live, n),
       rows=np.asarray(hard_rows + [hard_rows[0]] * (p - h), np.int32), num_hard=h)

@@ -30,6 +30,7 @@ from vcoach_jax import run_length
 from vcoach_jax import storage
 from vcoach_jax import training_loop
 from vcoach_jax.model import hf_checkpoint
+from vcoach_jax.rl import hosts
 from vcoach_jax.rl import rollout as rollout_lib
 from vcoach_jax.rl import train_step
 from vcoach_jax.sampling import Sampler, SamplingConfig
@@ -77,7 +78,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
   parts = experiment.build(config, workdir, seed)
   model, mesh = parts.model, parts.mesh
   # 2. Data: the tf.data stream of data.split, host batches of fixed shapes.
-  pipe = experiment.pipeline(config, parts.tokenizer, workdir)
+  # With several processes each encodes and scores only its slice of every global batch.
+  rows = (jax.process_index(), jax.process_count()) if jax.process_count() > 1 else None
+  pipe = experiment.pipeline(config, parts.tokenizer, workdir, row_slice=rows)
   # 3. The sampler: G rollouts per prompt in one jitted program per batch bucket.
   sampling = SamplingConfig.from_config(config.sampling)
   sampler = Sampler(model, parts.tokenizer, mesh,
@@ -121,7 +124,8 @@ def step(run: Run, index: int) -> dict[str, Any]:
              seconds_rewards=got.seconds["rewards"], seconds_train=t_train)
   total_s = t_data + got.seconds["sampling"] + got.seconds["rewards"] + t_train
   out["tokens_per_second"] = out["completion_tokens"] / max(total_s, 1e-9)
-  out["batch_ids"] = batch.ids
+  out["batch_ids"] = hosts.global_ids(batch)
+  out["host_rows"] = len(batch.ids)  # the rows this process prepared and scored
   return out
 
 

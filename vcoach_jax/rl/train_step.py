@@ -42,6 +42,7 @@ from jax.sharding import Mesh
 from vcoach_jax.model.qwen2_5_vl import ModelInputs
 from vcoach_jax.parallel import mesh as mesh_lib
 from vcoach_jax.rl import distill, gspo, methods, optim, prompt_once, update
+from vcoach_jax.rl import placement
 from vcoach_jax.sampling import buckets
 from vcoach_jax.rl.logprobs import completion_logprobs, states_logprobs
 
@@ -195,8 +196,10 @@ class Step:
     return self.programs[p]
 
   def __call__(self, state, ref_params, raw: RolloutBatch, prompted: RolloutBatch | None, rng):
-    """One update on host (or placed) batches."""
-    return self.program(prompted)(state, ref_params, StepBatch(raw, prompted), rng)
+    """One update on host batches whose prompt pixels may be placed already (`placement`)."""
+    program = self.program(prompted)
+    return program.fn(state, ref_params, placement.place_batch(program, StepBatch(raw, prompted)),
+                      rng)
 
   def lower(self, state, ref_params, raw, prompted, rng):
     """AOT lowering of the program for these (already cut) batches; shape-only arguments work

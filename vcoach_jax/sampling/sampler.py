@@ -166,25 +166,36 @@ class Sampler:
 
   # ----------------------------------------------------------------------------------------------
   def generate(self, inputs: qwen.ModelInputs, config: SamplingConfig, rng: jax.Array, *,
-               state: nnx.State | None = None) -> Rollouts:
+               state: nnx.State | None = None, live_rows: int | None = None,
+               text_rows: Sequence[int] | None = None) -> Rollouts:
     """Samples `config.num_samples` completions for each of the B left-padded prompt rows.
 
     Args:
-      inputs: `ModelInputs` of B prompts (numpy or device arrays; `prepare_inputs` or
-        `batching.batch_inputs`), left padded.
+      inputs: `ModelInputs` of B prompts (numpy; `prepare_inputs` or `batching.batch_inputs`),
+        left padded; `pixels` may be a jax.Array already placed (`place_pixels`: the caller
+        hands the same device array to the train step, and nothing is copied back).
       config: sampling settings.
       rng: PRNG key; the same key gives the same completions.
       state: the policy's `nnx.State` to sample from instead of the model's own weights (the
         trainer's current parameters); same structure as `nnx.split(model)[1]`. Either way the
         program decodes from a copy laid out by `config.weights_layout` (`weights`), made here.
+      live_rows: only the first `live_rows` rows are sampled (the rest are padding rows of the
+        caller's layout: done from the start, not returned); default all B.
+      text_rows: the prompt rows whose completions are decoded to text (the others' texts are
+        empty: another process decodes them); default all.
     """
-    b = np.shape(inputs.input_ids)[0]
-    tokens, mask, logprobs, steps = self._program(*self._arguments(inputs, config, rng, state))
+    b = np.shape(inputs.input_ids)[0] if live_rows is None else int(live_rows)
+    tokens, mask, logprobs, steps = jax.device_get(
+        self._program(*self._arguments(inputs, config, rng, state, b)))
     n = b * config.num_samples
     tokens, mask = np.asarray(tokens)[:n], np.asarray(mask)[:n].astype(np.int32)
     logprobs = np.asarray(logprobs)[:n]
     self.last_num_steps = int(steps)
-    return Rollouts(tokens, mask, logprobs, self.decode(tokens, mask))
+    g = config.num_samples
+    keep = np.ones((n,), bool) if text_rows is None else np.isin(np.arange(n) // g, text_rows)
+    texts = self.decode(tokens[keep], mask[keep])
+    out = iter(texts)
+    return Rollouts(tokens, mask, logprobs, [next(out) if k else "" for k in keep])
 
   def lower(self, inputs: qwen.ModelInputs, config: SamplingConfig, rng: jax.Array, *,
              state: nnx.State | None = None) -> jax.stages.Lowered:
@@ -192,13 +203,56 @@ class Sampler:
     HLO text and memory analysis)."""
     return self._program.lower(*self._arguments(inputs, config, rng, state))
 
-  def _arguments(self, inputs, config: SamplingConfig, rng, state):
-    """The program's arguments: bucketed, placed inputs and the decoding copy of the weights."""
+  def place_pixels(self, inputs: qwen.ModelInputs) -> qwen.ModelInputs:
+    """`inputs` with its vision patches placed on the devices, split like the rows over the
+    mesh's batch axes (each row's patches are one block of `batching.batch_inputs`'s layout):
+    each device receives only its rows' patches, each process places only its own devices'
+    slices, and the programs gather what they need on the devices. The other fields stay on
+    the host. Placed once, the same array serves the sampler and the train step."""
+    if inputs.pixels is None or isinstance(inputs.pixels, jax.Array):
+      return inputs
+    pixels = np.asarray(inputs.pixels, np.float32)
+    if self.mesh is None:
+      return inputs._replace(pixels=jax.device_put(pixels))
+    return inputs._replace(pixels=mesh_lib.put_global(
+        pixels, self._sharding(("batch", None), pixels.shape)))
+
+  def place_local_pixels(self, local: np.ndarray, rows: int) -> jax.Array:
+    """The `[rows, D]` pixels of a global batch from this process's own block of them
+    (`local`, its rows' patches), split like `place_pixels` over the batch axes. Each process's
+    devices must hold exactly its own block (the mesh's batch axes laid out by process, as
+    `make_mesh` does); ValueError otherwise."""
+    local = np.asarray(local, np.float32)
+    if self.mesh is None or jax.process_count() == 1:
+      if local.shape[0] != rows:
+        raise ValueError(f"one process holds {local.shape[0]} of {rows} patch rows")
+      return self.place_pixels(qwen.ModelInputs(None, None, None, None, pixels=local)).pixels
+    shape = (rows, local.shape[1])
+    sharding = self._sharding(("batch", None), shape)
+    per, p = local.shape[0], jax.process_index()
+    held = {(i[0].start or 0, rows if i[0].stop is None else i[0].stop)
+            for d, i in sharding.devices_indices_map(shape).items()
+            if d.process_index == p}
+    if min(lo for lo, _ in held) != p * per or max(hi for _, hi in held) != (p + 1) * per:
+      raise ValueError(f"process {p}'s devices hold patch rows {sorted(held)} of {rows}, not its "
+                       f"own block {p * per}..{(p + 1) * per - 1}: per-process data needs the "
+                       "batch rows split over processes in process order (parallel.mesh)")
+    return jax.make_array_from_process_local_data(sharding, local, shape)
+
+  def _arguments(self, inputs, config: SamplingConfig, rng, state, live_rows=None):
+    """The program's arguments: bucketed, placed inputs and the decoding copy of the weights.
+    Placed pixels (a jax.Array) stay on the devices: they are padded there when the patch
+    bucket needs it."""
+    placed = inputs.pixels if isinstance(inputs.pixels, jax.Array) else None
+    if placed is not None:  # a zero-width stand-in: the host padding below moves no pixels
+      inputs = inputs._replace(pixels=np.zeros((placed.shape[0], 0), np.float32))
     inputs = jax.tree.map(np.asarray, inputs)
     b, t = inputs.input_ids.shape
     rows = buckets.batch_bucket(b, self.batch_buckets)
     padded = buckets.pad_inputs(inputs, rows, buckets.prompt_bucket(t), self.pad_id)
-    live = np.arange(rows) < b
+    if placed is not None:
+      padded = padded._replace(pixels=_pad_patches(placed, padded.pixels.shape[0]))
+    live = np.arange(rows) < (b if live_rows is None else live_rows)
     graphdef, own_state = nnx.split(self.model)
     static = _Static(bool(config.greedy or config.temperature == 0), int(config.top_k),
                      int(config.max_new_tokens), int(config.num_samples),
@@ -228,15 +282,18 @@ class Sampler:
     """Token arrays sharded by rows; vision arrays (shared by all rows) replicated."""
     if self.mesh is None:
       return jax.tree.map(jnp.asarray, inputs)
-    replicated = NamedSharding(self.mesh, PartitionSpec())
     rows = dict(input_ids=None, attention_mask=None, rope_deltas=None, positions=None)
-    placed = mesh_lib.put_global(inputs._replace(**rows), replicated)  # the vision fields
+    placed = mesh_lib.put_global(inputs._replace(**rows), self._vision_sharding())
     return placed._replace(
         input_ids=self._place_rows(inputs.input_ids),
         attention_mask=self._place_rows(inputs.attention_mask),
         rope_deltas=self._place_rows(inputs.rope_deltas),
         positions=mesh_lib.put_global(
             inputs.positions, self._sharding((None, "batch", None), inputs.positions.shape)))
+
+  def _vision_sharding(self) -> NamedSharding:
+    """Where the vision fields (shared by all rows) go: replicated."""
+    return NamedSharding(self.mesh, PartitionSpec())
 
   def _pin(self, x: jax.Array, axes) -> jax.Array:
     if self.mesh is None:
@@ -287,3 +344,17 @@ class Sampler:
                   if static.penalise else jnp.zeros((r, 0), bool)))
     out = jax.lax.while_loop(cond, body, init)
     return out.tokens, out.mask, out.logprobs, out.step
+
+
+@jax.jit
+def _pad_rows(x: jax.Array, zeros: jax.Array) -> jax.Array:
+  return jnp.concatenate([x, zeros.astype(x.dtype)])
+
+
+def _pad_patches(pixels: jax.Array, n: int) -> jax.Array:
+  """Placed `[N, D]` pixels -> `[n, D]` with zero patches after, on the devices."""
+  extra = n - pixels.shape[0]
+  if extra == 0:
+    return pixels
+  zeros = jnp.zeros((extra, pixels.shape[1]), pixels.dtype, device=pixels.sharding)
+  return _pad_rows(pixels, zeros)
