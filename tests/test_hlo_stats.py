@@ -92,3 +92,31 @@ def test_sharded_matmul_collectives():
   proc = subprocess.run([sys.executable, "-c", _SHARDED], capture_output=True, text=True,
                         env=env, timeout=300, check=False)
   assert "SHARDED_OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+_FUSED = """\
+HloModule m
+
+%fused_dot (p0: f32[4,8], p1: f32[8,16]) -> f32[4,16] {
+  %p0 = f32[4,8]{1,0} parameter(0)
+  %p1 = f32[8,16]{1,0} parameter(1)
+  ROOT %dot.1 = f32[4,16]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+ENTRY %main (a: f32[4,8], b: f32[8,16]) -> f32[4,16] {
+  %a = f32[4,8]{1,0} parameter(0)
+  %b = f32[8,16]{1,0} parameter(1)
+  %t = f32[4,8]{1,0} tanh(%a), metadata={op_name="jit(f)/vision_tower/tanh"}
+  %c = f32[4,8]{1,0} copy(%t)
+  ROOT %f = f32[4,16]{1,0} fusion(%c, %b), kind=kCustom, calls=%fused_dot
+}
+"""
+
+
+def test_a_fused_dot_without_metadata_takes_its_inputs_scope():
+  """A library fusion of XLA's CPU backend keeps no op_name (nor do the copies before it): its
+  dot counts in the scope of the nearest named instruction feeding it."""
+  program = hlo_stats.Program(_FUSED, ("vision_tower", "decoder"))
+  assert program.stats.flops == 2 * 4 * 16 * 8
+  assert program.stats.scoped == {"vision_tower": 2 * 4 * 16 * 8, "decoder": 0}
+  assert program.stats.unnamed == 0

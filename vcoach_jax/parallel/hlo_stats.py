@@ -167,6 +167,7 @@ class Stats:
   collectives: dict[str, int] = dataclasses.field(
       default_factory=lambda: {k: 0 for k in COLLECTIVES})
   scoped: dict[str, int] = dataclasses.field(default_factory=dict)  # dot FLOPs per scope name
+  unnamed: int = 0  # dot FLOPs without op_name metadata (named by their call site, if any)
 
   @property
   def collective_total(self) -> int:
@@ -174,6 +175,7 @@ class Stats:
 
   def add(self, other: Stats, times: int = 1) -> None:
     self.flops += times * other.flops
+    self.unnamed += times * other.unnamed
     for k, v in other.collectives.items():
       self.collectives[k] += times * v
     for k, v in other.scoped.items():
@@ -194,7 +196,8 @@ class Program:
   Args:
     hlo: `compiled.as_text()`.
     scopes: names (e.g. a `jax.named_scope`, "vision_tower") whose dots' FLOPs are also summed
-      apart, in `Stats.scoped`, by the op_name metadata XLA keeps on each instruction.
+      apart, in `Stats.scoped`, by the op_name metadata XLA keeps on each instruction (a dot
+      inside a fusion that lost its metadata takes the fusion's).
   """
 
   def __init__(self, hlo: str, scopes: tuple[str, ...] = ()):
@@ -214,11 +217,14 @@ class Program:
     """Stats of one execution of computation `name` (leaving out a while loop of body `skip`)."""
     stats = Stats(scoped={k: 0 for k in self.scopes})
     shapes = self._shapes.get(name, {})
+    by_name = {i.name: i for i in self.comps.get(name, [])}
     for ins in self.comps.get(name, []):
       flops = dot_flops(ins, shapes)
       stats.flops += flops
+      op_name = _op_name(ins.line)
+      stats.unnamed += flops if not op_name else 0
       for scope in self.scopes:
-        if flops and scope in _op_name(ins.line):
+        if flops and scope in op_name:
           stats.scoped[scope] += flops
       coll = collective_bytes(ins, shapes)
       if coll:
@@ -238,9 +244,36 @@ class Program:
         stats.add(max(branches, key=lambda s: (s.flops, s.collective_total)))
       else:
         for c in called.get("calls", []):
-          if c != name:
-            stats.add(self.computation(c))
+          if c == name:
+            continue
+          sub = self.computation(c)
+          stats.add(sub)
+          caller = op_name or _producer_name(ins, by_name) if sub.unnamed else ""
+          if caller:  # a fusion's dots without metadata: named by the fusion (or its inputs)
+            stats.unnamed -= sub.unnamed
+            for scope in self.scopes:
+              if scope in caller:
+                stats.scoped[scope] += sub.unnamed
     return stats
+
+
+def _producer_name(ins: Instruction, by_name: dict[str, Instruction], depth: int = 8) -> str:
+  """The op_name of the nearest instruction feeding `ins` (breadth first over its operands,
+  at most `depth` steps back) that has one; "" if none (e.g. a library fusion of the CPU
+  backend keeps no metadata, nor do the copies around it)."""
+  todo, seen = list(ins.operands), set()
+  for _ in range(depth):
+    nxt = []
+    for o in todo:
+      if o in seen or o not in by_name:
+        continue
+      seen.add(o)
+      op_name = _op_name(by_name[o].line)
+      if op_name:
+        return op_name
+      nxt += by_name[o].operands
+    todo = nxt
+  return ""
 
 
 def _op_name(line: str) -> str:
