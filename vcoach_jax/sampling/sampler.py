@@ -14,6 +14,10 @@ back through the model with the cache, until every row has produced an end token
 place: it is allocated once, never copied between steps. Rows are sharded over the mesh's batch
 axes and kv heads over `tensor`, by the same rules as the parameters.
 
+An RL step places a prompt batch's pixels once (`place_pixels`, or `place_local_pixels` from each
+process's own rows) and passes that device array here and to the update: `generate` pads it on
+the devices when its patch bucket needs it, and copies nothing back to the host.
+
 The weights are a copy of the policy in the compute dtype, laid out for decoding (replicated, or
 split over `tensor` only), made once per `generate` call (`weights`): the loop never gathers
 fsdp-sharded master weights. The prefill applies the LM head to the last prompt position only.
@@ -223,11 +227,13 @@ class Sampler:
     devices must hold exactly its own block (the mesh's batch axes laid out by process, as
     `make_mesh` does); ValueError otherwise."""
     local = np.asarray(local, np.float32)
-    if self.mesh is None or jax.process_count() == 1:
+    shape = (rows, local.shape[1])
+    if jax.process_count() == 1:
       if local.shape[0] != rows:
         raise ValueError(f"one process holds {local.shape[0]} of {rows} patch rows")
-      return self.place_pixels(qwen.ModelInputs(None, None, None, None, pixels=local)).pixels
-    shape = (rows, local.shape[1])
+      if self.mesh is None:
+        return jax.device_put(local)
+      return mesh_lib.put_global(local, self._sharding(("batch", None), shape))
     sharding = self._sharding(("batch", None), shape)
     per, p = local.shape[0], jax.process_index()
     held = {(i[0].start or 0, rows if i[0].stop is None else i[0].stop)
