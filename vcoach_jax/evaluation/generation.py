@@ -88,6 +88,7 @@ class SamplerGenerate:
                                    config.model.checkpoint or "the model")
     sampler = Sampler(parts.model, parts.tokenizer, parts.mesh,
                       batch_buckets=tuple(config.sampling.batch_buckets),
+                      prompt_buckets=tuple(config.data.prompt_buckets),
                       rules=mesh_lib.rules_from_config(config.parallel.rules))
     sampling = dataclasses.replace(
         SamplingConfig.from_config(config.sampling), greedy=True, num_samples=1,

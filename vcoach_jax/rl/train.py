@@ -84,7 +84,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
   # 3. The sampler: G rollouts per prompt in one jitted program per batch bucket.
   sampling = SamplingConfig.from_config(config.sampling)
   sampler = Sampler(model, parts.tokenizer, mesh,
-                    batch_buckets=tuple(config.sampling.batch_buckets))
+                    batch_buckets=tuple(config.sampling.batch_buckets),
+                    prompt_buckets=tuple(config.data.prompt_buckets))
   # 4. Train state and frozen reference, placed on their shardings; 5. the jitted update, one
   # `jax.jit(update, donate_argnums=0, in_shardings=..., out_shardings=...)` per prompted
   # bucket P (and one without a prompted branch).

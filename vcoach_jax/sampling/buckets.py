@@ -3,7 +3,8 @@
 A batch of B left-padded prompts of length T with N vision patches becomes
 
   rows     B -> the smallest batch bucket >= B      (dummy rows: all padding, never sampled)
-  length   T -> the next power of two (at least 16) (more left padding)
+  length   T -> the smallest prompt bucket >= T (the run's `data.prompt_buckets`), else the
+              next power of two (at least 16) (more left padding)
   patches  N -> the next power of two               (zero patches in their own attention
                                                      segments; their merged tokens have an
                                                      out-of-range vision slot, so they are dropped)
@@ -37,8 +38,12 @@ def batch_bucket(rows: int, buckets: Sequence[int]) -> int:
   return -(-rows // buckets[-1]) * buckets[-1]
 
 
-def prompt_bucket(length: int) -> int:
-  return max(MIN_PROMPT_BUCKET, pow2(length))
+def prompt_bucket(length: int, buckets: Sequence[int] = ()) -> int:
+  """The smallest of `buckets` >= length (a run's `data.prompt_buckets`: a batch the input
+  pipeline already padded to one keeps its length); without one, the next power of two (at
+  least 16)."""
+  fits = [b for b in buckets if b >= length]
+  return min(fits) if fits else max(MIN_PROMPT_BUCKET, pow2(length))
 
 
 def _pad_segment_table(seg: Segments, n_old: int, n_new: int) -> Segments:

@@ -135,12 +135,15 @@ class Sampler:
     end_ids: token ids that end a completion (default `<|im_end|>` and `<|endoftext|>`).
     pad_id: written after the end (default `<|endoftext|>`).
     batch_buckets: prompt-row counts a batch is padded to.
+    prompt_buckets: prompt lengths a batch is padded to (the run's `data.prompt_buckets`, so a
+      pipeline batch is not padded further); a longer prompt goes to the next power of two.
     rules: logical -> mesh axis rules (`config.parallel.rules`).
   """
 
   def __init__(self, model: qwen.Qwen2_5_VL, tokenizer: Any = None, mesh: Mesh | None = None, *,
                end_ids: Sequence[int] | None = None, pad_id: int | None = None,
                batch_buckets: Sequence[int] = BATCH_BUCKETS,
+               prompt_buckets: Sequence[int] = (),
                rules: mesh_lib.Rules = DEFAULT_RULES):
     if tokenizer is None and (end_ids is None or pad_id is None):
       raise ValueError("Sampler needs a tokenizer, or both end_ids and pad_id")
@@ -157,6 +160,7 @@ class Sampler:
     self.end_ids = tuple(int(i) for i in end_ids)
     self.pad_id = int(pad_id)
     self.batch_buckets = tuple(sorted(int(b) for b in batch_buckets))
+    self.prompt_buckets = tuple(sorted(int(b) for b in prompt_buckets))
     self.last_num_steps = 0  # decode steps the last `generate` ran (< N when all rows ended)
     self._compilations = 0
     self._weights = weights_lib.Placer(mesh, rules, model.dtype)
@@ -255,7 +259,8 @@ class Sampler:
     inputs = jax.tree.map(np.asarray, inputs)
     b, t = inputs.input_ids.shape
     rows = buckets.batch_bucket(b, self.batch_buckets)
-    padded = buckets.pad_inputs(inputs, rows, buckets.prompt_bucket(t), self.pad_id)
+    padded = buckets.pad_inputs(inputs, rows, buckets.prompt_bucket(t, self.prompt_buckets),
+                                 self.pad_id)
     if placed is not None:
       padded = padded._replace(pixels=_pad_patches(placed, padded.pixels.shape[0]))
     live = np.arange(rows) < (b if live_rows is None else live_rows)
