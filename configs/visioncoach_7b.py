@@ -25,7 +25,7 @@ def get_config(arg=None):
   config.model.preset = "qwen2_5_vl_7b"
   config.model.dtype = "bfloat16"  # bf16 compute; fp32 master weights and optimizer state
   # chunked: XLA attention in query blocks, memory-safe on TPU and GPU alike (on GPUs, `cudnn`
-  # is the faster fused kernel). `vcoach plan` with this config at fsdp=8: 77 GiB per device.
+  # is the faster fused kernel). `vcoach plan` with this config at fsdp=8: 133 GiB per device.
   config.model.attention_impl = "chunked"
   config.model.remat_policy = "full"
   config.model.scan_layers = True  # 28 decoder layers, one compiled body
@@ -43,7 +43,7 @@ def get_config(arg=None):
 
   config.optim.lr = 1e-6
   config.optim.epochs = 1.0  # one epoch over data.split (the reference's run); sets total_steps
-  config.optim.grad_accum = 4  # 4 micro-batches: the 7B step fits 95 GiB (v5p) and 80 GiB (H100)
+  config.optim.grad_accum = 4  # 4 micro-batches (`vcoach plan`: 133 GiB per device at fsdp=8)
   config.checkpoint.every_steps = 50
   config.selector.cache = ""  # `vcoach select predict` output; "" = raw prompts for hard samples
   return recipes.finish(config, arg)

@@ -34,8 +34,8 @@ sampling.max_new_tokens tokens each, split in optim.grad_accum micro-batches. On
 dot_product_attention materialises every score matrix; model.attention_impl=chunked bounds
 them to one block of queries, and model.scan_layers makes remat bound the activations (in
 unrolled code XLA keeps them alive). configs/visioncoach_7b.py (both on, grad_accum 4) at
-fsdp=8 (8 chips: v5p-16 or 8 H100s): 77 GiB per device, compiled in about 20 s on a 2-core
-machine; the same step unrolled with full score matrices reported 3,369 GiB of temporaries and
+fsdp=8 (8 chips: v5p-16 or 8 H100s): 133 GiB per device (it does not fit 95 GiB), compiled
+in about 90 s on a 2-core machine; the same step unrolled with full score matrices reported 3,369 GiB of temporaries and
 took 10 minutes to compile.
 
 examples:
