@@ -58,7 +58,8 @@ LONG_FIRST = (
     "test_grad_accum_e2e.py", "test_run_length.py", "test_selector.py", "test_sampling.py",
     "test_rl_sharded_step.py", "test_trainer_resume.py", "test_eval_sampler.py",
     "test_model_parity.py", "test_rewards_memory.py", "test_checkpoint_faults.py",
-    "test_sampling_sharded.py", "test_model_scan.py",
+    "test_sampling_sharded.py", "test_model_scan.py", "test_rl_compile_count.py",
+    "test_rl_placement.py",
 )
 
 
