@@ -213,7 +213,7 @@ def test_two_process_rl_equals_one_process(tmp_path: pathlib.Path):
     outs = []
     for proc in procs:
       try:
-        outs.append(proc.communicate(timeout=600)[0])
+        outs.append(proc.communicate(timeout=900)[0])
       except subprocess.TimeoutExpired:
         for p in procs:
           p.kill()
