@@ -133,6 +133,8 @@ def get_config(arg=None):
   config.synthetic.grid = 0  # > 0: objects centred in cells of this many pixels (0: anywhere)
   config.synthetic.background = "plain"  # plain | gradient (colour varies with the position)
   config.synthetic.named = False  # the temporal-spatial question names its object (colour, shape)
+  config.synthetic.colours = 8  # objects' colours: the first N of synthetic.COLOURS (1..8)
+  config.synthetic.shapes = 4  # objects' shapes: the first N of synthetic.SHAPES (1..4)
   # Tasks the records cycle through (the demo keeps the spatio-temporal one: the grounded task).
   config.synthetic.tasks = ("temporal-spatial free-form QA", "temporal QA (MCQ)", "temporal QA",
                             "visual QA", "General video QA MCQ", "General video QA Free-form")
@@ -226,6 +228,7 @@ def get_config(arg=None):
   config.sft = ml_collections.ConfigDict()
   config.sft.steps = 200  # optimizer steps
   config.sft.lr = 1e-6  # peak learning rate (replaces optim.lr during SFT)
+  config.sft.warmup_steps = 0  # linear warmup steps (replaces optim.warmup_steps during SFT)
   # assistant (the target turn only) | sequence (the released SFT: every non-pad token of prompt
   # and target except the image placeholders; docs/prompts.md)
   config.sft.loss_on = "assistant"

@@ -160,14 +160,32 @@ def test_grid_centres_each_object_in_a_cell():
 
 def test_gradient_background_tells_the_position():
   plain = synthetic.SyntheticWorld(synthetic.WorldSpec(tasks=ST)).sample(3)
-  ramp = synthetic.SyntheticWorld(synthetic.WorldSpec(tasks=ST, background="gradient")).sample(3)
+  world = synthetic.SyntheticWorld(synthetic.WorldSpec(tasks=ST, background="gradient"))
+  ramp, other = world.sample(3), world.sample(4)
   assert plain.completion == ramp.completion  # the scene is the same, only the backdrop differs
   empty = np.all(plain.frames == plain.frames[:, :1, :1], axis=-1)  # background pixels
-  diff = ramp.frames.astype(int) - plain.frames.astype(int)
-  t, = np.nonzero(empty[:, 0, 0])[0][:1]
-  assert diff[t, 0, 0].tolist() == [0, 0, 0]
-  assert diff[t, 0, -1].tolist() == [60, 0, 0] and diff[t, -1, 0].tolist() == [0, 0, 60]
-  np.testing.assert_array_equal(diff[plain.frames.max(-1) > 150], 0)  # objects keep colour
+  t, = np.nonzero(empty[:, 0, 0] & empty[:, 0, -1] & empty[:, -1, 0])[0][:1]
+  # One fixed ramp in every clip: grey 30 at the top left, +120 red to the right, +120 blue down.
+  assert ramp.frames[t, 0, 0].tolist() == [30, 30, 30]
+  assert ramp.frames[t, 0, -1].tolist() == [150, 30, 30]
+  assert ramp.frames[t, -1, 0].tolist() == [30, 30, 150]
+  both = empty[t] & np.all(other.frames[0] == ramp.frames[t], axis=-1)
+  assert both.mean() > 0.5  # where neither clip has an object, their pixels are the same
+  objects = plain.frames.max(-1) > 180
+  np.testing.assert_array_equal(ramp.frames[objects], plain.frames[objects])  # objects keep colour
+
+
+def test_colours_and_shapes_limit_the_names():
+  spec = synthetic.WorldSpec(tasks=ST, named=True, colours=3, shapes=2, distractors=2,
+                             lookalike=0.5)
+  world = synthetic.SyntheticWorld(spec)
+  words = {w for i in range(40)
+           for w in re.findall(r"<obj>([^<]*)</obj>", world.sample(i).completion)}
+  assert {w.split()[0] for w in words} <= {"red", "green", "blue"}
+  assert {w.split()[1] for w in words} <= {"ball", "cube"}
+  assert len(words) == 6  # every name occurs
+  with pytest.raises(ValueError, match="synthetic.colours 9"):
+    synthetic.SyntheticWorld(synthetic.WorldSpec(colours=9))
 
 
 def test_lookalikes_appear_after_the_asked_object(monkeypatch):

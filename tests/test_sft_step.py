@@ -143,3 +143,17 @@ def test_grad_accumulation_weighs_micro_batches_by_tokens():
   moved = max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(start)))
   assert moved > 1e-4  # the step moved the weights (the comparison below is not vacuous)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), p2, p1)
+
+
+def test_sft_schedule_takes_the_sft_lr_warmup_and_steps():
+  from vcoach_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.rl import optim  # pylint: disable=g-import-not-at-top
+  config = config_lib.load("configs/default.py", ["sft.lr=0.01", "sft.steps=100",
+                                                  "sft.warmup_steps=10", "optim.warmup_steps=0",
+                                                  "optim.lr=0.5"])
+  o = sft.sft_optim_config(config)
+  assert (o.lr, o.total_steps, o.warmup_steps) == (0.01, 100, 10)
+  schedule = optim.learning_rate_schedule(o)
+  assert float(schedule(0)) == 0.0 and float(schedule(5)) == pytest.approx(0.005)
+  assert float(schedule(10)) == pytest.approx(0.01) and float(schedule(100)) == pytest.approx(0.0)
+  assert config.optim.warmup_steps == 0  # RL's schedule keeps its own

@@ -41,6 +41,7 @@ SHAPES = ("ball", "cube", "triangle", "ring")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
 LETTERS = "ABCD"
 BACKGROUNDS = ("plain", "gradient")
+GRADIENT_BASE, GRADIENT_RISE = 30, 120  # the gradient backdrop: grey 30, + up to 120 red / blue
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,12 +67,17 @@ class WorldSpec:
   # cell per frame, moving from cell to cell (a box then takes few values: one per cell and
   # size); 0: objects sit anywhere.
   grid: int = 0
-  # plain: one colour per clip | gradient: the background brightens to the right (red channel)
-  # and downwards (blue channel), so the pixels around an object tell where it is.
+  # plain: one colour per clip | gradient: the same backdrop in every clip, brightening to the
+  # right (red channel) and downwards (blue channel), so the pixels around an object tell where
+  # it is.
   background: str = "plain"
   # The temporal-spatial question names the asked object (colour and shape: its boxes are a
   # look-up) instead of asking which object of a shape shows up first (its colour is the answer).
   named: bool = False
+  # How many of the colours (`COLOURS`, in order) and shapes (`SHAPES`) objects are drawn from:
+  # fewer names to read and to tell apart.
+  colours: int = len(COLOURS)
+  shapes: int = len(SHAPES)
 
   @classmethod
   def from_config(cls, synthetic: Mapping[str, Any]) -> "WorldSpec":
@@ -142,6 +148,9 @@ class SyntheticWorld:
                                          or spec.width < spec.grid)):
       raise ValueError(f"synthetic.grid {spec.grid} must be 0 or hold the largest object "
                        f"(max_size {spec.max_size}) and fit the {spec.height}x{spec.width} frame")
+    if not (1 <= spec.colours <= len(COLOURS) and 1 <= spec.shapes <= len(SHAPES)):
+      raise ValueError(f"synthetic.colours {spec.colours} and synthetic.shapes {spec.shapes} must "
+                       f"be in 1..{len(COLOURS)} and 1..{len(SHAPES)}")
     self.spec = spec
 
   # --- scene -----------------------------------------------------------------------------------
@@ -149,7 +158,8 @@ class SyntheticWorld:
   def _tracks(self, rng: np.random.Generator, n_frames: int, n_objects: int,
               still: bool = False, by_colour: bool = False) -> list[Track]:
     s = self.spec
-    names = rng.permutation([(c, sh) for c in COLOURS for sh in SHAPES])
+    names = rng.permutation([(c, sh) for c in list(COLOURS)[:s.colours]
+                             for sh in SHAPES[:s.shapes]])
     used_shapes, tracks = set(), []
     for colour, shape in names:
       if len(tracks) == n_objects:
@@ -201,11 +211,10 @@ class SyntheticWorld:
     s = self.spec
     frames = np.empty((n_frames, s.height, s.width, 3), np.uint8)
     frames[:] = rng.integers(20, 60, 3).astype(np.uint8)
-    if s.background == "gradient":
-      ramp = np.zeros((s.height, s.width, 3), np.uint8)
-      ramp[..., 0] = np.linspace(0, 60, s.width).astype(np.uint8)[None, :]
-      ramp[..., 2] = np.linspace(0, 60, s.height).astype(np.uint8)[:, None]
-      frames += ramp
+    if s.background == "gradient":  # one fixed ramp: a pixel's colour alone tells where it is
+      frames[:] = GRADIENT_BASE
+      frames[..., 0] += np.linspace(0, GRADIENT_RISE, s.width).astype(np.uint8)[None, :]
+      frames[..., 2] += np.linspace(0, GRADIENT_RISE, s.height).astype(np.uint8)[:, None]
     for i in range(n_frames):
       for t in reversed(tracks):  # the first track (the question's object) ends up on top
         if t.boxes[i] is not None:

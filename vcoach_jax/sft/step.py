@@ -79,9 +79,9 @@ class Step:
 
 
 def sft_optim_config(config) -> ml_collections.ConfigDict:
-  """`config.optim` with the SFT learning rate and step count."""
+  """`config.optim` with the SFT learning rate, warmup and step count."""
   o = ml_collections.ConfigDict(config.optim.to_dict())
-  o.lr, o.total_steps = config.sft.lr, config.sft.steps
+  o.lr, o.total_steps, o.warmup_steps = config.sft.lr, config.sft.steps, config.sft.warmup_steps
   return o
 
 
