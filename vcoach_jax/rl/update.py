@@ -194,19 +194,27 @@ def update_fn(graphdef, loss_fn: Callable, tx: optax.GradientTransformation,
     m = {key: v if key in SUM_METRICS else v * w for key, v in m.items()}
     return (l * w, m, w), jax.tree.map(lambda x: x * w, g)
 
-  def accumulated(state: TrainState, aux, batch):
-    def body(carry, mb):
+  def summed(step_fn, state: TrainState, aux, xs):
+    """`lax.scan` over micro-batches `xs` of `step_fn(params, frozen, aux, x) -> (out, y)`: the
+    sum of the `out`s and the stacked `y`s."""
+    def body(carry, x):
       acc, params, frozen, aux = carry
-      acc = jax.tree.map(jnp.add, acc, weighted(grad_fn(params, frozen, aux, mb)))
-      return (acc, params, frozen, aux), None
-    first = jax.tree.map(lambda x: x[0], batch)
-    shapes = jax.eval_shape(lambda *a: weighted(grad_fn(*a)), state.params, state.frozen, aux,
-                            first)
+      out, y = step_fn(params, frozen, aux, x)
+      return (jax.tree.map(jnp.add, acc, out), params, frozen, aux), y
+    first = jax.tree.map(lambda x: x[0], xs)
+    shapes = jax.eval_shape(lambda *a: step_fn(*a)[0], state.params, state.frozen, aux, first)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    ((l, m, w), g), *_ = jax.lax.scan(body, (zeros, state.params, state.frozen, aux), batch)[0]
+    (acc, *_), ys = jax.lax.scan(body, (zeros, state.params, state.frozen, aux), xs)
+    return acc, ys
+
+  def normalised(l, m, w, g):  # weighted sums over micro-batches -> the whole batch's means
     w = jnp.where(w > 0, w, 1.0)
     m = {key: v if key in SUM_METRICS else v / w for key, v in m.items()}
     return (l / w, m), jax.tree.map(lambda x: x / w, g)
+
+  def accumulated(state: TrainState, aux, batch):
+    ((l, m, w), g), _ = summed(lambda *a: (weighted(grad_fn(*a)), None), state, aux, batch)
+    return normalised(l, m, w, g)
 
   def shared_loss(params, shared, frozen, mb, extra):
     return loss_fn(nnx.merge(graphdef, params, frozen), extra, mb._replace(shared=shared))
@@ -225,23 +233,10 @@ def update_fn(graphdef, loss_fn: Callable, tx: optax.GradientTransformation,
       (l, m), (g, g_shared) = shared_value_and_grad(params, shared_mb, frozen, mb,
                                                     prepare_fn(aux, mb))
       (l, m, w), g = weighted(((l, m), g))
-      return (l, m, w), g, jax.tree.map(lambda x: x * w.astype(x.dtype), g_shared)
+      return ((l, m, w), g), jax.tree.map(lambda x: x * w.astype(x.dtype), g_shared)
 
-    def body(carry, xs):
-      acc, params, frozen, aux = carry
-      *out, g_shared = grads(params, frozen, aux, xs)
-      acc = jax.tree.map(jnp.add, acc, tuple(out))
-      return (acc, params, frozen, aux), g_shared
-    xs = (batch, shared, const)
-    first = jax.tree.map(lambda x: x[0], xs)
-    shapes = jax.eval_shape(lambda *a: grads(*a)[:2], state.params, state.frozen, aux, first)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    (((l, m, w), g), *_), g_shared = jax.lax.scan(
-        body, (zeros, state.params, state.frozen, aux), xs)
-    g = jax.tree.map(jnp.add, g, pull(g_shared)[0])
-    w = jnp.where(w > 0, w, 1.0)
-    m = {key: v if key in SUM_METRICS else v / w for key, v in m.items()}
-    return (l / w, m), jax.tree.map(lambda x: x / w, g)
+    ((l, m, w), g), g_shared = summed(grads, state, aux, (batch, shared, const))
+    return normalised(l, m, w, jax.tree.map(jnp.add, g, pull(g_shared)[0]))
 
   def update(state: TrainState, aux, batch, rng):
     del rng  # the model has no dropout; kept in the signature for stochastic losses

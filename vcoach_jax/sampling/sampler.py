@@ -219,11 +219,13 @@ class Sampler:
     the host. Placed once, the same array serves the sampler and the train step."""
     if inputs.pixels is None or isinstance(inputs.pixels, jax.Array):
       return inputs
-    pixels = np.asarray(inputs.pixels, np.float32)
+    return inputs._replace(pixels=self._put_patches(np.asarray(inputs.pixels, np.float32)))
+
+  def _put_patches(self, pixels: np.ndarray) -> jax.Array:
+    """Host patches (all rows of the global batch) -> split like the rows over the batch axes."""
     if self.mesh is None:
-      return inputs._replace(pixels=jax.device_put(pixels))
-    return inputs._replace(pixels=mesh_lib.put_global(
-        pixels, self._sharding(("batch", None), pixels.shape)))
+      return jax.device_put(pixels)
+    return mesh_lib.put_global(pixels, self._sharding(("batch", None), pixels.shape))
 
   def place_local_pixels(self, local: np.ndarray, rows: int) -> jax.Array:
     """The `[rows, D]` pixels of a global batch from this process's own block of them
@@ -235,9 +237,7 @@ class Sampler:
     if jax.process_count() == 1:
       if local.shape[0] != rows:
         raise ValueError(f"one process holds {local.shape[0]} of {rows} patch rows")
-      if self.mesh is None:
-        return jax.device_put(local)
-      return mesh_lib.put_global(local, self._sharding(("batch", None), shape))
+      return self._put_patches(local)
     sharding = self._sharding(("batch", None), shape)
     per, p = local.shape[0], jax.process_index()
     held = {(i[0].start or 0, rows if i[0].stop is None else i[0].stop)
@@ -294,17 +294,14 @@ class Sampler:
     if self.mesh is None:
       return jax.tree.map(jnp.asarray, inputs)
     rows = dict(input_ids=None, attention_mask=None, rope_deltas=None, positions=None)
-    placed = mesh_lib.put_global(inputs._replace(**rows), self._vision_sharding())
+    replicated = NamedSharding(self.mesh, PartitionSpec())
+    placed = mesh_lib.put_global(inputs._replace(**rows), replicated)  # the vision fields
     return placed._replace(
         input_ids=self._place_rows(inputs.input_ids),
         attention_mask=self._place_rows(inputs.attention_mask),
         rope_deltas=self._place_rows(inputs.rope_deltas),
         positions=mesh_lib.put_global(
             inputs.positions, self._sharding((None, "batch", None), inputs.positions.shape)))
-
-  def _vision_sharding(self) -> NamedSharding:
-    """Where the vision fields (shared by all rows) go: replicated."""
-    return NamedSharding(self.mesh, PartitionSpec())
 
   def _pin(self, x: jax.Array, axes) -> jax.Array:
     if self.mesh is None:
