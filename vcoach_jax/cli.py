@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
+import re
 import sys
 from typing import Sequence
 
@@ -34,6 +37,33 @@ without --config the embedded default (tiny model, synthetic data, CPU) is used,
 """
 
 
+# TensorFlow only moves data here (tf.data, TFDS, TensorBoard summaries), so its start-up lines are
+# noise to a `vcoach` user. Set before TensorFlow's first import (a value already set is kept):
+# no INFO lines from its C++ logging (the CPU-feature notice; warnings and errors still print),
+# and TensorFlow's own kernels instead of oneDNN's (whose start-up notice about float round-off
+# concerns TensorFlow math, which vcoach_jax does not do: the model runs in JAX).
+TF_QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "1", "TF_ENABLE_ONEDNN_OPTS": "0"}
+# TFDS warns about its own internal use of a deprecated field while decoding examples (through
+# absl logging, once per feature): nothing a user can change. Only these lines are dropped.
+_TFDS_DEPRECATION = re.compile(r"`(FeatureConnector|TensorInfo)\.dtype` is deprecated")
+
+
+class _DropTfdsDeprecation(logging.Filter):
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not _TFDS_DEPRECATION.match(record.getMessage())
+
+
+def quiet_tensorflow() -> None:
+  """Silences TensorFlow's start-up lines and TFDS's deprecation notices (see TF_QUIET_ENV);
+  other log lines, warnings and errors pass."""
+  for key, value in TF_QUIET_ENV.items():
+    os.environ.setdefault(key, value)
+  absl = logging.getLogger("absl")
+  if not any(isinstance(f, _DropTfdsDeprecation) for f in absl.filters):
+    absl.addFilter(_DropTfdsDeprecation())
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="vcoach",
@@ -54,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  quiet_tensorflow()
   parser = build_parser()
   args = parser.parse_args(argv)
   if not getattr(args, "_run", None):
