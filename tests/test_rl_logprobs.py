@@ -26,7 +26,7 @@ def test_shared_prompt_forward_matches_the_joint_forward_with_vision():
     def loss(p):
       lp = fn(nnx.merge(graphdef, p), batch.prompt, batch.tokens, batch.mask, ru.G)
       return (lp * batch.mask).sum(), lp
-    (_, lp), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    (_, lp), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
     return np.asarray(lp), jax.tree.leaves(grads)
 
   lp_shared, g_shared = run(logprobs.completion_logprobs)
