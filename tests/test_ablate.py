@@ -17,18 +17,35 @@ from vcoach_jax import ablate  # noqa: E402
 from vcoach_jax import cli  # noqa: E402
 from vcoach_jax import metrics_writer  # noqa: E402
 
-SHRINK = ("sft.steps=4", "data.batch_size=2", "synthetic.max_frames=4", "synthetic.num_train=12",
-          "synthetic.num_eval=6",
-          "sampling.max_new_tokens=12", "selector.max_new_tokens=12", "selector.steps=1",
-          "selector.batch_size=2", "data.tiny_vocab_size=400", "eval.batch_size=6",
+# The sizes and schedules of tests/test_demo.py's run (batch 4, G = 2, vocabulary 500, 16 new
+# tokens, greedy rows 4, 12 SFT steps, 2 RL steps from lr 2e-4): its SFT step, sampler and the
+# `full` variant's update are the same programs, which the suite's compilation cache compiles
+# once for both tests.
+SHRINK = ("sft.steps=12", "optim.lr=0.0002", "data.batch_size=4", "sampling.num_samples=2",
+          "synthetic.num_train=12", "synthetic.num_eval=4", "data.tiny_vocab_size=500",
+          "sampling.max_new_tokens=16", "selector.max_new_tokens=16", "selector.steps=1",
+          "selector.batch_size=2", "eval.batch_size=4",
           "rl.prompt_selector=off",  # no selector phase: hard prompts get `raw` (hint only)
           "rl.k1=100.0")  # every prompt hard: the coaching branches run
 
 
-def test_ablate_fast_end_to_end(tmp_path):
+@pytest.fixture
+def suite_cache(tmp_path):
+  """The suite's compilation cache folder (tests/conftest.py) for `--compile-cache`, not one of
+  this test's: JAX keeps the first folder a process uses, so a folder of this test's would be
+  every later test's in this worker, shared with no other process. The command's smallest
+  compile time to cache is put back afterwards."""
+  import jax  # pylint: disable=g-import-not-at-top
+  key = "jax_persistent_cache_min_compile_time_secs"
+  saved = getattr(jax.config, key)
+  yield os.environ.get("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "cache"))
+  jax.config.update(key, saved)
+
+
+def test_ablate_fast_end_to_end(tmp_path, suite_cache):
   workdir = tmp_path / "ablate"
-  argv = ["ablate", "--fast", "--seeds", "1", "--steps", "1", "--no-progress",
-          "--workdir", str(workdir), "--compile-cache", str(tmp_path / "cache")]
+  argv = ["ablate", "--fast", "--seeds", "1", "--steps", "2", "--no-progress",
+          "--workdir", str(workdir), "--compile-cache", suite_cache]
   for s in SHRINK:
     argv += ["--set", s]
   assert cli.main(argv) == 0
@@ -59,14 +76,15 @@ def test_ablate_fast_end_to_end(tmp_path):
   # The variants differ where they should: only coaching runs sample prompted rollouts.
   logs = {v: metrics_writer.read_jsonl(workdir / "runs" / v / "seed0" / "metrics" /
                                        "metrics.jsonl") for v in ablate.VARIANTS}
-  assert all(len(rows) == 1 for rows in logs.values())
+  assert all([r["step"] for r in rows] == [0, 1] for rows in logs.values())
   assert "prompted_total" not in logs["gspo"][0] and "prompted_total" in logs["coach"][0]
   # The loss each variant optimised: GSPO + beta * KL, plus the prompted GSPO term (coach, whose
   # value is 0 at mu = 1: in-group advantages sum to 0) or alpha * NLL (full).
   beta, alpha = 0.04, 0.1
-  for name, extra in (("gspo", 0.0), ("coach", 0.0), ("full", alpha * logs["full"][0]["nll"])):
-    m = logs[name][0]
-    assert m["loss"] == pytest.approx(m["gspo"] + beta * m["kl"] + extra, abs=1e-5), name
+  for name in ablate.VARIANTS:
+    for m in logs[name]:
+      extra = alpha * m["nll"] if name == "full" else 0.0
+      assert m["loss"] == pytest.approx(m["gspo"] + beta * m["kl"] + extra, abs=1e-5), name
 
   with Image.open(workdir / "reward_total.png") as im:
     assert im.size[0] > 100 and np.asarray(im).std() > 0
