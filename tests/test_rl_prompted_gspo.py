@@ -20,11 +20,12 @@ from vcoach_jax.rl.gspo import masked_mean
 
 
 def _grads(model, raw, prompted, cfg):
+  """(loss, metrics, gradient leaves), jitted as the update is (one compilation per layout)."""
   graphdef, params = nnx.split(model)
 
-  def loss(p):
+  def loss(p, raw, prompted):
     return ts.visioncoach_loss(nnx.merge(graphdef, p), None, raw, prompted, cfg)
-  (value, metrics), g = jax.value_and_grad(loss, has_aux=True)(params)
+  (value, metrics), g = jax.jit(jax.value_and_grad(loss, has_aux=True))(params, raw, prompted)
   return float(value), metrics, jax.tree.leaves(g)
 
 
@@ -58,7 +59,7 @@ def test_prompted_gspo_term_changes_the_gradient_iff_a_hard_row_has_advantage():
     lp = ts.completion_logprobs(nnx.merge(graphdef, p), base.prompt, base.tokens, base.mask,
                                 ru.G)
     return -jnp.sum(adv * masked_mean(lp, base.mask)) / adv.size
-  g_sur = jax.tree.leaves(jax.grad(surrogate)(params))
+  g_sur = jax.tree.leaves(jax.jit(jax.grad(surrogate))(params))
   for a, b, c in zip(g_on, g_off, g_sur):
     np.testing.assert_allclose(np.asarray(a) - np.asarray(b), np.asarray(c), atol=1e-5)
 
