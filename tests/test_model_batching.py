@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 os.environ.setdefault("USE_TF", "0")
@@ -57,8 +58,16 @@ def _padded(rows, grids, seed=0):
   return ragged, arrays
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(graphdef, state, inputs):
+  return nnx.merge(graphdef, state)(inputs)[0]
+
+
 def _forward(model, inputs):
-  return np.asarray(model(jax.tree.map(jnp.asarray, inputs))[0])
+  """The logits of `inputs` (ModelInputs), jitted as the trainers run the model (one compilation
+  per batch shape, not one per operation)."""
+  graphdef, state = nnx.split(model)
+  return np.asarray(_logits(graphdef, state, jax.tree.map(jnp.asarray, inputs)))
 
 
 def test_batch_inputs_match_processor_dict(model):
