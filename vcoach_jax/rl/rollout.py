@@ -186,13 +186,18 @@ def rollout(batch: pipeline_lib.HostBatch, *, sampler, sampling, policy, model_c
   if not coach.enabled or not hard_rows:
     return Rollout(raw=raw, prompted=None, prompt_types=types, seconds=seconds)
   # Coaching: each hard prompt gets its visual prompt and hint, and G prompted rollouts.
-  for i in hard_rows:
-    record = pipeline_lib.record_of(batch.examples[i])
-    types[i] = selector_lib.choose(coach.cache, record["id"], bool(record["key_items"]))
   t0 = time.perf_counter()
-  items = [pipeline_lib.encode_example(
-      hints.prompted_example(batch.examples[i], types[i], coach.prompt_options), pipe.processor,
-      pipe.texts, pipe.shapes, pipe.step_percent, types[i]) for i in hard_rows]
+  def coached(example, i):  # on the process that read row i
+    del i
+    record = pipeline_lib.record_of(example)
+    kind = selector_lib.choose(coach.cache, record["id"], bool(record["key_items"]))
+    return kind, pipeline_lib.encode_example(
+        hints.prompted_example(example, kind, coach.prompt_options), pipe.processor,
+        pipe.texts, pipe.shapes, pipe.step_percent, kind)
+  got = hosts.for_rows(batch, hard_rows, coached)
+  for i, (kind, _) in zip(hard_rows, got):
+    types[i] = kind
+  items = [item for _, item in got]
   # The update's layout: P rows, row k holds hard prompt k, the padding rows repeat the first
   # hard prompt with zero weight. When the sampler pads the h hard prompts to P rows as well,
   # it samples from the update's batch (its padding rows are not sampled): one upload.
