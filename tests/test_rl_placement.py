@@ -171,3 +171,22 @@ def test_pixels_placed_once(devices, tmp_path):
   print(f"{devices} devices: pixels uploaded per step {logged[False] if devices > 1 else '?'} -> "
         f"{logged[True]} bytes; "
         f"all uploads {total[False]} -> {total[True]} bytes")
+
+
+def test_prompted_rollouts_padded_on_the_devices_as_on_the_host():
+  """The prompted branch pads its h*G rollout rows to P*G: the sampler's device arrays are
+  padded on the devices to exactly the host copies the update would otherwise upload."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.rl import rollout as rollout_lib  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.sampling import Rollouts  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(1, 50, (6, 5)).astype(np.int32)
+  mask = (rng.random((6, 5)) < 0.7).astype(np.int32)
+  logprobs = -rng.random((6, 5)).astype(np.float32)
+  r = Rollouts(tokens, mask, logprobs, ["a"] * 6, tuple(map(jnp.asarray, (tokens, mask, logprobs))))
+  scored = rollout_lib.Scored(r, {"ans_acc": np.ones(6, np.float32)}, np.ones(6, np.float32))
+  got = rollout_lib._padded(scored, 8).rollouts  # pylint: disable=protected-access
+  assert got.tokens.shape == (8, 5) and not got.mask[6:].any()
+  for host, device in zip((got.tokens, got.mask, got.logprobs), got.placed):
+    assert device.dtype == host.dtype
+    np.testing.assert_array_equal(np.asarray(device), host)
