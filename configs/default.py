@@ -111,6 +111,10 @@ def get_config(arg=None):
   config.data.shuffle_buffer = 256
   config.data.seed = 0
   config.data.reshuffle_each_epoch = True
+  # The split is read as this many parts (each shuffled with seed + part); each batch takes
+  # batch_size / read_parts rows from each part, and each process reads only its parts.
+  # Batches depend on it, not on the process count; 0: one part per process (docs/data.md).
+  config.data.read_parts = 0
 
   # --- Synthetic world (docs/design.md §10): seeded clips of moving coloured objects.
   config.synthetic = ml_collections.ConfigDict()

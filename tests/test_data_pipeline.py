@@ -76,31 +76,58 @@ def test_save_restore_continues_with_the_same_next_batch(world, tmp_path):
   assert _pipe(world).next_host_batch().ids != expected[0].ids
 
 
-def test_hosts_read_disjoint_shards(world):
-  seen = []
-  for host in range(2):
-    pipe = _pipe(world, process_index=host, process_count=2, shuffle_buffer=1)
-    seen.append({pipe.next_example()["id"] for _ in range(N // 2)})
-  assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == N
+def test_row_slices_read_only_their_parts_and_together_the_one_process_stream(world, tmp_path):
+  """Two processes (row slices of 2 read parts) read disjoint halves of the split, each only
+  its own rows; together they are the stream one process reading both parts sees, across
+  epochs (N = 14: 7 records a part, 2 rows of each per batch) and across a save written by the
+  two and restored by one."""
+  single = _pipe(world, parts=2)
+  slices = [_pipe(world, parts=2, row_slice=(i, 2)) for i in range(2)]
+  seen = [set(), set()]
+  for step in range(5):
+    whole = single.next_host_batch()
+    got = [p.next_host_batch() for p in slices]
+    assert [g.rows for g in got] == [(0, 2), (2, 4)] and all(g.size == 4 for g in got)
+    assert got[0].ids + got[1].ids == whole.ids, step
+    for k in whole.arrays:  # each slice padded to its own bucket: compare the tokens unpadded
+      if k not in ("input_ids", "attention_mask"):
+        np.testing.assert_array_equal(np.concatenate([g.arrays[k] for g in got]), whole.arrays[k])
+    for i, g in enumerate(got):
+      seen[i] |= set(g.ids)
+    if step == 1:
+      for i, p in enumerate(slices):
+        p.save(str(tmp_path / "it"))
+  assert [p.examples_read for p in slices] == [10, 10] and single.examples_read == 20
+  assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == N  # 7 records each
+  restored = _pipe(world, parts=2)  # the two processes' position, restored by one process
+  restored.restore(str(tmp_path / "it"))
+  fresh = _pipe(world, parts=2)
+  for _ in range(2):
+    fresh.next_host_batch()
+  assert restored.next_host_batch().ids == fresh.next_host_batch().ids
+  with pytest.raises(ValueError, match="read_parts = 2 is not a multiple of the 4 processes"):
+    _pipe(world, parts=2, row_slice=(0, 4))
+  # One part is the single-process stream as before parts existed (seed + 0).
+  assert _pipe(world, parts=1).next_host_batch().ids == _pipe(world).next_host_batch().ids
 
 
 def test_row_slices_prepare_their_rows_of_the_same_global_batch(world, monkeypatch):
   """Each process's slice holds its rows of the batch one process reads (same stream), and the
   per-host assembly (`rl.hosts`: small arrays exchanged, prompts re-padded to the global length,
-  tables built for the whole batch) gives the whole batch's inputs."""
+  tables built for the whole batch; ids, tasks and per-row results gathered) gives the whole
+  batch's inputs."""
   import jax  # pylint: disable=g-import-not-at-top
   from vcoach_jax.model import ModelConfig  # pylint: disable=g-import-not-at-top
   from vcoach_jax.model import batching  # pylint: disable=g-import-not-at-top
   from vcoach_jax.rl import hosts  # pylint: disable=g-import-not-at-top
-  whole = _pipe(world).next_host_batch()
-  parts = [_pipe(world, row_slice=(i, 2)).next_host_batch() for i in range(2)]
+  from vcoach_jax.sft import step as sft_step  # pylint: disable=g-import-not-at-top
+  whole = _pipe(world, parts=2).next_host_batch()
+  parts = [_pipe(world, parts=2, row_slice=(i, 2)).next_host_batch() for i in range(2)]
   assert [p.rows for p in parts] == [(0, 2), (2, 4)]
   assert parts[0].ids + parts[1].ids == whole.ids
-  assert all(len(p.examples) == 4 and len(p.samples) == 2 for p in parts)
+  assert all(len(p.examples) == 2 and len(p.samples) == 2 for p in parts)
   for k in ("pixel_values", "image_grid_thw", "num_patches", "target_ids"):
     np.testing.assert_array_equal(np.concatenate([p.arrays[k] for p in parts]), whole.arrays[k])
-  assert hosts.global_ids(parts[1]) == whole.ids
-  assert hosts.global_tasks(parts[0]) == [s["task"] for s in whole.samples]
 
   # Two "processes" as two threads: `gather_rows` exchanges their trees in process order.
   barrier, trees, local = threading.Barrier(2), {}, threading.local()
@@ -125,8 +152,13 @@ def test_row_slices_prepare_their_rows_of_the_same_global_batch(world, monkeypat
 
   def run(i):
     local.index = i
-    got[i] = hosts.global_inputs(parts[i], cfg, Sampler(), pad)
+    got[i] = (hosts.global_inputs(parts[i], cfg, Sampler(), pad), hosts.global_ids(parts[i]),
+              hosts.global_tasks(parts[i]),
+              hosts.for_rows(parts[i], [1, 2, 3], lambda e, r: (r, pipeline.record_of(e)["id"])),
+              sft_step.sft_batch(cfg, hosts.global_arrays(
+                  parts[i], pad, hosts.SMALL_FIELDS + ("target_ids", "target_mask")), "sequence"))
   monkeypatch.setattr(hosts, "gather_rows", gather_rows)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
   threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
   for t in threads:
     t.start()
@@ -134,13 +166,22 @@ def test_row_slices_prepare_their_rows_of_the_same_global_batch(world, monkeypat
     t.join()
   want = batching.batch_inputs(cfg, whole.arrays)
   for i in range(2):  # each process: the whole batch's tables, its own rows' pixels
-    assert got[i].input_ids.shape == want.input_ids.shape
+    inputs, ids, tasks, rows, sft = got[i]
+    want_sft = sft_step.sft_batch(cfg, whole.arrays, "sequence")  # SFT: the same batch but pixels
+    for x, y in zip(jax.tree.leaves(sft._replace(prompt=sft.prompt._replace(pixels=None))),
+                    jax.tree.leaves(want_sft._replace(prompt=want_sft.prompt._replace(
+                        pixels=None)))):
+      np.testing.assert_array_equal(x, y)
+    assert sft.prompt.pixels.shape == want_sft.prompt.pixels.shape[:1] + (1,)
+    assert ids == whole.ids and tasks == [s["task"] for s in whole.samples]
+    assert rows == [(r, whole.ids[r]) for r in (1, 2, 3)]  # each row done where it was read
+    assert inputs.input_ids.shape == want.input_ids.shape
     for name in want._fields:
       if name != "pixels":
-        for x, y in zip(jax.tree.leaves(getattr(got[i], name)),
+        for x, y in zip(jax.tree.leaves(getattr(inputs, name)),
                         jax.tree.leaves(getattr(want, name))):
           np.testing.assert_array_equal(x, y, err_msg=name)
-  np.testing.assert_array_equal(np.concatenate([g.pixels for g in got]), want.pixels)
+  np.testing.assert_array_equal(np.concatenate([g[0].pixels for g in got]), want.pixels)
 
 
 def test_example_matches_the_processor(world):
@@ -211,7 +252,7 @@ def test_prepare_synthetic_command_and_pipeline_from_config(tmp_path):
   tok = tokenizer_lib.load_tokenizer(str(tmp_path / "tok"))
   config = config_lib.load(None, ["data.batch_size=2", "data.max_patches=256",
                                   "data.max_images=12", "data.split=eval", "data.source=tfds"])
-  pipe = pipeline.Pipeline.from_config(config, tok, str(out), process_index=0, process_count=1)
+  pipe = pipeline.Pipeline.from_config(config, tok, str(out), )
   batch = pipe.next_host_batch()
   assert batch.arrays["pixel_values"].shape == (2, 256, 1176)
   assert all(i.startswith("syn-0-100000") for i in batch.ids)  # the eval split's records
@@ -239,5 +280,5 @@ def test_synthetic_source_builds_the_world_on_first_use(tmp_path):
                                   "data.batch_size=2", "data.max_patches=256",
                                   "data.max_images=12", f"data.tfds_dir={tmp_path / 'w'}"])
   tok = tokenizer_lib.from_config(config, str(tmp_path / "tok"))
-  pipe = pipeline.Pipeline.from_config(config, tok, process_index=0, process_count=1)
+  pipe = pipeline.Pipeline.from_config(config, tok, )
   assert len(set(pipe.next_host_batch().ids + pipe.next_host_batch().ids)) == 4

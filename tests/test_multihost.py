@@ -26,6 +26,30 @@ from conftest import free_port
 
 import qwen_testutil as qt
 
+
+def finish(procs: list[subprocess.Popen], timeout: float, done: str) -> list[str]:
+  """The outputs of processes started together, each checked for exit 0 and for `done`
+  (`{i}`: the process's index); on a timeout every one of them is killed (a peer left waiting
+  would hold its port)."""
+  outs = []
+  for i, proc in enumerate(procs):
+    try:
+      outs.append(proc.communicate(timeout=timeout)[0])
+    except subprocess.TimeoutExpired:
+      for p in procs:
+        p.kill()
+      tails = [p.communicate()[0][-2000:] for p in procs]
+      raise AssertionError(f"timed out after {timeout} s; the processes' last output:\n"
+                           + "\n----\n".join(tails)) from None
+    assert proc.returncode == 0 and done.format(i=i) in outs[-1], outs[-1][-4000:]
+  return outs
+
+
+def metrics(workdir: pathlib.Path) -> list[dict]:
+  """The per-step records of a run's metrics file."""
+  with (workdir / "metrics" / "metrics.jsonl").open() as f:
+    return [json.loads(line) for line in f]
+
 _WORKER = textwrap.dedent("""
     import os, sys
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
@@ -83,16 +107,7 @@ def test_two_process_load_forward_save(tmp_path: pathlib.Path):
   env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent))
   procs = [subprocess.Popen([sys.executable, str(script), str(i)], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
-  outs = []
-  for p in procs:
-    try:
-      outs.append(p.communicate(timeout=240)[0])
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      raise
-  for i, (p, out) in enumerate(zip(procs, outs)):
-    assert p.returncode == 0 and f"worker {i} ok" in out, out[-3000:]
+  finish(procs, 240, "worker {i} ok")
 
   # Process 0 wrote a sharded folder (several safetensors + index) with the original tensors.
   assert (saved / "model.safetensors.index.json").exists()
@@ -108,7 +123,8 @@ def test_two_process_load_forward_save(tmp_path: pathlib.Path):
 
 
 ARGS = ["sft", "--steps", "2", "--no-progress", "--set", "data.batch_size=4",
-        "--set", "synthetic.num_train=16", "--set", "synthetic.num_eval=4"]
+        "--set", "synthetic.num_train=16", "--set", "synthetic.num_eval=4",
+        "--set", "data.read_parts=2"]  # the same batches for 1 and 2 processes
 
 
 def _vcoach(args, env, **kw):
@@ -129,21 +145,13 @@ def test_two_process_sft_equals_one_process(tmp_path: pathlib.Path):
                            "--coordinator", addr, "--num-processes", "2", "--process-id", str(i)],
                    env) for i in range(2)]
 
-  def finish(procs):
-    for proc in procs:
-      try:
-        out = proc.communicate(timeout=400)[0]
-      except subprocess.TimeoutExpired:
-        for p in procs:
-          p.kill()
-        raise
-      assert proc.returncode == 0 and "SFT done (2 steps" in out, out[-4000:]
-  finish(multi)  # then the reference, so that at most two trainings share the cores
-  finish([_vcoach(ARGS + ["--workdir", str(tmp_path / "single")], dict(os.environ, USE_TF="0"))])
-
-  def metrics(run):
-    return [json.loads(line) for line in (tmp_path / run / "metrics" / "metrics.jsonl").open()]
-  m_multi, m_single = metrics("multi"), metrics("single")
+  done = "SFT done (2 steps"
+  finish(multi, 400, done)  # then the reference, so that at most two trainings share the cores
+  finish([_vcoach(ARGS + ["--workdir", str(tmp_path / "single")], dict(os.environ, USE_TF="0"))],
+         400, done)
+  m_multi, m_single = metrics(tmp_path / "multi"), metrics(tmp_path / "single")
+  assert [r["host_rows"] for r in m_multi] == [2, 2]  # each process prepared half of each batch
+  assert [r["host_rows"] for r in m_single] == [4, 4]
   assert [r["step"] for r in m_multi] == [0, 1]  # written once, by process 0
   for a, b in zip(m_multi, m_single):
     for key in ("loss", "grad_norm", "lr"):
@@ -153,9 +161,11 @@ def test_two_process_sft_equals_one_process(tmp_path: pathlib.Path):
   assert set(w_multi) == set(w_single)
   for name, x in w_single.items():
     np.testing.assert_allclose(w_multi[name], x, atol=1e-6, err_msg=name)
-  # The step-2 checkpoint, with the data position that process 0 wrote before it committed.
+  # The step-2 checkpoint, with the data position each process wrote (its own read part)
+  # before it committed.
   assert sorted(p.name for p in (tmp_path / "multi/checkpoints").iterdir()) == ["2"]
-  assert (tmp_path / "multi/checkpoints_data_iter/2/ckpt.index").is_file()
+  for part in range(2):
+    assert (tmp_path / f"multi/checkpoints_data_iter/2/ckpt-part{part}-of-2.index").is_file()
 
 
 
@@ -180,6 +190,7 @@ _RL_WORKER = textwrap.dedent("""
       got = real(rollouts, samples, g, options)  # random policy's real rewards are all 0)
       acc = np.asarray([len(t) % 3 / 2 for t in rollouts.texts])
       scored_here.append(len(rollouts.texts))
+      print("worker", pid, "scored", len(rollouts.texts), flush=True)  # progress
       return rollout_lib.Scored(got.rollouts, dict(got.per_reward, ans_acc=acc),
                                 got.total + acc.astype(np.float32))
     rollout_lib.score = score
@@ -187,12 +198,13 @@ _RL_WORKER = textwrap.dedent("""
     workdir = sys.argv[3]
     run, result = rl_train.train(config, workdir, steps=2, progress=False)
     run.export(workdir + "/policy")
-    print("worker", pid, "scored", scored_here, "ok", flush=True)
+    print("worker", pid, "read", run.pipe.examples_read, "scored", scored_here, "ok",
+          flush=True)
 """)
 
 RL_OVERRIDES = ["data.batch_size=4", "synthetic.num_train=16", "synthetic.num_eval=4",
                 "sampling.num_samples=2", "sampling.max_new_tokens=12", "rl.k1=0.8",
-                "optim.lr=1e-3"]
+                "optim.lr=1e-3", "data.read_parts=2"]
 
 
 # Slow, as above. Each process prepares and scores only its half of every batch (`host_rows`,
@@ -209,25 +221,13 @@ def test_two_process_rl_equals_one_process(tmp_path: pathlib.Path):
     return subprocess.Popen([sys.executable, str(script), str(pid), str(n), str(tmp_path / run)],
                             env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
-  def finish(procs):
-    outs = []
-    for proc in procs:
-      try:
-        outs.append(proc.communicate(timeout=900)[0])
-      except subprocess.TimeoutExpired:
-        for p in procs:
-          p.kill()
-        raise
-      assert proc.returncode == 0 and " ok" in outs[-1], outs[-1][-4000:]
-    return outs
-  multi = finish([start(i, 2, "multi") for i in range(2)])
-  single = finish([start(0, 1, "single")])
+  multi = finish([start(i, 2, "multi") for i in range(2)], 900, " ok")
+  single = finish([start(0, 1, "single")], 900, " ok")
   # Raw rows scored by each process: 2 prompts x G 2 (then its prompted batches, all rows).
   assert all("scored [4" in out for out in multi) and "scored [8" in single[0], multi + single
-
-  def metrics(run):
-    return [json.loads(line) for line in (tmp_path / run / "metrics" / "metrics.jsonl").open()]
-  m_multi, m_single = metrics("multi"), metrics("single")
+  # Records read: each process its 2 rows of each of the 2 batches, one process all 4.
+  assert all("read 4 " in out for out in multi) and "read 8 " in single[0], multi + single
+  m_multi, m_single = metrics(tmp_path / "multi"), metrics(tmp_path / "single")
   assert [r["step"] for r in m_multi] == [0, 1]  # written once, by process 0
   assert [r["host_rows"] for r in m_multi] == [2, 2]
   assert [r["host_rows"] for r in m_single] == [4, 4]

@@ -1,5 +1,7 @@
 """The prompt batch's pixels travel host -> device once per step and the same device array
-feeds the sampler and the update, on 1 device and on 8 simulated devices (fsdp=4 x tensor=2).
+feeds the sampler and the update, on 1 device and on 8 simulated devices (fsdp=4 x tensor=2);
+the rollouts' tokens, mask and log-probs go from the sampler to the update on the devices (the
+host reads a copy to decode and score, and uploads none of them back).
 
 Every host -> device transfer is counted from JAX's transfer guard (`log_explicit` logs each
 one with its shape); the same step with host pixels (the previous path) is the baseline. The
@@ -62,8 +64,11 @@ _SCRIPT = textwrap.dedent("""
     def one_step(state, place):
       prompts = [sampler.place_pixels(x.prompt) if place else x.prompt for x in (raw, prompted)]
       outs = [sampler.generate(p, sampling, key) for p in prompts]
-      batches = [x._replace(prompt=p, tokens=o.tokens, mask=o.mask)
+      # placed: the sampler's device arrays of the rollouts (kept), else its host copies
+      batches = [x._replace(prompt=p, **dict(zip(("tokens", "mask", "old_logprobs"),
+                                                 o.placed if place else o[:3])))
                  for x, p, o in zip((raw, prompted), prompts, outs)]
+      print("ROLLOUTS", outs[0].tokens.shape, flush=True)
       state, m = step(state, ref, batches[0], batches[1], key)
       return state, jax.device_get(m)
 
@@ -155,7 +160,33 @@ def test_pixels_placed_once(devices, tmp_path):
     # every device all of them, twice
     assert placed == once * devices // 4 and logged[True] == placed, (logged, placed)
     assert logged[False] == 2 * once * devices, (logged, once)
+  # The rollouts' tokens, mask and log-probs: uploaded again for the update before, now the
+  # sampler's device arrays feed it (nothing of their shape goes host -> device).
+  rollout_shape = tuple(int(x) for x in re.search(r"ROLLOUTS \((\d+), (\d+)\)",
+                                                   out.stdout).groups())
+  back = {place: [u for u in uploads(out.stderr, place) if u[1][-2:] == rollout_shape]
+          for place in (False, True)}
+  assert len(back[False]) >= 4 and back[True] == [], back  # tokens, mask x 2 branches (each device)
   total = {place: sum(n for *_, n in uploads(out.stderr, place)) for place in (False, True)}
   print(f"{devices} devices: pixels uploaded per step {logged[False] if devices > 1 else '?'} -> "
         f"{logged[True]} bytes; "
         f"all uploads {total[False]} -> {total[True]} bytes")
+
+
+def test_prompted_rollouts_padded_on_the_devices_as_on_the_host():
+  """The prompted branch pads its h*G rollout rows to P*G: the sampler's device arrays are
+  padded on the devices to exactly the host copies the update would otherwise upload."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.rl import rollout as rollout_lib  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.sampling import Rollouts  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(1, 50, (6, 5)).astype(np.int32)
+  mask = (rng.random((6, 5)) < 0.7).astype(np.int32)
+  logprobs = -rng.random((6, 5)).astype(np.float32)
+  r = Rollouts(tokens, mask, logprobs, ["a"] * 6, tuple(map(jnp.asarray, (tokens, mask, logprobs))))
+  scored = rollout_lib.Scored(r, {"ans_acc": np.ones(6, np.float32)}, np.ones(6, np.float32))
+  got = rollout_lib._padded(scored, 8).rollouts  # pylint: disable=protected-access
+  assert got.tokens.shape == (8, 5) and not got.mask[6:].any()
+  for host, device in zip((got.tokens, got.mask, got.logprobs), got.placed):
+    assert device.dtype == host.dtype
+    np.testing.assert_array_equal(np.asarray(device), host)

@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 from vcoach_jax import checkpoint_integrity as integrity
 from vcoach_jax import storage
 from vcoach_jax.checkpoint_integrity import CheckpointError, first_line
+from vcoach_jax.parallel import distributed
 from vcoach_jax.parallel import mesh as mesh_lib
 
 DATA_DIR = "data_iter"
@@ -179,13 +180,15 @@ class Checkpointer:
             "has_data": data_save is not None, "extra": extra or {}}
     def write():
       manifest = {"arrays": integrity.checksums(tree), "data_files": {}}
-      # Every process holds the same data position (each reads the global batch): process 0
-      # writes it, before the step commits.
-      if data_save is not None and jax.process_index() == 0:
+      # Each process writes the position of the data it reads (`Pipeline.save`: its own read
+      # parts), before the step commits; process 0 lists every file once all are written.
+      if data_save is not None:
         folder = self.data_root / str(step)
         with storage.local_dir_for(folder) as local:
           data_save(os.path.join(local, "ckpt"))
-        manifest["data_files"] = integrity.data_files(folder)
+        distributed.sync(f"data position {step}")
+        if jax.process_index() == 0:
+          manifest["data_files"] = integrity.data_files(folder)
       items = {"state": ocp.args.StandardSave(tree), "meta": ocp.args.JsonSave(meta),
                "manifest": ocp.args.JsonSave(manifest)}
       if config is not None:

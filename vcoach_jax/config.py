@@ -114,7 +114,7 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 # Fields that must be >= 0 (floats or ints).
 NON_NEGATIVE: tuple[str, ...] = (
     "rl.alpha", "rl.beta", "rl.eps_low", "rl.eps_high", "optim.warmup_steps", "optim.epochs",
-    "optim.weight_decay", "optim.clip_norm", "optim.eps",
+    "optim.weight_decay", "optim.clip_norm", "optim.eps", "data.read_parts",
 )
 
 # Fields that must be > 0 (floats).

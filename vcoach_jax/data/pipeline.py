@@ -5,10 +5,14 @@
   arrays = to_global(batch.arrays, mesh)
   pipe.save(path); ...; pipe.restore(path)   # continues with exactly the same next batch
 
-Reading, per-host sharding, shuffling and repetition are tf.data (TFDS `even_splits` gives each
-host its own slice of the split, so hosts never read each other's examples). Prompt construction,
-the processor and tokenisation are host python per example (`chat`), then examples are padded to
-fixed shapes so the device code compiles a handful of times only:
+Reading and shuffling are tf.data. The split is read as `data.read_parts` = S parts (TFDS
+`even_splits`), each shuffled on its own (seed `data.seed + j` for part j) and repeated; global
+batch t takes B / S consecutive examples from each part, part 0's first. The stream depends on S,
+not on the number of processes: with `row_slice = (p, n)` (n divides S) process p reads only
+parts p*S/n .. (p+1)*S/n - 1, i.e. exactly its own rows of every global batch, so n processes
+see together what one process reading all S parts sees (docs/data.md, "Reading per host").
+Prompt construction, the processor and tokenisation are host python per example (`chat`), then
+examples are padded to fixed shapes so the device code compiles a handful of times only:
 
   input_ids, attention_mask  [B, P]   P = smallest `prompt_buckets` entry >= the longest prompt
                                       of the batch (left padding, as the sampler expects)
@@ -17,8 +21,9 @@ fixed shapes so the device code compiles a handful of times only:
   num_images, num_patches    [B]
   target_ids, target_mask    [B, max_target_length]        the SFT target + <|im_end|>, right-padded
 
-The iterator's position is the tf.data iterator state (`tf.train.Checkpoint`), which includes
-the shuffle buffer, so a restore continues with the same next batch.
+The position is each part's tf.data iterator state (`tf.train.Checkpoint`, shuffle buffer
+included), one file per part, each process writing and reading its own parts' files, so a
+restore continues with the same next batch (on any process count that divides S).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from vcoach_jax.data import sft_targets
 @dataclasses.dataclass(frozen=True)
 class BatchShapes:
   """Fixed shapes of a host batch (`from_config(config.data)`)."""
-  batch_size: int = 8  # per host
+  batch_size: int = 8  # global rows of a batch
   prompt_buckets: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192, 16384)
   max_prompt_length: int = 16384
   max_target_length: int = 256
@@ -44,11 +49,8 @@ class BatchShapes:
   max_patches: int = 2048
 
   @classmethod
-  def from_config(cls, data: Mapping[str, Any], process_count: int = 1) -> "BatchShapes":
-    if data["batch_size"] % process_count:
-      raise ValueError(f"data.batch_size = {data['batch_size']} is not divisible by the "
-                       f"{process_count} hosts")
-    return cls(batch_size=data["batch_size"] // process_count,
+  def from_config(cls, data: Mapping[str, Any]) -> "BatchShapes":
+    return cls(batch_size=data["batch_size"],
                prompt_buckets=tuple(sorted(data["prompt_buckets"])),
                max_prompt_length=data["max_prompt_length"],
                max_target_length=data["max_target_length"], max_images=data["max_images"],
@@ -70,9 +72,10 @@ class HostBatch:
   # The decoded examples (frames, key frames, ...), kept so the trainer can re-render a prompt
   # with a visual prompt for a hard sample.
   examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-  # With `Pipeline(row_slice=...)`: `arrays`, `samples` and `ids` hold global rows lo..hi-1 only
-  # (this process's), `examples` every row of the global batch; None: all rows.
+  # With `Pipeline(row_slice=...)`: every field holds global rows lo..hi-1 only (this
+  # process's, the only ones it read) and `size` is the global batch's row count; None: all rows.
   rows: tuple[int, int] | None = None
+  size: int | None = None
 
 
 def _text(x) -> str:
@@ -190,6 +193,25 @@ def _slice_rows(batch_size: int, index: int, count: int) -> tuple[int, int]:
   return index * per, (index + 1) * per
 
 
+def read_parts(config_parts: int, process_count: int) -> int:
+  """S, the parts the split is read as: `data.read_parts`, or the process count when it is 0."""
+  return int(config_parts) or int(process_count)
+
+
+def _owned_parts(parts: int, batch_size: int, index: int, count: int) -> range:
+  """The parts process `index` of `count` reads: its rows of each batch, and only those."""
+  if parts < 1 or batch_size % parts:
+    raise ValueError(f"data.read_parts = {parts}: data.batch_size = {batch_size} must be a "
+                     "multiple of it (each global batch takes batch_size / read_parts rows from "
+                     "each part)")
+  if parts % count:
+    raise ValueError(f"data.read_parts = {parts} is not a multiple of the {count} processes "
+                     "(each process reads whole parts): set data.read_parts to a multiple of "
+                     "the process count, the same for every run that must see the same batches")
+  per = parts // count
+  return range(index * per, (index + 1) * per)
+
+
 def to_global(arrays: Mapping[str, np.ndarray], mesh, batch_axes: Sequence[str] | None = None):
   """Host-local arrays (this host's rows) -> global jax.Arrays sharded over the batch axes."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -231,70 +253,73 @@ class Pipeline:
 
   def __init__(self, tfds_builder, processor: chat.Processor, texts: chat.PromptTexts,
                shapes: BatchShapes, *, split: str = "train", seed: int = 0,
-               shuffle_buffer: int = 256, process_index: int = 0, process_count: int = 1,
-               reshuffle_each_epoch: bool = True, row_slice: tuple[int, int] | None = None):
+               shuffle_buffer: int = 256, reshuffle_each_epoch: bool = True, parts: int = 1,
+               row_slice: tuple[int, int] | None = None):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     self.processor, self.texts, self.shapes = processor, texts, shapes
-    self.row_slice = None if row_slice is None else _slice_rows(shapes.batch_size, *row_slice)
-    host_split = tfds.even_splits(split, n=process_count)[process_index]
-    # No auto-cache: a cache would be part of the iterator state (and of its checkpoint).
-    ds = tfds_builder.as_dataset(split=host_split, shuffle_files=False,
-                                 read_config=tfds.ReadConfig(try_autocache=False))
-    if shuffle_buffer > 1:
-      ds = ds.shuffle(shuffle_buffer, seed=seed + process_index,
-                      reshuffle_each_iteration=reshuffle_each_epoch)
-    self._dataset = ds.repeat().prefetch(2)
-    self._iterator = iter(self._dataset)
-    self._checkpoint = tf.train.Checkpoint(iterator=self._iterator)
+    index, count = row_slice or (0, 1)
+    self.parts = int(parts)
+    self.owned = _owned_parts(self.parts, shapes.batch_size, index, count)
+    self.row_slice = None if row_slice is None else _slice_rows(shapes.batch_size, index, count)
+    self.examples_read = 0  # examples this process read (its rows of every batch)
+    splits = tfds.even_splits(split, n=self.parts)
+    self._iterators = {}
+    for j in self.owned:
+      # No auto-cache: a cache would be part of the iterator state (and of its checkpoint).
+      ds = tfds_builder.as_dataset(split=splits[j], shuffle_files=False,
+                                   read_config=tfds.ReadConfig(try_autocache=False))
+      if shuffle_buffer > 1:
+        ds = ds.shuffle(shuffle_buffer, seed=seed + j,
+                        reshuffle_each_iteration=reshuffle_each_epoch)
+      self._iterators[j] = iter(ds.repeat().prefetch(2))
+    self._checkpoints = {j: tf.train.Checkpoint(iterator=it)
+                         for j, it in self._iterators.items()}
     pad = processor.tokenizer.pad_token_id
     self.pad_id = int(pad if pad is not None else 0)  # prompt padding of every host batch
     self.step_percent = 1.0  # set by the trainer: (step + 1) / total_steps
 
   @classmethod
   def from_config(cls, config, tokenizer, data_dir: str | None = None, *,
-                  process_index: int | None = None, process_count: int | None = None,
                   row_slice: tuple[int, int] | None = None):
     """A pipeline over `data_dir` (default `config.data.tfds_dir`) as the config says.
 
     With `data.source = "synthetic"` the world of `config.synthetic` is written there first if
-    the folder has no dataset yet. By default every process reads the whole global batch (the
-    trainers hand the jitted steps host arrays, which must then be the same on every process);
-    `process_index` / `process_count` give each host its own slice of the split instead, for
-    callers that assemble global arrays with `to_global`. `row_slice = (index, count)`: every
-    process reads the same global stream (so a run equals one process's), and process `index`
-    of `count` encodes only its equal slice of each global batch's rows (`HostBatch.rows`); the
-    RL step assembles the global batch from the slices (`rl.hosts`).
+    the folder has no dataset yet. Without `row_slice` this process reads every part (the
+    whole global batch). `row_slice = (index, count)`: process `index` of `count` reads only
+    its parts, i.e. its equal slice of each global batch's rows (`HostBatch.rows`); the
+    trainers assemble the global batch from the slices (`rl.hosts`). `data.read_parts = 0`
+    reads as many parts as there are processes (`count`).
     """
-    if process_index is None or process_count is None:
-      process_index, process_count = 0, 1
     d = config.data
     data_dir = data_dir or d.tfds_dir
     if not data_dir:
       raise ValueError("no dataset folder: set data.tfds_dir (or pass data_dir)")
     builder = dataset_builder(config, data_dir)
     texts = chat.PromptTexts.from_config(config)
-    return cls(builder, chat.Processor(tokenizer), texts,
-               BatchShapes.from_config(d, process_count), split=d.split, seed=d.seed,
-               shuffle_buffer=d.shuffle_buffer, process_index=process_index,
-               process_count=process_count, reshuffle_each_epoch=d.reshuffle_each_epoch,
-               row_slice=row_slice)
+    parts = read_parts(d.read_parts, row_slice[1] if row_slice else 1)
+    return cls(builder, chat.Processor(tokenizer), texts, BatchShapes.from_config(d),
+               split=d.split, seed=d.seed, shuffle_buffer=d.shuffle_buffer,
+               reshuffle_each_epoch=d.reshuffle_each_epoch, parts=parts, row_slice=row_slice)
 
-  def next_example(self) -> dict[str, np.ndarray]:
-    element = next(self._iterator)
+  def next_example(self, part: int | None = None) -> dict[str, np.ndarray]:
+    """The next example of `part` (default: the first this process reads)."""
+    element = next(self._iterators[self.owned[0] if part is None else part])
+    self.examples_read += 1
     return {k: v.numpy() for k, v in element.items()}
 
   def next_host_batch(self, encode: Callable[[Mapping[str, Any]], dict] | None = None
                       ) -> HostBatch:
-    """The next batch; `encode` (example -> item) replaces `encode_example` (the cold-start
-    SFT's prompted examples)."""
-    examples = [self.next_example() for _ in range(self.shapes.batch_size)]
-    lo, hi = self.row_slice or (0, len(examples))
+    """The next batch (this process's rows of it); `encode` (example -> item) replaces
+    `encode_example` (the cold-start SFT's prompted examples)."""
+    per = self.shapes.batch_size // self.parts
+    examples = [self.next_example(j) for j in self.owned for _ in range(per)]
     items = [encode(e) if encode else
              encode_example(e, self.processor, self.texts, self.shapes, self.step_percent)
-             for e in examples[lo:hi]]
+             for e in examples]
     batch = collate(items, self.shapes, self.pad_id)
     batch.examples, batch.rows = examples, self.row_slice
+    batch.size = self.shapes.batch_size
     return batch
 
   def __iter__(self):
@@ -303,10 +328,22 @@ class Pipeline:
   def __next__(self) -> HostBatch:
     return self.next_host_batch()
 
+  def _part_prefix(self, path: str, part: int) -> str:
+    """One read part's checkpoint prefix (one part: `path` itself, the layout before parts)."""
+    return path if self.parts == 1 else f"{path}-part{part}-of-{self.parts}"
+
   def save(self, path: str) -> str:
-    """Writes the iterator position (a TF checkpoint prefix); returns the prefix written."""
-    return self._checkpoint.write(path)
+    """Writes the position of the parts this process reads (a TF checkpoint prefix per part;
+    every process calls it with the same `path`); returns `path`. Without a row slice in a
+    multi-process run every process reads every part: process 0 writes them."""
+    import jax  # pylint: disable=g-import-not-at-top
+    if self.row_slice is None and jax.process_index() != 0:
+      return path
+    for j, ckpt in self._checkpoints.items():
+      ckpt.write(self._part_prefix(path, j))
+    return path
 
   def restore(self, path: str) -> None:
-    """Restores a position written by `save` (same dataset, same config)."""
-    self._checkpoint.read(path).assert_consumed()
+    """Restores a position written by `save` (same dataset, same config and `read_parts`)."""
+    for j, ckpt in self._checkpoints.items():
+      ckpt.read(self._part_prefix(path, j)).assert_consumed()

@@ -26,10 +26,12 @@ Randomness: one key per step; each phase derives its own by `jax.random.fold_in(
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vcoach_jax import config as config_lib
@@ -135,12 +137,20 @@ def _group_rows(prompts: Sequence[int], g: int) -> np.ndarray:
   return (np.asarray(prompts)[:, None] * g + np.arange(g)[None]).reshape(-1)
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _pad_rows(x: jax.Array, n: int) -> jax.Array:
+  """Device rows followed by zero rows, n in all (on the devices)."""
+  return jnp.pad(x, [(0, n - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
+
+
 def _padded(scored: Scored, n: int) -> Scored:
-  """The first rows of `scored` followed by empty rows, n in all."""
+  """The first rows of `scored` followed by empty rows, n in all (the sampler's device arrays
+  padded the same way on the devices)."""
   live, r = np.arange(len(scored.total)), scored.rollouts
+  placed = None if r.placed is None else tuple(_pad_rows(x, n) for x in r.placed)
   rollouts = type(r)(tokens=_scatter_rows(r.tokens, live, n), mask=_scatter_rows(r.mask, live, n),
                      logprobs=_scatter_rows(r.logprobs, live, n),
-                     texts=list(r.texts) + [""] * (n - len(live)))
+                     texts=list(r.texts) + [""] * (n - len(live)), placed=placed)
   return Scored(rollouts=rollouts,
                 per_reward={k: _scatter_rows(v, live, n) for k, v in scored.per_reward.items()},
                 total=_scatter_rows(scored.total, live, n))
@@ -186,13 +196,18 @@ def rollout(batch: pipeline_lib.HostBatch, *, sampler, sampling, policy, model_c
   if not coach.enabled or not hard_rows:
     return Rollout(raw=raw, prompted=None, prompt_types=types, seconds=seconds)
   # Coaching: each hard prompt gets its visual prompt and hint, and G prompted rollouts.
-  for i in hard_rows:
-    record = pipeline_lib.record_of(batch.examples[i])
-    types[i] = selector_lib.choose(coach.cache, record["id"], bool(record["key_items"]))
   t0 = time.perf_counter()
-  items = [pipeline_lib.encode_example(
-      hints.prompted_example(batch.examples[i], types[i], coach.prompt_options), pipe.processor,
-      pipe.texts, pipe.shapes, pipe.step_percent, types[i]) for i in hard_rows]
+  def coached(example, i):  # on the process that read row i
+    del i
+    record = pipeline_lib.record_of(example)
+    kind = selector_lib.choose(coach.cache, record["id"], bool(record["key_items"]))
+    return kind, pipeline_lib.encode_example(
+        hints.prompted_example(example, kind, coach.prompt_options), pipe.processor,
+        pipe.texts, pipe.shapes, pipe.step_percent, kind)
+  got = hosts.for_rows(batch, hard_rows, coached)
+  for i, (kind, _) in zip(hard_rows, got):
+    types[i] = kind
+  items = [item for _, item in got]
   # The update's layout: P rows, row k holds hard prompt k, the padding rows repeat the first
   # hard prompt with zero weight. When the sampler pads the h hard prompts to P rows as well,
   # it samples from the update's batch (its padding rows are not sampled): one upload.

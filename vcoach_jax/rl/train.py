@@ -145,18 +145,22 @@ def train(config: ml_collections.ConfigDict, workdir: str,
 
 
 def rollout_batches(got: rollout_lib.Rollout, *, prompted_gspo: bool):
-  """(raw, prompted-or-None) `train_step.RolloutBatch`es of a step's rollouts (host arrays)."""
+  """(raw, prompted-or-None) `train_step.RolloutBatch`es of a step's rollouts (host arrays;
+  the rollouts' tokens, mask and log-probs the sampler's device arrays when it kept them)."""
   r = got.raw.scored.rollouts
-  raw = train_step.RolloutBatch(prompt=got.raw.inputs, tokens=r.tokens, mask=r.mask,
-                                old_logprobs=r.logprobs,
+  # The sampler's device arrays (kept as sampled, or padded on the devices): no upload back.
+  tokens, mask, logprobs = r.placed or (r.tokens, r.mask, r.logprobs)
+  raw = train_step.RolloutBatch(prompt=got.raw.inputs, tokens=tokens, mask=mask,
+                                old_logprobs=logprobs,
                                 advantages=np.asarray(got.raw.advantages, np.float32),
                                 weights=None)
   if got.prompted is None:
     return raw, None
   p = got.prompted
   pr = p.scored.rollouts
+  tokens, mask, logprobs = pr.placed or (pr.tokens, pr.mask, pr.logprobs)
   prompted = train_step.RolloutBatch(
-      prompt=p.inputs, tokens=pr.tokens, mask=pr.mask, old_logprobs=pr.logprobs,
+      prompt=p.inputs, tokens=tokens, mask=mask, old_logprobs=logprobs,
       advantages=p.group_advantages if prompted_gspo else None,
       weights=np.asarray(p.nll_weights, np.float32))
   return raw, prompted

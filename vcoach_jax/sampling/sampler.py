@@ -35,6 +35,7 @@ mask is 0.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple, Sequence
 
 import flax.struct
@@ -99,6 +100,9 @@ class Rollouts(NamedTuple):
   mask: np.ndarray  # [B*G, N] int32, 1 up to and including the first end token
   logprobs: np.ndarray  # [B*G, N] float32 log softmax(raw logits)[token]; 0 where mask is 0
   texts: list[str]  # decoded completions (special tokens dropped, grounding tags kept)
+  # (tokens, mask, logprobs) as the device arrays they were copied from (None: host only): a
+  # train step given these needs no upload of them
+  placed: tuple[jax.Array, jax.Array, jax.Array] | None = None
 
 
 class _Static(NamedTuple):
@@ -193,17 +197,16 @@ class Sampler:
         empty: another process decodes them); default all.
     """
     b = np.shape(inputs.input_ids)[0] if live_rows is None else int(live_rows)
-    tokens, mask, logprobs, steps = jax.device_get(
-        self._program(*self._arguments(inputs, config, rng, state, b)))
     n = b * config.num_samples
-    tokens, mask = np.asarray(tokens)[:n], np.asarray(mask)[:n].astype(np.int32)
-    logprobs = np.asarray(logprobs)[:n]
+    *outputs, steps = self._program(*self._arguments(inputs, config, rng, state, b))
+    placed = _first_rows(*outputs, n)  # on the devices, kept for the train step
+    tokens, mask, logprobs, steps = (np.asarray(x) for x in jax.device_get((*placed, steps)))
     self.last_num_steps = int(steps)
     g = config.num_samples
     keep = np.ones((n,), bool) if text_rows is None else np.isin(np.arange(n) // g, text_rows)
     texts = self.decode(tokens[keep], mask[keep])
     out = iter(texts)
-    return Rollouts(tokens, mask, logprobs, [next(out) if k else "" for k in keep])
+    return Rollouts(tokens, mask, logprobs, [next(out) if k else "" for k in keep], placed)
 
   def lower(self, inputs: qwen.ModelInputs, config: SamplingConfig, rng: jax.Array, *,
              state: nnx.State | None = None) -> jax.stages.Lowered:
@@ -232,22 +235,14 @@ class Sampler:
     (`local`, its rows' patches), split like `place_pixels` over the batch axes. Each process's
     devices must hold exactly its own block (the mesh's batch axes laid out by process, as
     `make_mesh` does); ValueError otherwise."""
+    from vcoach_jax.rl import placement  # pylint: disable=g-import-not-at-top
     local = np.asarray(local, np.float32)
-    shape = (rows, local.shape[1])
     if jax.process_count() == 1:
       if local.shape[0] != rows:
         raise ValueError(f"one process holds {local.shape[0]} of {rows} patch rows")
       return self._put_patches(local)
-    sharding = self._sharding(("batch", None), shape)
-    per, p = local.shape[0], jax.process_index()
-    held = {(i[0].start or 0, rows if i[0].stop is None else i[0].stop)
-            for d, i in sharding.devices_indices_map(shape).items()
-            if d.process_index == p}
-    if min(lo for lo, _ in held) != p * per or max(hi for _, hi in held) != (p + 1) * per:
-      raise ValueError(f"process {p}'s devices hold patch rows {sorted(held)} of {rows}, not its "
-                       f"own block {p * per}..{(p + 1) * per - 1}: per-process data needs the "
-                       "batch rows split over processes in process order (parallel.mesh)")
-    return jax.make_array_from_process_local_data(sharding, local, shape)
+    shape = (rows, local.shape[1])
+    return placement.place_local(local, self._sharding(("batch", None), shape), shape)
 
   def _arguments(self, inputs, config: SamplingConfig, rng, state, live_rows=None):
     """The program's arguments: bucketed, placed inputs and the decoding copy of the weights.
@@ -352,6 +347,12 @@ class Sampler:
                   if static.penalise else jnp.zeros((r, 0), bool)))
     out = jax.lax.while_loop(cond, body, init)
     return out.tokens, out.mask, out.logprobs, out.step
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _first_rows(tokens: jax.Array, mask: jax.Array, logprobs: jax.Array, n: int):
+  """The program's outputs cut to the live rows, the mask as int32 (the train step's dtype)."""
+  return tokens[:n], mask[:n].astype(jnp.int32), logprobs[:n]
 
 
 @jax.jit

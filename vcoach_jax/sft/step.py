@@ -25,7 +25,7 @@ from vcoach_jax.model.batching import batch_inputs
 from vcoach_jax.model.config import ModelConfig
 from vcoach_jax.model.qwen2_5_vl import ModelInputs
 from vcoach_jax.parallel import mesh as mesh_lib
-from vcoach_jax.rl import optim, update
+from vcoach_jax.rl import optim, placement, update
 from vcoach_jax.rl.logprobs import completion_logprobs
 from vcoach_jax.sft import sequence
 
@@ -75,7 +75,8 @@ class Step:
   jitted: update.Jitted
 
   def __call__(self, state, batch: SFTBatch, rng):
-    return self.jitted(state, None, batch, rng)
+    """One update on a host batch whose prompt pixels may be placed already (`rl.placement`)."""
+    return self.jitted.fn(state, None, placement.place_batch(self.jitted, batch), rng)
 
 
 def sft_optim_config(config) -> ml_collections.ConfigDict:

@@ -22,6 +22,9 @@ from vcoach_jax import experiment
 from vcoach_jax import storage
 from vcoach_jax import training_loop
 from vcoach_jax.model import hf_checkpoint
+from vcoach_jax.parallel import mesh as mesh_lib
+from vcoach_jax.rl import hosts
+from vcoach_jax.rl import placement
 from vcoach_jax.sft import prompted
 from vcoach_jax.sft import step as sft_step
 
@@ -55,8 +58,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
   """Builds an SFT run from a config and a work folder (nothing is trained yet)."""
   # 1. Mesh, tokenizer, policy.
   parts = experiment.build(config, workdir, seed)
-  # 2. Data, with the SFT's texts and key-frame rules.
-  pipe = experiment.pipeline(config, parts.tokenizer, workdir)
+  # 2. Data, with the SFT's texts and key-frame rules. With several processes each reads and
+  # encodes only its slice of every global batch (`rl.hosts`).
+  rows = (jax.process_index(), jax.process_count()) if jax.process_count() > 1 else None
+  pipe = experiment.pipeline(config, parts.tokenizer, workdir, row_slice=rows)
   pipe.texts = pipe.texts.for_sft()
   # 3. Train state on its shardings and the jitted update.
   step, state = sft_step.setup(config, parts.model, parts.mesh)
@@ -71,11 +76,26 @@ def step(run: Run, index: int) -> dict[str, Any]:
   """One SFT step on the next host batch; returns its metrics."""
   s = run.session
   batch = run.pipe.next_host_batch(prompted.encoder(run.prompting, run.pipe, index))
-  host = sft_step.sft_batch(run.parts.model.config, batch.arrays, run.config.sft.loss_on)
-  s.state, metrics = run.step(s.state, host, jax.random.fold_in(s.rng, index))
+  s.state, metrics = run.step(s.state, global_batch(run, batch), jax.random.fold_in(s.rng, index))
   out = {k: float(v) for k, v in jax.device_get(metrics).items()}
-  out["batch_ids"] = batch.ids
+  out["batch_ids"] = hosts.global_ids(batch)
+  out["host_rows"] = len(batch.ids)  # the rows this process read and encoded
   return out
+
+
+def global_batch(run: Run, batch) -> sft_step.SFTBatch:
+  """The step's `SFTBatch` from this process's host batch: with a row slice the small per-row
+  arrays are exchanged and each process places its own rows' pixels (`rl.hosts`)."""
+  cfg, loss_on = run.parts.model.config, run.config.sft.loss_on
+  if batch.rows is None:
+    return sft_step.sft_batch(cfg, batch.arrays, loss_on)
+  arrays = hosts.global_arrays(batch, run.pipe.pad_id,
+                               hosts.SMALL_FIELDS + ("target_ids", "target_mask"))
+  host = sft_step.sft_batch(cfg, arrays, loss_on)
+  if host.prompt.pixels is None:
+    return host
+  placer = placement.Placer(run.parts.mesh, mesh_lib.rules_from_config(run.config.parallel.rules))
+  return host._replace(prompt=host.prompt._replace(pixels=hosts.own_pixels(batch, placer)))
 
 
 def fit(run: Run, steps: int | None = None, **kw) -> training_loop.LoopResult:
