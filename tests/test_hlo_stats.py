@@ -1,7 +1,8 @@
 """`hlo_stats` on programs with known counts: a scanned matmul chain counts its body trip-count
 times (equal to the unrolled program, where cost_analysis counts it once), a decode-style loop
 with an early exit is bounded by its induction compare, and on 8 simulated devices the
-collectives of a sharded matmul have the sizes the sharding implies. The 8-device part runs in a
+collectives of a sharded matmul have the sizes the sharding implies (bf16 ones at bf16 width,
+though the CPU backend runs them in f32). The 8-device part runs in a
 subprocess so the test session keeps one device."""
 
 from __future__ import annotations
@@ -83,6 +84,16 @@ _SHARDED = textwrap.dedent("""
     s = hlo_stats.program_stats(g.lower(xw, w).compile().as_text())
     assert s.collectives["all-reduce"] == 64 * 512 * 4, s
     assert s.flops == 2 * 64 * 32 * 512, s
+    # bf16 compute from fp32 masters: the partitioned program gathers the cast (bf16) weights;
+    # the CPU backend runs that all-gather in f32, and the bf16 gradient's all-reduce too:
+    # counted at the data's width, the f32 excess kept apart.
+    def loss(w, x):
+      return jnp.sum(jnp.square(x.astype(jnp.bfloat16) @ w.astype(jnp.bfloat16)))
+    h = jax.jit(jax.grad(loss), out_shardings=NamedSharding(mesh, P("fsdp")))
+    s = hlo_stats.program_stats(h.lower(w, x).compile().as_text())
+    assert s.collectives["all-gather"] == 256 * 512 * 2, s
+    assert s.collectives["all-reduce"] == 256 * 512 * 2, s
+    assert s.widened == 2 * 256 * 512 * 2, s
     print("SHARDED_OK")
 """)
 

@@ -77,8 +77,11 @@ def test_batch_inputs_match_processor_dict(model):
   inputs = batching.batch_inputs(model.config, arrays)
   assert inputs.pixels.shape == (3 * MAX_PATCHES, qt.PATCH_DIM)
   for seg in (inputs.windows, inputs.frames):
-    s, l = seg.gather.shape
+    k, s, l = seg.gather.shape
+    assert k == 3  # one block per row
     assert s & (s - 1) == 0 and l & (l - 1) == 0  # padded to powers of two
+    # every segment's patches lie in its own row's block
+    assert seg.gather.max() < MAX_PATCHES and seg.inverse.shape == (3, MAX_PATCHES)
   got = _forward(model, inputs)
   valid = ragged["attention_mask"].astype(bool)
   assert np.abs(got - want)[valid].max() <= 1e-5

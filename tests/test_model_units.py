@@ -50,10 +50,10 @@ def test_segments_gather_and_inverse():
 def test_window_segments_of_a_grid_the_window_does_not_divide():
   cfg = vm.ModelConfig.tiny().vision  # window 56 px = 2x2 merged units
   aux = vision_aux(cfg, np.array([[2, 6, 10]]))  # 3x5 merged units per frame, 2 frames
-  sizes = sorted(aux.windows.valid.sum(1).tolist())
+  sizes = sorted(aux.windows.valid[0].sum(1).tolist())  # one block
   # per frame: windows of 2x2, 2x2, 2x1, 1x2, 1x2, 1x1 merged units (x4 patches each)
   assert sizes == sorted([16, 16, 8, 8, 8, 4] * 2)
-  assert aux.frames.valid.shape == (2, 60)
+  assert aux.frames.valid.shape == (1, 2, 60)
 
 
 def test_config_round_trip_through_hf_json():

@@ -90,7 +90,8 @@ def test_scaling_report_tiny_8_devices():
       assert 0.95 <= float(ratio) <= 1.05, (name, out)
       assert _number(per_device) > 0 and _number(ideal) > 0
   cells = _row(out, "collective bytes per device", "train step")
-  all_reduce, multiple = _number(cells[2]), float(cells[-1])
+  all_reduce, multiple, cpu_multiple = _number(cells[2]), float(cells[-2]), float(cells[-1])
+  assert cpu_multiple >= multiple, out  # the CPU backend runs bf16 collectives in f32
   params = _number(re.search(r"fp32 ([\d.]+ \w?)B", out)[1])
   # FSDP gathers weights and reduces gradients (XLA's CPU backend all-reduces them where a TPU
   # reduce-scatters); activations are not all-reduced (with activations following the weights'

@@ -113,13 +113,15 @@ def test_stack_microbatches_pads_segment_tables():
   cfg = ru.tiny_model().config
   a = ru.rollout_batch(cfg, 1, vision=True)
   b = ru.rollout_batch(cfg, 1, vision=True, seed=3)
+  _, s_b, l_b = b.prompt.windows.gather.shape  # [blocks, segments, slots]
   b = b._replace(prompt=b.prompt._replace(windows=update.pad_segments(
-      b.prompt.windows, 2 * b.prompt.windows.gather.shape[0], b.prompt.windows.gather.shape[1])))
+      b.prompt.windows, 2 * s_b, l_b)))
   stacked = update.stack_microbatches([a, b])
   assert stacked.tokens.shape == (2,) + a.tokens.shape
   assert stacked.prompt.windows.gather.shape == (2,) + b.prompt.windows.gather.shape
-  s, l = a.prompt.windows.gather.shape
-  np.testing.assert_array_equal(stacked.prompt.windows.gather[0, :s, :l], a.prompt.windows.gather)
-  assert not stacked.prompt.windows.valid[0, s:].any()
+  _, s, l = a.prompt.windows.gather.shape
+  np.testing.assert_array_equal(stacked.prompt.windows.gather[0, :, :s, :l],
+                                a.prompt.windows.gather)
+  assert not stacked.prompt.windows.valid[0, :, s:].any()
   split = update.split_rows(ru.rollout_batch(cfg, 2), 2)
   assert split.prompt.positions.shape[:2] == (2, 3) and split.tokens.shape[0] == 2

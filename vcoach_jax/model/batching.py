@@ -5,9 +5,12 @@ The data pipeline pads every example to fixed shapes (`data.pipeline.HostBatch.a
 into `ModelInputs` whose array shapes depend only on the buckets, so the sampler and the train
 step compile a handful of programs, not one per batch:
 
-  * pixels stay in place (`[B * max_patches, D]`, row b's patches first in its block); padding
-    patches are grouped into dummy attention segments, and their merged tokens have an
-    out-of-range vision slot, so the model's scatter drops them;
+  * pixels stay in place (`[B * max_patches, D]`, row b's patches first in its block); each
+    row's block is one block of the vision tower (its segment tables `[B, S, L]` index the
+    row's own patches, so attention never leaves a row: rows split over devices run their
+    vision without moving activations); padding patches are grouped into dummy attention
+    segments, and their merged tokens have an out-of-range vision slot, so the model's scatter
+    drops them;
   * the attention segment tables are padded to powers of two (segments and slots).
 
 `split_inputs` cuts a host batch into micro-batches of consecutive rows (gradient
@@ -31,32 +34,38 @@ from vcoach_jax.shapes import pow2
 
 
 def pad_segments(seg: Segments, num_segments: int, length: int) -> Segments:
-  """Pads a segment table to `[num_segments, length]` (more empty segments / slots)."""
-  s, l = seg.gather.shape
+  """Pads segment tables `[..., S, L]` to `[..., num_segments, length]` (more empty segments /
+  slots)."""
+  seg = Segments(*map(np.asarray, seg))
+  *lead, s, l = seg.gather.shape
   if s > num_segments or l > length:
     raise ValueError(f"segment table {seg.gather.shape} exceeds ({num_segments}, {length})")
-  gather = np.zeros((num_segments, length), np.int32)
-  valid = np.zeros((num_segments, length), bool)
-  gather[:s, :l], valid[:s, :l] = seg.gather, seg.valid
+  gather = np.zeros((*lead, num_segments, length), np.int32)
+  valid = np.zeros((*lead, num_segments, length), bool)
+  gather[..., :s, :l], valid[..., :s, :l] = seg.gather, seg.valid
   inverse = (seg.inverse // l) * length + seg.inverse % l
   return Segments(gather, valid, inverse.astype(np.int32))
 
 
 def _segment_ids(seg: Segments) -> np.ndarray:
-  return seg.inverse // seg.gather.shape[1]
+  return seg.inverse // seg.gather.shape[-1]
 
 
-def _full_segments(real: Segments, real_at: np.ndarray, n: int) -> Segments:
-  """Segments over all `n` patch slots: real patches (at `real_at`) keep their segment; padding
-  patches form dummy segments no longer than the longest real one; both sizes padded to 2^k."""
-  ids = np.empty((n,), np.int64)
-  real_ids = _segment_ids(real)
-  chunk = real.gather.shape[1]
-  ids[real_at] = real_ids
-  pad_at = np.setdiff1d(np.arange(n), real_at, assume_unique=True)
-  ids[pad_at] = real_ids.max() + 1 + np.arange(len(pad_at)) // chunk
-  seg = segments_from_ids(ids)
-  return pad_segments(seg, pow2(seg.gather.shape[0]), pow2(seg.gather.shape[1]))
+def _block_segments(real: Segments | None, n: int, chunk: int) -> Segments:
+  """One block's segments over its `n` patch slots: its first patches are the real ones (`real`,
+  one block's tables, or None: no image) and keep their segments; the padding patches after
+  them form dummy segments of `chunk` patches."""
+  real_ids = np.zeros((0,), np.int64) if real is None else _segment_ids(real)
+  pad = n - len(real_ids)
+  first = int(real_ids.max()) + 1 if len(real_ids) else 0
+  return segments_from_ids(np.concatenate([real_ids, first + np.arange(pad) // chunk]))
+
+
+def stack_blocks(blocks: list[Segments]) -> Segments:
+  """Per-block tables (`[S_i, L_i]`, `[P]`) -> `[K, S, L]`, `[K, P]` (sizes padded to 2^k)."""
+  s = pow2(max(b.gather.shape[0] for b in blocks))
+  l = pow2(max(b.gather.shape[1] for b in blocks))
+  return Segments(*(np.stack(x) for x in zip(*(pad_segments(b, s, l) for b in blocks))))
 
 
 def batch_inputs(cfg: ModelConfig, arrays: Mapping[str, Any]) -> ModelInputs:
@@ -83,6 +92,8 @@ def batch_inputs(cfg: ModelConfig, arrays: Mapping[str, Any]) -> ModelInputs:
   if max_patches % unit:
     raise ValueError(f"max_patches {max_patches} is not a multiple of the merge unit {unit}")
   grids, real_at, slots = [], [], np.full((b * max_patches // unit,), b * t, np.int32)
+  rotary = np.zeros((b, max_patches, 2), np.int32)
+  windows, frames = [], []
   for i in range(b):
     g = grids_in[i, :num_images[i]]
     n = int(np.prod(g, axis=-1).sum()) if len(g) else 0
@@ -93,21 +104,25 @@ def batch_inputs(cfg: ModelConfig, arrays: Mapping[str, Any]) -> ModelInputs:
     if len(where) * unit != n:
       raise ValueError(f"row {i}: {len(where)} image tokens for {n} patches (merge unit {unit})")
     grids.append(g)
-    real_at.append(i * max_patches + np.arange(n))
     start = i * max_patches // unit
     slots[start:start + len(where)] = i * t + where
+    aux = vision_aux(cfg.vision, g) if n else None
+    if n:
+      rotary[i, :n] = aux.rotary_ids
+    windows.append(None if aux is None else Segments(*(x[0] for x in aux.windows)))
+    frames.append(None if aux is None else Segments(*(x[0] for x in aux.frames)))
   grids = np.concatenate(grids).astype(np.int64)
-  real_at = np.concatenate(real_at)
-  total = b * max_patches
-  aux = vision_aux(cfg.vision, grids)
-  rotary = np.zeros((total, 2), np.int32)
-  rotary[real_at] = aux.rotary_ids
   rope = mrope_positions(cfg, ids, mask, image_grid_thw=grids)
+
+  def blocks(real: list[Segments | None]) -> Segments:
+    # padding patches in segments no longer than the longest real one
+    chunk = max(x.gather.shape[1] for x in real if x is not None)
+    return stack_blocks([_block_segments(x, max_patches, chunk) for x in real])
   return ModelInputs(
       input_ids=ids, attention_mask=mask.astype(bool), positions=rope.positions,
-      rope_deltas=rope.deltas, pixels=pixels.reshape(total, -1), rotary_ids=rotary,
-      windows=_full_segments(aux.windows, real_at, total),
-      frames=_full_segments(aux.frames, real_at, total), vision_slots=slots)
+      rope_deltas=rope.deltas, pixels=pixels.reshape(b * max_patches, -1),
+      rotary_ids=rotary.reshape(b * max_patches, 2), windows=blocks(windows),
+      frames=blocks(frames), vision_slots=slots)
 
 
 def _move_slots(slots, old_len: int, new_len: int, rows: int, new_rows: int, copy: int = 0,
@@ -154,20 +169,27 @@ def append_tokens(inputs: ModelInputs, tokens, mask) -> ModelInputs:
   return out._replace(vision_slots=_move_slots(inputs.vision_slots, t, t + n, b, b))
 
 
-def _block_segments(seg: Segments, lo: int, hi: int) -> Segments:
-  """The segments of patches `lo .. hi-1` alone (renumbered; sizes padded to 2^k)."""
-  _, ids = np.unique(_segment_ids(Segments(*map(np.asarray, seg)))[lo:hi], return_inverse=True)
-  sub = segments_from_ids(ids.reshape(-1))
-  return pad_segments(sub, pow2(sub.gather.shape[0]), pow2(sub.gather.shape[1]))
+def _cut_block(seg: Segments, k: int) -> Segments:
+  """One block's tables -> k blocks of its consecutive patches (rebuilt: renumbered, padded to
+  2^k); refused if a segment crosses a cut."""
+  ids = _segment_ids(Segments(*(np.asarray(x)[0] for x in seg)))
+  parts = np.split(ids, k)
+  if len(set().union(*[set(np.unique(p).tolist()) for p in parts])) != sum(
+      len(np.unique(p)) for p in parts):
+    raise ValueError(f"an attention segment crosses the cut into {k} micro-batches: the vision "
+                     "patches must be laid out in per-row blocks (batching.batch_inputs)")
+  return stack_blocks([segments_from_ids(np.unique(p, return_inverse=True)[1].reshape(-1))
+                       for p in parts])
 
 
 def split_inputs(inputs: ModelInputs, k: int) -> list[ModelInputs]:
   """Host: a batch of B rows -> k batches of B/k consecutive rows (gradient accumulation).
 
-  Token arrays split by rows. Vision patches split into k equal blocks, which must hold the
-  patches of their own rows only: the `batch_inputs` layout (each row's patches in its own block
-  of `max_patches`), or any batch whose rows have equal patch counts in row order. Each block's
-  segment tables are rebuilt for its patches alone and its vision slots moved to its rows.
+  Token arrays split by rows. Vision patches split by their blocks (the segment tables' leading
+  axis) into k equal parts, which must hold the patches of their own rows only: the
+  `batch_inputs` layout (each row's patches in its own block of `max_patches`), or one block
+  whose rows have equal patch counts in row order (cut into k blocks, their tables rebuilt).
+  Each part keeps its blocks' tables, and its vision slots move to its rows.
   """
   ids = np.asarray(inputs.input_ids)
   b, t = ids.shape
@@ -179,36 +201,40 @@ def split_inputs(inputs: ModelInputs, k: int) -> list[ModelInputs]:
                                       split(inputs.positions, 1), split(inputs.rope_deltas))]
   if inputs.pixels is None:
     return out
-  pixels, rotary = np.asarray(inputs.pixels), np.asarray(inputs.rotary_ids)
   slots = np.asarray(inputs.vision_slots)
-  n, m = pixels.shape[0], slots.shape[0]
-  if slots.ndim != 1 or n % m or m % k:
-    raise ValueError(f"vision slots {slots.shape} for {n} patches do not split into {k} "
-                     "equal blocks")
-  unit, per = n // m, m // k  # patches per merged token, merged tokens per block
+  n, m = np.asarray(inputs.pixels).shape[0], slots.shape[0]
+  if np.asarray(inputs.windows.gather).shape[0] == 1 and k > 1 and not n % k:
+    inputs = inputs._replace(windows=_cut_block(inputs.windows, k),
+                             frames=_cut_block(inputs.frames, k))
+  blocks = np.asarray(inputs.windows.gather).shape[0]
+  if slots.ndim != 1 or n % m or blocks % k or m % blocks:
+    raise ValueError(f"vision slots {slots.shape} for {n} patches in {blocks} blocks do not "
+                     f"split into {k} micro-batches: with {k} micro-batches the vision patches "
+                     "must be laid out in per-row blocks (batching.batch_inputs)")
+  per = m // k  # merged tokens per part
   row = np.where(slots < b * t, slots // t, -1)
   wrong = (row >= 0) & (row // r != np.arange(m) // per)
   if wrong.any():
     raise ValueError(f"the patches of row {int(row[wrong][0])} lie outside its micro-batch's "
-                     f"block: with {k} micro-batches the vision patches must be laid out in "
+                     "block: with {k} micro-batches the vision patches must be laid out in "
                      "per-row blocks (batching.batch_inputs)")
+  pixels, rotary = split(inputs.pixels), split(inputs.rotary_ids)
+  windows = [Segments(*p) for p in zip(*(split(x) for x in inputs.windows))]
+  frames = [Segments(*p) for p in zip(*(split(x) for x in inputs.frames))]
   for j in range(k):
-    lo, hi = j * per * unit, (j + 1) * per * unit
     s = slots[j * per:(j + 1) * per]
     out[j] = out[j]._replace(
-        pixels=pixels[lo:hi], rotary_ids=rotary[lo:hi],
-        windows=_block_segments(inputs.windows, lo, hi),
-        frames=_block_segments(inputs.frames, lo, hi),
+        pixels=pixels[j], rotary_ids=rotary[j], windows=windows[j], frames=frames[j],
         vision_slots=np.where(s < b * t, s - j * r * t, r * t).astype(np.int32))
   return out
 
 
 def merge_microbatches(stacked: ModelInputs) -> ModelInputs:
   """Traceable inverse of `split_inputs` + `update.stack_microbatches`: `ModelInputs` with a
-  leading micro-batch axis k (`[k, r, T]` ids, `[k, n, D]` patches, `[k, S, L]` segment tables)
-  -> one batch of k*r rows whose patches are the k blocks in order. Segment ids, gather indices
-  and vision slots move by each block's offset; out-of-range slots (padding) stay out of
-  range. Lets a step run the prompts of all its micro-batches in one forward."""
+  leading micro-batch axis k (`[k, r, T]` ids, `[k, n, D]` patches, `[k, K, S, L]` segment
+  tables) -> one batch of k*r rows whose patches are the k parts' blocks in order. The tables
+  index within their blocks and stay as they are; vision slots move by each part's offset;
+  out-of-range slots (padding) stay out of range. Lets a step run the prompts of all its micro-batches in one forward."""
   k, r, t = stacked.input_ids.shape
   flat = lambda x: x.reshape((k * x.shape[1],) + x.shape[2:])  # noqa: E731
   out = ModelInputs(input_ids=flat(stacked.input_ids),
@@ -217,13 +243,8 @@ def merge_microbatches(stacked: ModelInputs) -> ModelInputs:
                     rope_deltas=flat(stacked.rope_deltas))
   if stacked.pixels is None:
     return out
-  n = stacked.pixels.shape[1]
   block = jnp.arange(k, dtype=jnp.int32)
-
-  def segments(seg: Segments) -> Segments:
-    s, l = seg.gather.shape[1:]
-    return Segments(gather=flat(seg.gather + (block * n)[:, None, None]), valid=flat(seg.valid),
-                    inverse=flat(seg.inverse + (block * s * l)[:, None]))
+  segments = lambda seg: Segments(*map(flat, seg))  # noqa: E731
   slots = stacked.vision_slots
   slots = jnp.where(slots < r * t, slots + (block * r * t)[:, None], k * r * t)
   return out._replace(pixels=flat(stacked.pixels), rotary_ids=flat(stacked.rotary_ids),

@@ -151,11 +151,12 @@ def vision_rotary_ids(grid_thw: np.ndarray, merge: int) -> np.ndarray:
 
 
 def vision_cos_sin(ids: jax.Array, head_dim: int, theta: float = 10000.0):
-  """cos/sin [N, head_dim] for 2-D vision rotary: the first quarter of channels rotate with the row
-  id, the second quarter with the column id; the second half repeats the first."""
+  """cos/sin [..., N, head_dim] of ids [..., N, 2] for 2-D vision rotary: the first quarter of
+  channels rotate with the row id, the second quarter with the column id; the second half
+  repeats the first."""
   freq = inv_freq(head_dim // 2, theta)  # [H/4]
-  angles = ids.astype(jnp.float32)[:, :, None] * freq  # [N, 2, H/4]
-  angles = angles.reshape(ids.shape[0], -1)  # [N, H/2]
+  angles = ids.astype(jnp.float32)[..., None] * freq  # [..., N, 2, H/4]
+  angles = angles.reshape(ids.shape[:-1] + (-1,))  # [..., N, H/2]
   emb = jnp.concatenate([angles, angles], axis=-1)
   return jnp.cos(emb), jnp.sin(emb)
 

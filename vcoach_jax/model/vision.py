@@ -1,9 +1,13 @@
 """The Qwen2.5-VL vision tower: patch embedding, window/full-attention blocks, 2x2 patch merger.
 
 Attention is segmented: every patch belongs to a window (window blocks) or to a temporal patch
-of its image (full-attention blocks) and attends exactly the patches of that segment. Patches
-are gathered into a padded `[segments, max_len]` table, attention runs batched over segments
-(cost O(N * max_len), never an N x N mask), and results are gathered back by an inverse index.
+of its image (full-attention blocks) and attends exactly the patches of that segment. The N
+patches of a call form K blocks of P = N / K consecutive patches (one block per prompt row of a
+fixed-shape batch, `batching.batch_inputs`; one block for a single example, `vision_aux`), and no
+segment crosses a block. Each block's patches are gathered into a padded `[segments, max_len]`
+table, attention runs batched over blocks and segments (cost O(N * max_len), never an N x N
+mask), and results are gathered back by an inverse index, all within the block: with the blocks
+split over the batch axes of a mesh, the tower runs without moving activations between devices.
 Norms, MLPs and the merger (which mixes only the 4 patches of one merge unit, never split by a
 window) work in the processor's patch order, so the reference's permute-by-window and its
 inverse are not needed.
@@ -27,14 +31,15 @@ from vcoach_jax.model.text import MLP
 from vcoach_jax.parallel import activations as act
 from vcoach_jax.parallel.activations import shard
 
-PATCHES = (act.PATCHES, None)  # [patches, width]
+PATCHES = (act.BATCH, act.PATCHES, None)  # [blocks, patches of a block, width]
 
 
 class Segments(NamedTuple):
-  """A partition of the N patches into attention segments, as gather tables."""
-  gather: np.ndarray  # [S, L] int32 patch index of each (segment, slot); padding slots hold 0
-  valid: np.ndarray  # [S, L] bool, False on padding slots
-  inverse: np.ndarray  # [N] int32 flat slot (segment * L + slot) of each patch
+  """A partition of each block's patches into attention segments, as gather tables (the
+  leading K axis: blocks; `segments_from_ids` gives one block's tables without it)."""
+  gather: np.ndarray  # [K, S, L] int32 patch index in its block of each (segment, slot); 0 on padding
+  valid: np.ndarray  # [K, S, L] bool, False on padding slots
+  inverse: np.ndarray  # [K, P] int32 flat slot (segment * L + slot) of each patch of a block
 
 
 class VisionAux(NamedTuple):
@@ -45,7 +50,7 @@ class VisionAux(NamedTuple):
 
 
 def segments_from_ids(ids: np.ndarray) -> Segments:
-  """Gather tables for segment ids 0..S-1 (every id present)."""
+  """Gather tables (of one block: `[S, L]`, `[N]`) for segment ids 0..S-1 (every id present)."""
   ids = np.asarray(ids)
   counts = np.bincount(ids)
   s, l = len(counts), int(counts.max())
@@ -61,8 +66,14 @@ def segments_from_ids(ids: np.ndarray) -> Segments:
   return Segments(gather, valid, inverse)
 
 
+def one_block(seg: Segments) -> Segments:
+  """One block's tables with the leading block axis (K = 1)."""
+  return Segments(*(np.asarray(x)[None] for x in seg))
+
+
 def vision_aux(cfg: VisionConfig, grid_thw: np.ndarray) -> VisionAux:
-  """Computes the rotary ids and attention segments of the patches of all images in `grid_thw`.
+  """Computes the rotary ids and attention segments of the patches of all images in `grid_thw`,
+  as one block.
 
   Args:
     cfg: vision config.
@@ -85,8 +96,14 @@ def vision_aux(cfg: VisionConfig, grid_thw: np.ndarray) -> VisionAux:
     frame_ids.append(np.repeat(np.arange(t) + next_frame, h * w))
     next_window += t * nwh * nww
     next_frame += t
-  return VisionAux(vision_rotary_ids(grid_thw, m), segments_from_ids(np.concatenate(window_ids)),
-                   segments_from_ids(np.concatenate(frame_ids)))
+  return VisionAux(vision_rotary_ids(grid_thw, m),
+                   one_block(segments_from_ids(np.concatenate(window_ids))),
+                   one_block(segments_from_ids(np.concatenate(frame_ids))))
+
+
+def _take(x: jax.Array, index: jax.Array) -> jax.Array:
+  """Per block: x [K, P, ...] indexed by index [K, ...] along P (a gather local to each block)."""
+  return jax.vmap(lambda a, i: a[i])(x, index)
 
 
 class VisionAttention(nnx.Module):
@@ -102,21 +119,25 @@ class VisionAttention(nnx.Module):
 
   @jax.named_scope("vision_attention")
   def __call__(self, x, cos, sin, seg: Segments):
-    """x [N, D]; cos/sin [N, H]; seg: the attention segments (arrays)."""
-    n = x.shape[0]
-    qkv = shard(self.qkv(x).reshape(n, 3, self.num_heads, self.head_dim),
-                (act.PATCHES, None, lyr.VIT_HEADS, None))
-    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+    """x [K, P, D]; cos/sin [K, P, H]; seg: the blocks' attention segments (arrays)."""
+    blocks, p = x.shape[:2]
+    qkv = shard(self.qkv(x).reshape(blocks, p, 3, self.num_heads, self.head_dim),
+                (act.BATCH, act.PATCHES, None, lyr.VIT_HEADS, None))
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-    # Segments over the batch axes (queries also split by slot when the segments do not divide);
-    # each segment's keys and values whole on its devices.
-    queries = (act.SEGMENTS, act.LENGTH, lyr.VIT_HEADS, None)
-    keys = (act.SEGMENTS, None, lyr.VIT_HEADS, None)
-    q, k, v = shard(q[seg.gather], queries), shard(k[seg.gather], keys), shard(v[seg.gather], keys)
-    mask = shard(seg.valid[:, :, None] & seg.valid[:, None, :], queries[:2] + (None,))  # [S, L, L]
-    out = shard(lyr.attention(q, k, v, mask, self.impl, self.chunk), queries)
-    out = out.reshape(-1, self.num_heads, self.head_dim)[seg.inverse]  # [N, heads, H]
-    out = shard(out.reshape(n, -1), (act.PATCHES, lyr.VIT_HEADS))
+    # Blocks over the batch axes, then segments over what the blocks left (queries also split by
+    # slot when the segments do not divide); each segment's keys and values whole on its devices.
+    queries = (act.BATCH, act.SEGMENTS, act.LENGTH, lyr.VIT_HEADS, None)
+    keys = (act.BATCH, act.SEGMENTS, None, lyr.VIT_HEADS, None)
+    q, k, v = (shard(_take(q, seg.gather), queries), shard(_take(k, seg.gather), keys),
+               shard(_take(v, seg.gather), keys))
+    _, s, l = seg.gather.shape
+    mask = shard(seg.valid[..., :, None] & seg.valid[..., None, :], queries[:3] + (None,))
+    flat = lambda a: a.reshape((blocks * s,) + a.shape[2:])  # noqa: E731  [K*S, L, ...]
+    out = lyr.attention(flat(q), flat(k), flat(v), flat(mask), self.impl, self.chunk)
+    out = shard(out.reshape(blocks, s, l, self.num_heads, self.head_dim), queries)
+    out = _take(out.reshape(blocks, s * l, self.num_heads, self.head_dim), seg.inverse)
+    out = shard(out.reshape(blocks, p, -1), (act.BATCH, act.PATCHES, lyr.VIT_HEADS))
     return shard(self.proj(out), PATCHES)
 
 
@@ -128,7 +149,7 @@ class VisionBlock(nnx.Module):
     self.attn = VisionAttention(cfg, impl=impl, chunk=chunk, rngs=rngs, **kw)
     self.norm2 = lyr.RMSNorm(cfg.hidden_size, eps=1e-6, **kw)
     self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, axes=(lyr.VIT_EMBED, lyr.VIT_MLP),
-                   bias=True, rngs=rngs, lead=(act.PATCHES,), **kw)
+                   bias=True, rngs=rngs, lead=PATCHES[:2], **kw)
 
   @jax.named_scope("vision_block")
   def __call__(self, x, cos, sin, seg: Segments):
@@ -149,7 +170,8 @@ class PatchMerger(nnx.Module):
 
   @jax.named_scope("patch_merger")
   def __call__(self, x):
-    x = shard(self.ln_q(x).reshape(-1, self.wide), PATCHES)
+    """x [K, P, D] -> [K, P / 4, out]."""
+    x = shard(self.ln_q(x).reshape(x.shape[0], -1, self.wide), PATCHES)
     return shard(self.mlp_2(jax.nn.gelu(self.mlp_0(x), approximate=False)), PATCHES)
 
 
@@ -173,21 +195,29 @@ class VisionTower(nnx.Module):
   @jax.named_scope("vision_tower")
   def __call__(self, pixels: jax.Array, rotary_ids: jax.Array, windows: Segments,
                frames: Segments) -> jax.Array:
-    """pixels [N, patch_dim]; the index arrays come from `vision_aux`. Returns [N/4, out]."""
-    x = shard(self.patch_embed(shard(pixels, PATCHES)), PATCHES)
-    cos, sin = vision_cos_sin(shard(rotary_ids, PATCHES), self.head_dim)
+    """pixels [N, patch_dim] (K blocks of N / K patches, K the segment tables' leading axis);
+    the index arrays come from `vision_aux` or `batching.batch_inputs`. Returns [N/4, out]."""
+    blocks = windows.gather.shape[0]
+    block = lambda a: shard(a.reshape((blocks, -1) + a.shape[1:]), PATCHES)  # noqa: E731
+    x = shard(self.patch_embed(block(pixels)), PATCHES)
+    cos, sin = vision_cos_sin(block(rotary_ids), self.head_dim)
     cos, sin = shard(cos, PATCHES), shard(sin, PATCHES)
     do_remat, policy = lyr.remat_policy(self.remat)
     if self.scan:
-      return self.merger(self._scan(x, cos, sin, windows, frames, do_remat, policy))
+      x = self._scan(x, cos, sin, windows, frames, do_remat, policy)
+      return self._merged(x)
 
     def run(block, x, seg):
       return block(x, cos, sin, seg)
     if do_remat:
       run = nnx.remat(run, policy=policy, prevent_cse=True)
-    for i, block in enumerate(self.blocks):
-      x = run(block, x, frames if i in self.full_blocks else windows)
-    return self.merger(x)
+    for i, vit_block in enumerate(self.blocks):
+      x = run(vit_block, x, frames if i in self.full_blocks else windows)
+    return self._merged(x)
+
+  def _merged(self, x):
+    out = self.merger(x)  # [K, P / 4, out]
+    return out.reshape(-1, out.shape[-1])
 
   def _scan(self, x, cos, sin, windows: Segments, frames: Segments, do_remat, policy):
     """The stacked blocks under `lax.scan`; a full-attention block takes the frame segments and

@@ -12,7 +12,14 @@ Counted per instruction:
   collectives    bytes of the whole array each collective works on: an all-gather's result,
                  a reduce-scatter's operand, the size of an all-reduce / all-to-all /
                  collective-permute (the bytes a device sends over the ring are about that
-                 times (n - 1) / n, twice for an all-reduce).
+                 times (n - 1) / n, twice for an all-reduce), at the width of the data: the CPU
+                 backend has no bf16 collectives: its all-reduce promotion runs a bf16
+                 all-reduce in f32 (its reduction renamed `*_promoted`) and its float
+                 normalization does the same to the others (convert up, collective, convert
+                 down). Such an f32 operand (of a promoted all-reduce; of another collective,
+                 an f32 array converted from bf16) counts 2 bytes per element, what the
+                 partitioned program moves on a backend with bf16 collectives (TPU, GPU).
+                 `Stats.widened` keeps the f32 bytes left out that way.
 
   stats = program_stats(compiled.as_text())
   stats.flops, stats.collectives["all-gather"], stats.loops  # whole program, loops multiplied
@@ -24,7 +31,7 @@ import dataclasses
 import functools
 import math
 import re
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
 
@@ -110,18 +117,56 @@ def dot_flops(ins: Instruction, shapes: dict[str, str]) -> int:
   return 2 * math.prod(out) * contracted
 
 
-def collective_bytes(ins: Instruction, shapes: dict[str, str]) -> tuple[str, int] | None:
-  """(kind, bytes of the whole array) of a collective instruction, else None."""
+def collective_bytes(ins: Instruction, shapes: dict[str, str],
+                     widened: Callable[[str], bool] = lambda name: False
+                     ) -> tuple[str, int] | None:
+  """(kind, bytes of the whole array) of a collective instruction, else None; operands for which
+  `widened(name)` holds (f32 arrays holding bf16 values) count at half their bytes."""
   start = ins.op.endswith("-start")
   op = ins.op[:-len("-start")] if start else ins.op
   if op not in COLLECTIVES:
     return None
   operand = sum(shape_bytes(shapes.get(o, "")) for o in ins.operands)
+  narrow = sum(shape_bytes(shapes.get(o, "")) // (2 if widened(o) else 1) for o in ins.operands)
+  scale = narrow / operand if operand else 1.0
   if op == "all-gather":  # an async start's result is the tuple (operands, results)
-    return op, shape_bytes(ins.shape) - (operand if start else 0)
+    return op, round(scale * (shape_bytes(ins.shape) - (operand if start else 0)))
   if op == "reduce-scatter" or start:
-    return op, operand
-  return op, shape_bytes(ins.shape)
+    return op, narrow
+  return op, round(scale * shape_bytes(ins.shape))
+
+
+_PASS_THROUGH = ("bitcast", "copy", "reshape", "transpose", "get-tuple-element")
+
+
+def _root(instructions: list[Instruction]) -> Instruction | None:
+  return next((i for i in instructions if i.line.lstrip().startswith("ROOT")), None)
+
+
+def holds_bf16(name: str, comp: str, comps: dict[str, list[Instruction]],
+               shapes: dict[str, dict[str, str]], depth: int = 6) -> bool:
+  """Whether f32 array `name` of computation `comp` is a bf16 value widened by a convert (what
+  the CPU backend's float normalization puts before a collective it cannot run in bf16): its
+  producer, through layout ops and into a fusion's root, is a convert from bf16."""
+  by_name = {i.name: i for i in comps.get(comp, [])}
+  ins = by_name.get(name)
+  if ins is None or not dims(ins.shape) or dims(ins.shape)[0][0] != "f32":
+    return False
+  for _ in range(depth):
+    if ins is None:
+      return False
+    if ins.op == "convert":
+      src = shapes[comp].get(ins.operands[0], "")
+      return bool(dims(src)) and dims(src)[0][0] == "bf16"
+    if ins.op in _PASS_THROUGH and ins.op != "get-tuple-element" and ins.operands:
+      ins = by_name.get(ins.operands[0])
+    elif ins.op == "fusion" and callees(ins).get("calls"):
+      comp = callees(ins)["calls"][0]
+      by_name = {i.name: i for i in comps.get(comp, [])}
+      ins = _root(comps.get(comp, []))
+    else:
+      return False
+  return False
 
 
 def trip_count(ins: Instruction, comps: dict[str, list[Instruction]]
@@ -168,6 +213,7 @@ class Stats:
       default_factory=lambda: {k: 0 for k in COLLECTIVES})
   scoped: dict[str, int] = dataclasses.field(default_factory=dict)  # dot FLOPs per scope name
   unnamed: int = 0  # dot FLOPs without op_name metadata (named by their call site, if any)
+  widened: int = 0  # collective bytes of bf16 data the backend moved in f32, not counted
 
   @property
   def collective_total(self) -> int:
@@ -176,6 +222,7 @@ class Stats:
   def add(self, other: Stats, times: int = 1) -> None:
     self.flops += times * other.flops
     self.unnamed += times * other.unnamed
+    self.widened += times * other.widened
     for k, v in other.collectives.items():
       self.collectives[k] += times * v
     for k, v in other.scoped.items():
@@ -212,6 +259,14 @@ class Program:
     sampler's program without its decode loop: the prefill)."""
     return self.computation(self.entry, skip=body)
 
+  def _widened_test(self, ins: Instruction, comp: str) -> Callable[[str], bool]:
+    """Which operands of collective `ins` are bf16 data the CPU backend widened to f32."""
+    if ins.op.startswith("all-reduce"):
+      if "_promoted" not in ins.line:
+        return lambda o: False
+      return lambda o: [t for t, _ in dims(self._shapes[comp].get(o, ""))] == ["f32"]
+    return lambda o: holds_bf16(o, comp, self.comps, self._shapes)
+
   @functools.lru_cache(maxsize=None)  # pylint: disable=method-cache-max-size-none
   def computation(self, name: str, skip: str | None = None) -> Stats:
     """Stats of one execution of computation `name` (leaving out a while loop of body `skip`)."""
@@ -226,9 +281,10 @@ class Program:
       for scope in self.scopes:
         if flops and scope in op_name:
           stats.scoped[scope] += flops
-      coll = collective_bytes(ins, shapes)
+      coll = collective_bytes(ins, shapes, self._widened_test(ins, name))
       if coll:
         stats.collectives[coll[0]] += coll[1]
+        stats.widened += collective_bytes(ins, shapes)[1] - coll[1]
       called = callees(ins)
       if ins.op == "while" and called["body"][0] == skip:
         continue

@@ -6,7 +6,10 @@ the optimized HLO (`hlo_stats`, loop bodies counted by their trip counts):
 
   dot FLOPs per device       against the 1-device program's / N ("of ideal" = that / actual,
                              1.00 when the work divides evenly, below 1 when devices repeat work);
-  collective bytes per device by kind, and their sum as a multiple of the fp32 parameter bytes;
+  collective bytes per device by kind, and their sum as a multiple of the fp32 parameter bytes,
+                             at the data's width (bf16 collectives, which XLA's CPU backend
+                             runs in f32, count 2 bytes an element; `hlo_stats`), with the
+                             as-compiled-for-CPU total beside;
   peak memory per device     (arguments + temporaries + outputs - aliased, XLA's memory analysis).
 
 The decode loop of the sampler exits early, so its trip count is a bound; the report gives one
@@ -74,12 +77,16 @@ def format_report(many: Mapping[str, Measured], one: Mapping[str, Measured], dev
       ratio = f"{ideal / got:10.2f}" if got else f"{'-':>10}"
       lines.append(f"  {label:<26}{_num(got) + 'F':>14}{_num(ideal) + 'F':>14}{ratio}")
   head = "".join(f"{_SHORT[k]:>12}" for k in hlo_stats.COLLECTIVES)
-  lines += ["", f"{'collective bytes per device':<28}{head}{'total':>12}{'x fp32 params':>14}"]
+  lines += ["", f"{'collective bytes per device':<28}{head}{'total':>12}{'x fp32 params':>14}"
+            f"{'CPU: x fp32':>13}"]
   for name, m in many.items():
     c = m.stats.collectives
     cells = "".join(f"{_num(c[k]) + 'B':>12}" for k in hlo_stats.COLLECTIVES)
     total = m.stats.collective_total
-    lines.append(f"  {name:<26}{cells}{_num(total) + 'B':>12}{total / fp32:14.2f}")
+    cpu = (total + m.stats.widened) / fp32
+    lines.append(f"  {name:<26}{cells}{_num(total) + 'B':>12}{total / fp32:14.2f}{cpu:13.2f}")
+  lines.append("  (bf16 collectives at 2 bytes an element; `CPU`: as compiled for XLA's CPU "
+               "backend, which runs them in f32)")
   if "decode step" in many:
     gathered = many["decode step"].stats.collectives["all-gather"]
     lines.append(f"  bytes all-gathered per decode step: {_num(gathered)}B = "

@@ -91,8 +91,9 @@ def rows_sharding(rows: int, ndim: int, mesh: Mesh, rules=DEFAULT_RULES,
 def inputs_shardings(rows: int, mesh: Mesh, rules=DEFAULT_RULES,
                      stacked: bool = False) -> ModelInputs:
   """Shardings of a `ModelInputs` of `rows` prompts, as a prefix of its tree: the token arrays'
-  rows over the `batch` rule; vision patches and tables replicated (they are indexed globally by
-  the segment tables). Fields that are None in a batch (text only) take no sharding."""
+  rows over the `batch` rule; vision patches and tables replicated (the vision tower's
+  constraints then keep each device's blocks of them, `model/vision.py`). Fields that are None
+  in a batch (text only) take no sharding."""
   row = lambda ndim: rows_sharding(rows, ndim, mesh, rules, stacked)  # noqa: E731
   rep = NamedSharding(mesh, PartitionSpec())
   lead = (None,) if stacked else ()
@@ -110,9 +111,9 @@ def stack_microbatches(batches: Sequence[Any]) -> Any:
   """Host: k same-shaped batches (numpy NamedTuples or tuples of them) -> one batch with a
   leading micro-batch axis. Vision segment tables are padded to the largest of the k first."""
   def pad(segs):
-    s = max(x.gather.shape[0] for x in segs)
-    l = max(x.gather.shape[1] for x in segs)
-    return [pad_segments(Segments(*map(np.asarray, x)), s, l) for x in segs]
+    s = max(x.gather.shape[-2] for x in segs)
+    l = max(x.gather.shape[-1] for x in segs)
+    return [pad_segments(x, s, l) for x in segs]
 
   def fix(items):
     first = items[0]

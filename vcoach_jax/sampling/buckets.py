@@ -5,9 +5,11 @@ A batch of B left-padded prompts of length T with N vision patches becomes
   rows     B -> the smallest batch bucket >= B      (dummy rows: all padding, never sampled)
   length   T -> the smallest prompt bucket >= T (the run's `data.prompt_buckets`), else the
               next power of two (at least 16) (more left padding)
-  patches  N -> the next power of two               (zero patches in their own attention
+  patches  N -> the next power of two               (one block of patches, a single example's:
+                                                     zero patches in their own attention
                                                      segments; their merged tokens have an
-                                                     out-of-range vision slot, so they are dropped)
+                                                     out-of-range vision slot, so they are
+                                                     dropped; per-row blocks stay as they are)
   segment tables -> powers of two (`batching.pad_segments`)
 
 Everything here is numpy: it runs before the jitted program, on shapes that only depend on the
@@ -47,9 +49,9 @@ def prompt_bucket(length: int, buckets: Sequence[int] = ()) -> int:
 
 
 def _pad_segment_table(seg: Segments, n_old: int, n_new: int) -> Segments:
-  """Appends patches n_old..n_new-1 as new segments as wide as the table, then pads the table
-  to powers of two."""
-  gather, valid, inverse = (np.asarray(x) for x in seg)
+  """One block's tables (the leading block axis of size 1): appends patches n_old..n_new-1 as
+  new segments as wide as the table, then pads the table to powers of two."""
+  gather, valid, inverse = (np.asarray(x)[0] for x in seg)
   s, width = gather.shape
   extra = n_new - n_old
   if extra:
@@ -58,8 +60,8 @@ def _pad_segment_table(seg: Segments, n_old: int, n_new: int) -> Segments:
     gather = np.concatenate([gather, np.minimum(new, n_new - 1).astype(np.int32)])
     valid = np.concatenate([valid, new < n_new])
     inverse = np.concatenate([inverse, (s * width + np.arange(extra)).astype(np.int32)])
-  seg = Segments(gather, valid, inverse)
-  return pad_segments(seg, pow2(seg.gather.shape[0]), pow2(width))
+  seg = pad_segments(Segments(gather, valid, inverse), pow2(gather.shape[0]), pow2(width))
+  return Segments(*(x[None] for x in seg))
 
 
 def pad_inputs(inputs: ModelInputs, rows: int, length: int, pad_id: int) -> ModelInputs:
@@ -83,7 +85,10 @@ def pad_inputs(inputs: ModelInputs, rows: int, length: int, pad_id: int) -> Mode
     return out
   pixels = np.asarray(inputs.pixels)
   n = pixels.shape[0]
-  n_new = pow2(n)
+  # One block (a single example's patches): padded to 2^k. Per-row blocks (`batch_inputs`):
+  # their count is the config's, kept (padding them would put patches outside the blocks).
+  one_block = np.asarray(inputs.windows.gather).shape[0] == 1
+  n_new = pow2(n) if one_block else n
   unit = (n // np.asarray(inputs.vision_slots).shape[-1]) if n else 1
   slots = np.asarray(inputs.vision_slots).astype(np.int64)
   # Flat slot r * T + c -> r * length + c + shift; out-of-range (padding) -> past the end.
@@ -94,6 +99,6 @@ def pad_inputs(inputs: ModelInputs, rows: int, length: int, pad_id: int) -> Mode
       pixels=np.concatenate([pixels, np.zeros((n_new - n, pixels.shape[1]), pixels.dtype)]),
       rotary_ids=np.concatenate([np.asarray(inputs.rotary_ids),
                                  np.zeros((n_new - n, 2), np.int32)]),
-      windows=_pad_segment_table(inputs.windows, n, n_new),
-      frames=_pad_segment_table(inputs.frames, n, n_new),
+      windows=_pad_segment_table(inputs.windows, n, n_new) if one_block else inputs.windows,
+      frames=_pad_segment_table(inputs.frames, n, n_new) if one_block else inputs.frames,
       vision_slots=np.concatenate([slots, pad_slots], -1).astype(np.int32))
