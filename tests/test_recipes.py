@@ -46,6 +46,7 @@ def test_runlocal_changes_only_the_model_and_the_world(name):
   changed = {k for k in full if full[k] != local[k]}
   assert changed <= CHANGED, changed - CHANGED
   assert local["model.preset"] == "tiny" and local["data.source"] == "synthetic"
+  assert local["eval.benchmark"] == "synthetic" and local["eval.protocol"] == "training"
   for key in ("model.scan_layers", "model.attention_impl", "model.remat_policy", "model.dtype",
               "optim.grad_accum", "optim.epochs", "data.batch_size", "optim.lr"):
     assert local[key] == full[key], key
