@@ -6,11 +6,13 @@ and end in seconds, R@0.3/0.5/0.7 and mIoU over all items.
       --data /data/charades/charades_sta_test.txt --video-dir /data/charades/videos
 """
 
+from vcoach_jax import recipes
 from vcoach_jax.configs import eval_vstar
 
 
 def get_config(arg=None):
-  config = eval_vstar.get_config(arg)  # the same frames, resolution, decoding and batch size
+  arg = recipes.arguments(arg)
+  config = eval_vstar.get_config()  # the same frames, resolution, decoding and batch size
   config.eval.benchmark = "charades"
   config.eval.protocol = "charades_reference"
-  return config
+  return recipes.finish(config, arg)  # after the benchmark: `runlocal` evaluates the synthetic one

@@ -1,9 +1,10 @@
 """Every shipped config runs under `:runlocal` (the tiny model and the synthetic world, every other
 setting kept: scanned layers, chunked attention, remat, bf16, gradient accumulation) for one step
 of its command: `vcoach sft` (sft_coldstart), `vcoach train` from that SFT's policy
-(visioncoach_7b), `vcoach eval` (eval_vstar), `vcoach select build-data` + `train` (selector).
-The embedded default runs under `:runlocal` in tests/test_grad_accum_e2e.py (`-m slow`). A recipe
-that cannot run fails here, not on a pod."""
+(visioncoach_7b), `vcoach eval` (eval_vstar, eval_charades, demo), `vcoach select build-data` +
+`train` (selector). The embedded default runs under `:runlocal` in tests/test_run_length.py
+(`vcoach sft`) and tests/test_grad_accum_e2e.py (`-m slow`). A recipe that cannot run fails
+here, not on a pod."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ SHIPPED = sorted(p.stem for p in CONFIGS.glob("*.py") if p.stem != "__init__")
 # Sizes only (the settings under test are the recipe's): fewer prompts and tokens per step.
 SMALL = ("data.batch_size=4", "sampling.max_new_tokens=16", "selector.max_new_tokens=16")
 CHANGED = set(recipes.LOCAL_EMPTY) | set(recipes.LOCAL_FROM_DEFAULT) | set(recipes.LOCAL_SET)
+# Shipped config -> the test file that runs it under `:runlocal` (a new config needs a run).
+RUNLOCAL_RUNS = {"default": "test_run_length.py", "demo": "test_recipes.py",
+                 "eval_charades": "test_recipes.py", "eval_vstar": "test_recipes.py",
+                 "selector": "test_recipes.py", "sft_coldstart": "test_recipes.py",
+                 "visioncoach_7b": "test_recipes.py"}
 
 
 def _config(name: str, arg: str = ""):
@@ -40,10 +46,20 @@ def test_runlocal_changes_only_the_model_and_the_world(name):
   changed = {k for k in full if full[k] != local[k]}
   assert changed <= CHANGED, changed - CHANGED
   assert local["model.preset"] == "tiny" and local["data.source"] == "synthetic"
+  assert local["eval.benchmark"] == "synthetic" and local["eval.protocol"] == "training"
   for key in ("model.scan_layers", "model.attention_impl", "model.remat_policy", "model.dtype",
               "optim.grad_accum", "optim.epochs", "data.batch_size", "optim.lr"):
     assert local[key] == full[key], key
   assert config_lib.flatten(_config(name, ":runlocal=false")) == full
+
+
+def test_every_shipped_config_runs_under_runlocal():
+  """A config added to configs/ without a `:runlocal` run in the suite fails here."""
+  assert sorted(RUNLOCAL_RUNS) == SHIPPED
+  for name, test_file in RUNLOCAL_RUNS.items():
+    if test_file != pathlib.Path(__file__).name:  # this file's runs are below
+      text = (pathlib.Path(__file__).parent / test_file).read_text()
+      assert f"CONFIGS / '{name}'}}.py:runlocal" in text, (name, test_file)
 
 
 def test_config_arguments_are_parsed_and_checked():
@@ -124,8 +140,12 @@ def test_visioncoach_7b_trains_from_the_sft_policy(sft_policy, tiny_world, tmp_p
   assert (tmp_path / "policy" / "config.json").is_file()
 
 
-def test_eval_vstar_evaluates_the_sft_policy(sft_policy, tiny_world, tmp_path, capsys):
-  argv = ["eval", "--config", f"{CONFIGS / 'eval_vstar'}.py:runlocal", "--checkpoint",
+# Under `:runlocal` both evaluation recipes read the synthetic benchmark the way training shows
+# it, so they compile the same programs (the second run hits the suite's compilation cache); the
+# demo's config (float32, unrolled layers) evaluates the same policy with its own.
+@pytest.mark.parametrize("name", ["eval_vstar", "eval_charades", "demo"])
+def test_eval_recipe_evaluates_the_sft_policy(name, sft_policy, tiny_world, tmp_path):
+  argv = ["eval", "--config", f"{CONFIGS / name}.py:runlocal", "--checkpoint",
           str(sft_policy), "--limit", "2", "--out", str(tmp_path), "--no-progress"] + set_args(
               list(SMALL) + tiny_world)
   assert cli.main(argv) == 0

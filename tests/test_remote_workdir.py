@@ -14,13 +14,16 @@ import pytest
 from PIL import Image
 
 import fake_gcs
+from conftest import TINY_WORLD
 from fake_gcs import bucket  # noqa: F401  pylint: disable=unused-import
 from vcoach_jax import cli
 
-OVERRIDES = ["synthetic.num_train=12", "synthetic.num_eval=2", "data.batch_size=2",
-             "data.tiny_vocab_size=400", "data.shuffle_buffer=8", "sft.lr=0.003",
-             "sampling.num_samples=2", "sampling.max_new_tokens=16",
-             "checkpoint.every_steps=100"]
+# The world and SFT schedule of tests/test_trainer_resume.py (the shared tiny world's sizes, a
+# 4-step schedule at lr 0.003, batch 2): the same SFT program, compiled once for both tests
+# through the suite's compilation cache.
+OVERRIDES = list(TINY_WORLD) + [
+    "data.batch_size=2", "data.shuffle_buffer=8", "sft.lr=0.003", "sft.steps=4",
+    "sampling.num_samples=2", "sampling.max_new_tokens=16", "checkpoint.every_steps=100"]
 
 
 def _files(store, prefix: str) -> list[str]:
@@ -74,12 +77,10 @@ def local_disk(tmp_path, monkeypatch):
 
 
 def _sft(data_flag, *extra) -> None:
-  # A 3-step schedule stopped after 2 steps, then resumed to its end.
-  schedule = ["--set", "sft.steps=3"]
-  _run("sft", "--workdir", "gs://bucket/sft", "--steps", "2", *schedule, *data_flag)
+  # The 4-step schedule stopped after 2 steps, then resumed for a third.
+  _run("sft", "--workdir", "gs://bucket/sft", "--steps", "2", *data_flag)
   # The resumed session also reads its starting policy from the bucket (load_hf, tokenizer).
-  _run("sft", "--workdir", "gs://bucket/sft", "--steps", "3", "--resume", *schedule, *data_flag,
-       *extra)
+  _run("sft", "--workdir", "gs://bucket/sft", "--steps", "3", "--resume", *data_flag, *extra)
   _check_run(fake_gcs.FakeGCSFileSystem.store, "/bucket/sft/", [2, 3])
   sft_files = _files(fake_gcs.FakeGCSFileSystem.store, "/bucket/sft/")
   for name in ("tokenizer/tokenizer.json", "init/config.json", "init/model.safetensors",

@@ -22,7 +22,8 @@ import pytest
 
 _SCRIPT = textwrap.dedent("""
     import os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count={devices}"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_force_host_platform_device_count={devices}")
     sys.path.insert(0, {tests!r})
     import dataclasses
     import jax, numpy as np
@@ -31,7 +32,10 @@ _SCRIPT = textwrap.dedent("""
     from vcoach_jax.rl import train_step as ts
     from vcoach_jax.sampling import Sampler, SamplingConfig
 
-    cfg = ru.test_config(**{{"data.batch_size": 4, "sampling.batch_buckets": (4,)}})
+    # tests/test_rl_sharded_step.py's config and batches: on 8 devices the same update program
+    # (one compilation for both tests through the suite's cache).
+    cfg = ru.test_config(**{{"optim.lr": 2e-5, "data.batch_size": 4,
+                            "sampling.batch_buckets": (4,)}})
     cfg.parallel.mesh = (("data", 1), ("fsdp", 4), ("tensor", 2))
     mesh = None if {devices} == 1 else mesh_lib.make_mesh(dict(cfg.parallel.mesh))
     model = ru.tiny_model()

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import TINY_WORLD, set_args
+from conftest import CONFIGS, TINY_WORLD, set_args
 from vcoach_jax import cli
 from vcoach_jax import config as config_lib
 from vcoach_jax import run_length
@@ -63,9 +63,12 @@ def _rows(workdir):
 
 def test_sft_bookkeeping_end_to_end(tiny_world, tmp_path, capsys):
   """--steps 0 refused; a second fresh run refused before any row is written; a resume on
-  another schedule refused unless set, then stated; --steps past the schedule refused."""
+  another schedule refused unless set, then stated; --steps past the schedule refused. The
+  config is the shipped default under `:runlocal` (the suite runs every shipped config so:
+  tests/test_recipes.py); the shared tiny world's sizes and paths override its own."""
   work = tmp_path / "sft"
-  base = ["sft", "--workdir", str(work), "--no-progress"] + set_args(
+  base = ["sft", "--config", f"{CONFIGS / 'default'}.py:runlocal", "--workdir", str(work),
+          "--no-progress"] + set_args(
       list(TINY_WORLD) + tiny_world + ["data.batch_size=2", "checkpoint.every_steps=1"])
   with pytest.raises(SystemExit):
     cli.main(base + ["--steps", "0"])
