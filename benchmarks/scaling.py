@@ -4,7 +4,8 @@
 
 The shape: configs/visioncoach_7b.py's settings (bf16 compute with fp32 masters, scanned layers,
 full remat, chunked attention, grad_accum 4) on a model of Qwen2.5-0.5B's text width with 4
-decoder layers and the 7B vision tower cut to 4 blocks (one of them full attention); 8 prompts
+decoder layers and the 7B vision tower cut to 4 blocks (one of them full attention), the prompts
+of all micro-batches in one forward (`optim.prompt_once`); 8 prompts
 x G 4, 1,024-token prompts each holding one image of 1,936 patches (44 x 44), 128 new tokens.
 One process compiles the train step and the sampler for each mesh of 8 simulated CPU devices
 and once for 1 device (six compilations of a few CPU minutes each).
@@ -31,8 +32,10 @@ SHAPE = ModelConfig(
     num_attention_heads=14, num_key_value_heads=2, mrope_section=(8, 12, 12),
     tie_word_embeddings=True,
     vision=VisionConfig(depth=4, out_hidden_size=896, fullatt_block_indexes=(3,)))
+# Prompts once per step (optim.prompt_once; the 7B config turns it off for memory): every
+# forward's rows divide the 8 devices.
 SETTINGS = ("data.batch_size=8", "sampling.num_samples=4", "sampling.max_new_tokens=128",
-            "data.max_patches=1936", "data.max_images=1")
+            "data.max_patches=1936", "data.max_images=1", "optim.prompt_once=True")
 PROMPT_LENGTH = 1024
 
 

@@ -221,6 +221,10 @@ def get_config(arg=None):
   config.optim.eps = 1e-8
   config.optim.freeze_vision = False  # True: the vision tower gets no updates
   config.optim.grad_accum = 1  # micro-batches per optimizer step (lax.scan)
+  # grad_accum > 1: True runs the prompts of all micro-batches in one forward per step
+  # (vcoach_jax/rl/prompt_once.py: rows divide the devices; holds every prompt's keys and values
+  # for the step); False runs each micro-batch's prompts with it (less memory). Same update.
+  config.optim.prompt_once = True
 
   # --- Checkpoints (orbax): params, optimizer, rng, step, config, data-iterator position.
   config.checkpoint = ml_collections.ConfigDict()

@@ -25,7 +25,8 @@ def get_config(arg=None):
   config.model.preset = "qwen2_5_vl_7b"
   config.model.dtype = "bfloat16"  # bf16 compute; fp32 master weights and optimizer state
   # chunked: XLA attention in query blocks, memory-safe on TPU and GPU alike (on GPUs, `cudnn`
-  # is the faster fused kernel). `vcoach plan` with this config at fsdp=8: 133 GiB per device.
+  # is the faster fused kernel). `vcoach plan` with this config at fsdp=8 (8 chips: v5p-16 or
+  # 8x H100): 114 GiB per device, over both (README: the settings tried).
   config.model.attention_impl = "chunked"
   config.model.remat_policy = "full"
   config.model.scan_layers = True  # 28 decoder layers, one compiled body
@@ -43,7 +44,10 @@ def get_config(arg=None):
 
   config.optim.lr = 1e-6
   config.optim.epochs = 1.0  # one epoch over data.split (the reference's run); sets total_steps
-  config.optim.grad_accum = 4  # 4 micro-batches (`vcoach plan`: 133 GiB per device at fsdp=8)
+  config.optim.grad_accum = 4  # 4 micro-batches (`vcoach plan`: 114 GiB per device at fsdp=8)
+  # Each micro-batch runs its own prompts: 114 GiB per device at fsdp=8 against 133 GiB with the
+  # prompts of all micro-batches in one forward (rl/prompt_once.py holds all their states).
+  config.optim.prompt_once = False
   config.checkpoint.every_steps = 50
   config.selector.cache = ""  # `vcoach select predict` output; "" = raw prompts for hard samples
   return recipes.finish(config, arg)

@@ -73,7 +73,8 @@ def test_frozen_vision_is_outside_the_optimizer():
 def test_grad_accumulation_equals_one_big_batch(vision):
   """Also with remat (the reference forward runs outside the differentiated function); the
   step cuts the whole batch into micro-batches itself, and runs the prompts of all of them in
-  one forward (`rl.prompt_once`: with images, their patches and segment tables merged back)."""
+  one forward (`rl.prompt_once`: with images, their patches and segment tables merged back),
+  or, with `optim.prompt_once` off, each micro-batch its own: the same update all three ways."""
   cfg = ru.test_config()
   model = ru.tiny_model(seed=2, remat_policy="full")
   raw = ru.rollout_batch(model.config, 4, vision=vision)
@@ -81,17 +82,19 @@ def test_grad_accumulation_equals_one_big_batch(vision):
   tx, schedule = optax.sgd(0.5), optim.learning_rate_schedule(cfg.optim)
   loss_cfg = ts.LossConfig(group_size=ru.G)
   outs = []
-  for k in (1, 2):
+  for k, once in ((1, True), (2, True), (2, False)):
     graphdef, state = update.init_train_state(ru.tiny_model(seed=2, remat_policy="full"), tx)
     ref = ts.reference_params(model)
-    step = update.jit_update(ts.update_fn(graphdef, loss_cfg, tx, schedule, k), grad_accum=k)
+    step = update.jit_update(ts.update_fn(graphdef, loss_cfg, tx, schedule, k, once),
+                             grad_accum=k)
     state, m = step(state, ref, ts.StepBatch(raw, prompted), RNG)  # cut into k micro-batches
     outs.append((state.params, m))
-  (p1, m1), (p2, m2) = outs
-  for key in ("loss", "gspo", "kl", "nll", "grad_norm"):
-    np.testing.assert_allclose(m2[key], m1[key], rtol=1e-5, atol=1e-7, err_msg=key)
-  assert float(m2["num_positives"]) == float(m1["num_positives"]) == 4.0
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6), p2, p1)
+  (p1, m1), *others = outs
+  for p2, m2 in others:
+    for key in ("loss", "gspo", "kl", "nll", "grad_norm"):
+      np.testing.assert_allclose(m2[key], m1[key], rtol=1e-5, atol=1e-7, err_msg=key)
+    assert float(m2["num_positives"]) == float(m1["num_positives"]) == 4.0
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6), p2, p1)
 
 
 def test_mu2_passes_use_stored_old_logprobs():

@@ -233,7 +233,8 @@ def greedy_cfg():
 
 def test_buckets_pad_a_pipeline_batch(models):
   """A fixed-shape pipeline batch (`batching.batch_inputs`: padding patches with out-of-range
-  slots) padded to 4 rows x 64 tokens x 2^k patches keeps the real rows' logits."""
+  slots, one block of patches per row) padded to 4 rows x 64 tokens keeps its per-row patch
+  blocks (their count is the config's) and the real rows' logits."""
   _, jm = models
   rng = np.random.default_rng(4)
   grids = [[(1, 4, 4)], [], [(1, 4, 6), (1, 2, 4)]]
@@ -256,7 +257,8 @@ def test_buckets_pad_a_pipeline_batch(models):
     at += n
   inputs = batching.batch_inputs(jm.config, arrays)
   padded = buckets.pad_inputs(inputs, 4, 64, PAD)
-  assert padded.input_ids.shape == (4, 64) and padded.pixels.shape[0] == 256
+  assert padded.input_ids.shape == (4, 64) and padded.pixels.shape[0] == b * max_patches
+  assert padded.windows.gather.shape[0] == padded.frames.gather.shape[0] == b  # blocks kept
   assert not padded.attention_mask[3].any()
   logits = np.asarray(nnx.jit(lambda m, x: m(x)[0])(jm, jax.tree.map(jnp.asarray, padded)))
   want = np.asarray(vm.logits(jm, raw))

@@ -33,10 +33,11 @@ The batch is a full one of the config: data.batch_size prompts of --prompt-lengt
 sampling.max_new_tokens tokens each, split in optim.grad_accum micro-batches. On CPU
 dot_product_attention materialises every score matrix; model.attention_impl=chunked bounds
 them to one block of queries, and model.scan_layers makes remat bound the activations (in
-unrolled code XLA keeps them alive). configs/visioncoach_7b.py (both on, grad_accum 4) at
-fsdp=8 (8 chips: v5p-16 or 8 H100s): 133 GiB per device (it does not fit 95 GiB), compiled
-in about 90 s on a 2-core machine; the same step unrolled with full score matrices reported 3,369 GiB of temporaries and
-took 10 minutes to compile.
+unrolled code XLA keeps them alive). configs/visioncoach_7b.py (both on, grad_accum 4, each
+micro-batch running its own prompts: optim.prompt_once False) at fsdp=8 (8 chips: v5p-16 or
+8 H100s): 114 GiB per device (it does not fit 95 GiB; 133 GiB with optim.prompt_once, 296
+GiB with grad_accum 8), compiled in a few minutes on a 2-core machine; the same step unrolled
+with full score matrices reported 3,369 GiB of temporaries and took 10 minutes to compile.
 
 examples:
   vcoach plan --config configs/visioncoach_7b.py --mesh fsdp=8
@@ -119,8 +120,11 @@ def run(args: argparse.Namespace) -> int:
         f"attention {config.model.attention_impl})")
   print(f"batch             {config.data.batch_size} prompts x {length} tokens "
         f"(max_patches {config.data.max_patches}), G={config.sampling.num_samples} x "
-        f"{config.sampling.max_new_tokens} new tokens, grad_accum {config.optim.grad_accum}, "
-        f"prompted branch {'on' if args.prompted else 'off'}", flush=True)
+        f"{config.sampling.max_new_tokens} new tokens, grad_accum {config.optim.grad_accum}"
+        + ("" if config.optim.grad_accum == 1 else
+           " (prompts " + ("once per step" if config.optim.get("prompt_once", True)
+                           else "per micro-batch") + ")")
+        + f", prompted branch {'on' if args.prompted else 'off'}", flush=True)
   measure = lambda mesh, step=None: _measure(  # noqa: E731
       plan, config, mesh, cfg, length, args.prompted, step)
   reports = []

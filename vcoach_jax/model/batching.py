@@ -234,7 +234,8 @@ def merge_microbatches(stacked: ModelInputs) -> ModelInputs:
   leading micro-batch axis k (`[k, r, T]` ids, `[k, n, D]` patches, `[k, K, S, L]` segment
   tables) -> one batch of k*r rows whose patches are the k parts' blocks in order. The tables
   index within their blocks and stay as they are; vision slots move by each part's offset;
-  out-of-range slots (padding) stay out of range. Lets a step run the prompts of all its micro-batches in one forward."""
+  out-of-range slots (padding) stay out of range. Lets a step run the prompts of all its
+  micro-batches in one forward."""
   k, r, t = stacked.input_ids.shape
   flat = lambda x: x.reshape((k * x.shape[1],) + x.shape[2:])  # noqa: E731
   out = ModelInputs(input_ids=flat(stacked.input_ids),

@@ -37,7 +37,7 @@ PATCHES = (act.BATCH, act.PATCHES, None)  # [blocks, patches of a block, width]
 class Segments(NamedTuple):
   """A partition of each block's patches into attention segments, as gather tables (the
   leading K axis: blocks; `segments_from_ids` gives one block's tables without it)."""
-  gather: np.ndarray  # [K, S, L] int32 patch index in its block of each (segment, slot); 0 on padding
+  gather: np.ndarray  # [K, S, L] int32 patch index (in its block) of each slot; 0 on padding
   valid: np.ndarray  # [K, S, L] bool, False on padding slots
   inverse: np.ndarray  # [K, P] int32 flat slot (segment * L + slot) of each patch of a block
 

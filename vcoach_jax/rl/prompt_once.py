@@ -11,6 +11,11 @@ values and last hidden state are differentiated) and the reference's (not). Each
 then runs only its completions against its prompts' slice (`rl.logprobs.states_logprobs`);
 the gradients with respect to that slice are pulled back through the one prompt forward after
 the last micro-batch. The losses and the update are the ones of the per-micro-batch forward.
+
+The price is memory: every prompt's keys and values (policy, prompted branch and reference)
+live for the whole step, with their gradients. `optim.prompt_once = False` turns this off (each
+micro-batch runs its own prompts; `rl.train_step.update_fn`), e.g. where the step-long prompt
+states do not fit (`vcoach plan` says).
 """
 
 from __future__ import annotations

@@ -130,11 +130,13 @@ def visioncoach_loss(model, ref_lp: jax.Array | None, raw: RolloutBatch,
   return distill.combine(loss, nll, cfg.alpha), dict(metrics, **nll_metrics)
 
 
-def update_fn(graphdef, cfg: LossConfig, tx, schedule, grad_accum: int = 1) -> Callable:
+def update_fn(graphdef, cfg: LossConfig, tx, schedule, grad_accum: int = 1,
+              shared_prompts: bool = True) -> Callable:
   """The pure update `(state, ref_params, StepBatch, rng) -> (state, metrics)` of the
   VisionCoach loss (`update.update_fn`); the reference log-probs are computed outside the
-  differentiated function. With `grad_accum > 1` the prompts of all micro-batches run once,
-  in one forward (`rl.prompt_once`)."""
+  differentiated function. With `grad_accum > 1` and `shared_prompts` (`optim.prompt_once`) the
+  prompts of all micro-batches run once, in one forward (`rl.prompt_once`); else each
+  micro-batch runs its own prompts (the same update, less memory)."""
   def reference(ref_params, batch: StepBatch | update.Shared):
     ref_model = None if ref_params is None else nnx.merge(graphdef, ref_params)
     if isinstance(batch, update.Shared):
@@ -149,7 +151,8 @@ def update_fn(graphdef, cfg: LossConfig, tx, schedule, grad_accum: int = 1) -> C
     return visioncoach_loss(model, ref_lp, batch.raw, batch.prompted, cfg)
   return update.update_fn(graphdef, loss, tx, schedule, grad_accum=grad_accum,
                           prepare_fn=reference,
-                          shared_fn=prompt_once.shared_fn(graphdef, grad_accum, bool(cfg.beta)))
+                          shared_fn=prompt_once.shared_fn(graphdef, grad_accum, bool(cfg.beta))
+                          if shared_prompts else None)
 
 
 def prompted_row_counts(prompts: int, row_buckets: Sequence[int], grad_accum: int = 1
@@ -215,7 +218,8 @@ def make_step(config, graphdef, tx, *, state=None, ref=None, mesh: Mesh | None =
   the train state's and reference's). `prompts`: B (default `data.batch_size`)."""
   k = config.optim.grad_accum
   cfg = LossConfig.from_config(config, group_size)
-  update_ = update_fn(graphdef, cfg, tx, optim.learning_rate_schedule(config.optim), k)
+  update_ = update_fn(graphdef, cfg, tx, optim.learning_rate_schedule(config.optim), k,
+                      config.optim.get("prompt_once", True))
   b = int(prompts or config.data.batch_size)
   counts = (None,)
   if methods.get(config.rl.method).coach:
