@@ -26,4 +26,6 @@ def test_warm_steps_compile_nothing(tiny_world, tmp_path):
   names = c.names
   assert names["jit(update)"] == 1  # one update program (P = 2 prompted rows)
   assert names["jit(_generate)"] == 1  # raw and prompted batches share the sampler's program
-  assert c.count < 80  # the whole run, the small eager ops included
+  # The whole run, the small eager ops included (and the programs that cut and pad the
+  # rollouts on the devices for the update: once per shape).
+  assert c.count < 88

@@ -138,16 +138,16 @@ def _group_rows(prompts: Sequence[int], g: int) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnums=1)
-def _pad_rows(x: jax.Array, n: int) -> jax.Array:
-  """Device rows followed by zero rows, n in all (on the devices)."""
-  return jnp.pad(x, [(0, n - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
+def _pad_rows(xs: tuple[jax.Array, ...], n: int) -> tuple[jax.Array, ...]:
+  """Device arrays' rows followed by zero rows, n in all (one program, on the devices)."""
+  return tuple(jnp.pad(x, [(0, n - x.shape[0])] + [(0, 0)] * (x.ndim - 1)) for x in xs)
 
 
 def _padded(scored: Scored, n: int) -> Scored:
   """The first rows of `scored` followed by empty rows, n in all (the sampler's device arrays
   padded the same way on the devices)."""
   live, r = np.arange(len(scored.total)), scored.rollouts
-  placed = None if r.placed is None else tuple(_pad_rows(x, n) for x in r.placed)
+  placed = None if r.placed is None else _pad_rows(tuple(r.placed), n)
   rollouts = type(r)(tokens=_scatter_rows(r.tokens, live, n), mask=_scatter_rows(r.mask, live, n),
                      logprobs=_scatter_rows(r.logprobs, live, n),
                      texts=list(r.texts) + [""] * (n - len(live)), placed=placed)
