@@ -35,6 +35,7 @@ class Run:
   step: sft_step.Step  # the jitted update
   session: training_loop.Session
   prompting: prompted.Plan | None  # which examples are shown prompted (None: none)
+  box_ids: tuple[int, int] | None = None  # token ids of `<box>`, `</box>` (None: not single tokens)
 
   @property
   def writer(self):
@@ -64,14 +65,16 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
   session = training_loop.open_session(config, workdir, state=state, rng=jax.random.key(seed),
                                        pipe=pipe, schedule_key="sft.steps", desc="sft",
                                        plot_keys=("nll",), progress=progress)
-  return Run(config, parts, pipe, step, session, prompted.Plan.from_config(config))
+  return Run(config, parts, pipe, step, session, prompted.Plan.from_config(config),
+             sft_step.box_tag_ids(parts.tokenizer))
 
 
 def step(run: Run, index: int) -> dict[str, Any]:
   """One SFT step on the next host batch; returns its metrics."""
   s = run.session
   batch = run.pipe.next_host_batch(prompted.encoder(run.prompting, run.pipe, index))
-  host = sft_step.sft_batch(run.parts.model.config, batch.arrays, run.config.sft.loss_on)
+  host = sft_step.sft_batch(run.parts.model.config, batch.arrays, run.config.sft.loss_on,
+                            run.box_ids, run.config.sft.box_weight)
   s.state, metrics = run.step(s.state, host, jax.random.fold_in(s.rng, index))
   out = {k: float(v) for k, v in jax.device_get(metrics).items()}
   out["batch_ids"] = batch.ids
