@@ -243,5 +243,8 @@ def get_config(arg=None):
   # Share of the examples with key items shown with a visual prompt (one of selector.types other
   # than raw, drawn on the key frames) and its hint, as coaching shows a hard sample; 0 = none.
   config.sft.prompted = 0.0
+  # Loss weight of the box coordinates' tokens (inside <box>...</box>, when the tokenizer has
+  # the tags as single tokens); 1 = the plain token mean.
+  config.sft.box_weight = 1.0
 
   return recipes.finish(config, arg)

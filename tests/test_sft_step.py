@@ -11,6 +11,7 @@ from flax import nnx
 
 import rl_testutil as ru
 from vcoach_jax.model.qwen2_5_vl import ModelInputs
+from vcoach_jax.rl.logprobs import completion_logprobs
 from vcoach_jax.sft import sequence
 from vcoach_jax.sft import step as sft
 
@@ -157,3 +158,23 @@ def test_sft_schedule_takes_the_sft_lr_warmup_and_steps():
   assert float(schedule(0)) == 0.0 and float(schedule(5)) == pytest.approx(0.005)
   assert float(schedule(10)) == pytest.approx(0.01) and float(schedule(100)) == pytest.approx(0.0)
   assert config.optim.warmup_steps == 0  # RL's schedule keeps its own
+
+
+def test_box_weights_weigh_the_coordinates_and_the_loss_is_their_weighted_mean():
+  # ids: 7 = <box>, 8 = </box>; the coordinates (and their brackets/commas) lie between.
+  ids = np.array([[3, 7, 4, 5, 8, 6, 7, 4, 8], [3, 3, 3, 3, 3, 0, 0, 0, 0]], np.int32)
+  w = sft.box_weights(ids, (7, 8), 4.0)
+  np.testing.assert_array_equal(w, [[1, 1, 4, 4, 1, 1, 1, 4, 1], [1] * 9])
+  assert sft.box_weights(ids, (7, 8), 1.0) is None and sft.box_weights(ids, None, 4.0) is None
+  model = ru.tiny_model(seed=4)
+  prompt = ru.prompt_inputs(model.config, 2, vision=False)
+  tmask = np.array([[1] * 9, [1] * 5 + [0] * 4], np.int32)
+  graphdef, params = nnx.split(model)
+  plain, weighted = jax.jit(lambda p: (
+      sft.sft_loss(nnx.merge(graphdef, p), sft.SFTBatch(prompt, ids, tmask)),
+      sft.sft_loss(nnx.merge(graphdef, p), sft.SFTBatch(prompt, ids, tmask, None, w))))(params)
+  lp = np.asarray(jax.jit(lambda p: completion_logprobs(nnx.merge(graphdef, p), prompt, ids,
+                                                       tmask, 1))(params))
+  np.testing.assert_allclose(weighted[0], -(lp * w * tmask).sum() / (w * tmask).sum(), rtol=1e-5)
+  np.testing.assert_allclose(weighted[1]["nll"], plain[0], rtol=1e-6)  # the metric: unweighted
+  assert float(weighted[1]["num_tokens"]) == 14

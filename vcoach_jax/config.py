@@ -118,7 +118,7 @@ NON_NEGATIVE: tuple[str, ...] = (
 )
 
 # Fields that must be > 0 (floats).
-POSITIVE_FLOATS: tuple[str, ...] = ("optim.lr", "sft.lr")
+POSITIVE_FLOATS: tuple[str, ...] = ("optim.lr", "sft.lr", "sft.box_weight")
 
 
 class ConfigError(ValueError):

@@ -36,28 +36,63 @@ class SFTBatch(NamedTuple):
   target_mask: jax.Array  # [B, N] 1 on target tokens (end token included)
   # [B, P] 1 on prompt tokens that also carry loss (sft.loss_on = "sequence"); None: none.
   prompt_mask: jax.Array | None = None
+  # [B, N] float weight of each target token's loss (`box_weights`); None: all 1.
+  target_weight: jax.Array | None = None
 
 
-def sft_batch(cfg: ModelConfig, arrays: Mapping[str, Any], loss_on: str = "assistant"
-              ) -> SFTBatch:
+def box_tag_ids(tokenizer) -> tuple[int, int] | None:
+  """(id of `<box>`, id of `</box>`) when each is one token of `tokenizer` (the tiny one), else
+  None (a tokenizer that splits them: `sft.box_weight` then weighs nothing)."""
+  ids = [tokenizer.encode(tag, add_special_tokens=False) for tag in ("<box>", "</box>")]
+  if any(len(i) != 1 for i in ids):
+    return None
+  return ids[0][0], ids[1][0]
+
+
+def box_weights(target_ids: np.ndarray, box_ids: tuple[int, int] | None,
+                weight: float) -> np.ndarray | None:
+  """[B, N] float32: `weight` on the tokens strictly between a `<box>` and its `</box>` (the
+  coordinates: `box_ids` = (open id, close id)), 1 elsewhere; None when `weight` is 1 or the
+  tokenizer has no box tags (`box_ids` None)."""
+  if weight == 1.0 or box_ids is None:
+    return None
+  ids = np.asarray(target_ids)
+  opened = np.cumsum(ids == box_ids[0], 1) - np.cumsum(ids == box_ids[1], 1)
+  inside = (opened > 0) & (ids != box_ids[0])
+  return np.where(inside, np.float32(weight), np.float32(1.0)).astype(np.float32)
+
+
+def sft_batch(cfg: ModelConfig, arrays: Mapping[str, Any], loss_on: str = "assistant",
+              box_ids: tuple[int, int] | None = None, box_weight: float = 1.0) -> SFTBatch:
   """Host: `data.pipeline` HostBatch arrays -> SFTBatch (numpy, fixed shapes); `loss_on` as
-  `config.sft.loss_on` (`sft.sequence`)."""
+  `config.sft.loss_on` (`sft.sequence`); the box coordinates' tokens weigh `box_weight`
+  (`box_weights`, `config.sft.box_weight`)."""
   prompt_mask, target_mask = sequence.loss_masks(arrays, cfg, loss_on)
-  return SFTBatch(batch_inputs(cfg, arrays), np.asarray(arrays["target_ids"], np.int32),
-                  target_mask, prompt_mask if loss_on == "sequence" else None)
+  target_ids = np.asarray(arrays["target_ids"], np.int32)
+  return SFTBatch(batch_inputs(cfg, arrays), target_ids, target_mask,
+                  prompt_mask if loss_on == "sequence" else None,
+                  box_weights(target_ids, box_ids, box_weight))
 
 
 def sft_loss(model, batch: SFTBatch):
-  """(mean token NLL of the covered tokens, metrics: nll, num_tokens)."""
+  """(mean token NLL of the covered tokens, each weighted by `target_weight` when set, metrics:
+  nll (unweighted), num_tokens)."""
+  tw = batch.target_mask.astype(jnp.float32)
+  if batch.target_weight is not None:
+    tw = tw * batch.target_weight
   if batch.prompt_mask is not None:
     lp = sequence.sequence_logprobs(model, batch.prompt, batch.target_ids, batch.target_mask)
     m = jnp.concatenate([batch.prompt_mask, batch.target_mask], 1)[:, 1:].astype(jnp.float32)
+    w = jnp.concatenate([batch.prompt_mask.astype(jnp.float32), tw], 1)[:, 1:]
   else:
     lp = completion_logprobs(model, batch.prompt, batch.target_ids, batch.target_mask, 1)
-    m = batch.target_mask.astype(jnp.float32)
+    m, w = batch.target_mask.astype(jnp.float32), tw
   count = m.sum()
-  loss = -jnp.sum(jnp.where(m > 0, lp, 0.0)) / jnp.maximum(count, 1.0)
-  return loss, {"nll": loss, "num_tokens": count}
+  nll = -jnp.sum(jnp.where(m > 0, lp, 0.0)) / jnp.maximum(count, 1.0)
+  if batch.target_weight is None:
+    return nll, {"nll": nll, "num_tokens": count}
+  loss = -jnp.sum(jnp.where(m > 0, lp * w, 0.0)) / jnp.maximum(w.sum(), 1.0)
+  return loss, {"nll": nll, "num_tokens": count}
 
 
 def batch_shardings(prompts: int, mesh: Mesh, rules, grad_accum: int = 1) -> SFTBatch:
@@ -65,7 +100,7 @@ def batch_shardings(prompts: int, mesh: Mesh, rules, grad_accum: int = 1) -> SFT
   rule, vision patches replicated; with `grad_accum = k > 1`, k micro-batches of B/k rows."""
   b, stacked = prompts // grad_accum, grad_accum > 1
   rows = update.rows_sharding(b, 2, mesh, rules, stacked)
-  return SFTBatch(update.inputs_shardings(b, mesh, rules, stacked), rows, rows, rows)
+  return SFTBatch(update.inputs_shardings(b, mesh, rules, stacked), rows, rows, rows, rows)
 
 
 @dataclasses.dataclass(frozen=True)

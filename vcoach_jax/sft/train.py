@@ -38,6 +38,7 @@ class Run:
   step: sft_step.Step  # the jitted update
   session: training_loop.Session
   prompting: prompted.Plan | None  # which examples are shown prompted (None: none)
+  box_ids: tuple[int, int] | None = None  # token ids of `<box>`, `</box>` (None: not single tokens)
 
   @property
   def writer(self):
@@ -69,7 +70,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
   session = training_loop.open_session(config, workdir, state=state, rng=jax.random.key(seed),
                                        pipe=pipe, schedule_key="sft.steps", desc="sft",
                                        plot_keys=("nll",), progress=progress)
-  return Run(config, parts, pipe, step, session, prompted.Plan.from_config(config))
+  return Run(config, parts, pipe, step, session, prompted.Plan.from_config(config),
+             sft_step.box_tag_ids(parts.tokenizer))
 
 
 def step(run: Run, index: int) -> dict[str, Any]:
@@ -86,12 +88,13 @@ def step(run: Run, index: int) -> dict[str, Any]:
 def global_batch(run: Run, batch) -> sft_step.SFTBatch:
   """The step's `SFTBatch` from this process's host batch: with a row slice the small per-row
   arrays are exchanged and each process places its own rows' pixels (`rl.hosts`)."""
-  cfg, loss_on = run.parts.model.config, run.config.sft.loss_on
+  cfg, sft = run.parts.model.config, run.config.sft
+  encode = lambda arrays: sft_step.sft_batch(cfg, arrays, sft.loss_on, run.box_ids, sft.box_weight)
   if batch.rows is None:
-    return sft_step.sft_batch(cfg, batch.arrays, loss_on)
+    return encode(batch.arrays)
   arrays = hosts.global_arrays(batch, run.pipe.pad_id,
                                hosts.SMALL_FIELDS + ("target_ids", "target_mask"))
-  host = sft_step.sft_batch(cfg, arrays, loss_on)
+  host = encode(arrays)
   if host.prompt.pixels is None:
     return host
   placer = placement.Placer(run.parts.mesh, mesh_lib.rules_from_config(run.config.parallel.rules))
