@@ -18,6 +18,7 @@ import rl_testutil as ru
 from vcoach_jax import checkpointing
 from vcoach_jax import training_loop
 from vcoach_jax.checkpointing import CheckpointError, Checkpointer
+from vcoach_jax.checkpoint_integrity import first_line
 from vcoach_jax.rl import optim, update
 
 
@@ -186,3 +187,15 @@ def test_disk_full_during_save(tmp_path, state, small_disk, monkeypatch):
     monkeypatch.setattr(ckpt._manager, "save", real)  # pylint: disable=protected-access
   restored = ckpt.restore(state, data_restore=_data_restore)
   assert restored.step == 1
+
+
+def test_a_long_error_line_keeps_the_os_reason_from_its_middle():
+  """TensorStore's write errors can put the OS's reason between a long start and a page of spec
+  (seen in a suite run: the shortened line lost "No space left on device")."""
+  line = ("RESOURCE_EXHAUSTED: Error writing \"w/0\" in OCDBT database at local file \"/ckpt/"
+          + "d" * 200 + "\": Failed to write 532407 bytes to file 19: No space left on device "
+          "[os_error_code='28'] " + "{\"spec\": " + "x" * 300 + "}")
+  short = first_line(ValueError(line))
+  assert len(short) < 400 and short.startswith("RESOURCE_EXHAUSTED: Error writing")
+  assert "No space left on device [os_error_code='28']" in short and short.endswith("x}")
+  assert first_line(ValueError("short: reason")) == "short: reason"

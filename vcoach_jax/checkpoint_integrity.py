@@ -33,12 +33,22 @@ class CheckpointError(ValueError):
   """A checkpoint step that cannot be trusted or read; the message names the step and file."""
 
 
+# TensorStore's errors cite the OS's reason mid-line ("...to file 19: No space left on device
+# [os_error_code='28']"), sometimes before a page of spec.
+_OS_REASON = re.compile(r"[^:\[\]\"]+ \[os_error_code='\d+'\]")
+
+
 def first_line(error: BaseException) -> str:
   """The first non-empty line of an exception's message (library errors can run to pages)."""
   for line in str(error).splitlines():
     line = line.strip()
-    if line:  # a long line keeps its start (what failed) and its end (the OS's reason)
-      return line if len(line) <= 320 else f"{line[:180]} ... {line[-130:]}"
+    if line:  # a long line keeps its start (what failed), the OS's reason and its end
+      if len(line) <= 320:
+        return line
+      cut = line[180:-130]
+      os_reason = _OS_REASON.search(cut)
+      middle = f" ... {os_reason.group(0).strip()}" if os_reason else ""
+      return f"{line[:180]}{middle} ... {line[-130:]}"
   return type(error).__name__
 
 
