@@ -49,8 +49,8 @@ def place_local(local: np.ndarray, sharding, shape: tuple[int, ...]) -> jax.Arra
 
 @dataclasses.dataclass(frozen=True)
 class Placer:
-  """Places prompt patches as `Sampler.place_pixels` / `place_local_pixels` do (split like the
-  rows over the mesh's batch axes), for a program without a sampler (SFT)."""
+  """Places a global batch's prompt patches from each process's own rows, split like the rows
+  over the mesh's batch axes: for the SFT update, and behind `Sampler.place_local_pixels`."""
   mesh: Any
   rules: Any
 

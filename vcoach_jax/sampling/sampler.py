@@ -236,13 +236,9 @@ class Sampler:
     devices must hold exactly its own block (the mesh's batch axes laid out by process, as
     `make_mesh` does); ValueError otherwise."""
     from vcoach_jax.rl import placement  # pylint: disable=g-import-not-at-top
-    local = np.asarray(local, np.float32)
-    if jax.process_count() == 1:
-      if local.shape[0] != rows:
-        raise ValueError(f"one process holds {local.shape[0]} of {rows} patch rows")
-      return self._put_patches(local)
-    shape = (rows, local.shape[1])
-    return placement.place_local(local, self._sharding(("batch", None), shape), shape)
+    if jax.process_count() == 1 and local.shape[0] != rows:
+      raise ValueError(f"one process holds {local.shape[0]} of {rows} patch rows")
+    return placement.Placer(self.mesh, self.rules).place_local_pixels(local, rows)
 
   def _arguments(self, inputs, config: SamplingConfig, rng, state, live_rows=None):
     """The program's arguments: bucketed, placed inputs and the decoding copy of the weights.

@@ -39,6 +39,7 @@ class Run:
   session: training_loop.Session
   prompting: prompted.Plan | None  # which examples are shown prompted (None: none)
   box_ids: tuple[int, int] | None = None  # token ids of `<box>`, `</box>` (None: not single tokens)
+  placer: placement.Placer | None = None  # places each process's own rows' pixels (several processes)
 
   @property
   def writer(self):
@@ -70,8 +71,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, seed: int = 0,
   session = training_loop.open_session(config, workdir, state=state, rng=jax.random.key(seed),
                                        pipe=pipe, schedule_key="sft.steps", desc="sft",
                                        plot_keys=("nll",), progress=progress)
+  placer = None if rows is None else placement.Placer(
+      parts.mesh, mesh_lib.rules_from_config(config.parallel.rules))
   return Run(config, parts, pipe, step, session, prompted.Plan.from_config(config),
-             sft_step.box_tag_ids(parts.tokenizer))
+             sft_step.box_tag_ids(parts.tokenizer), placer)
 
 
 def step(run: Run, index: int) -> dict[str, Any]:
@@ -97,8 +100,7 @@ def global_batch(run: Run, batch) -> sft_step.SFTBatch:
   host = encode(arrays)
   if host.prompt.pixels is None:
     return host
-  placer = placement.Placer(run.parts.mesh, mesh_lib.rules_from_config(run.config.parallel.rules))
-  return host._replace(prompt=host.prompt._replace(pixels=hosts.own_pixels(batch, placer)))
+  return host._replace(prompt=host.prompt._replace(pixels=hosts.own_pixels(batch, run.placer)))
 
 
 def fit(run: Run, steps: int | None = None, **kw) -> training_loop.LoopResult:
