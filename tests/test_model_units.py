@@ -92,6 +92,13 @@ def test_tiny_wide_preset_is_tiny_wider_and_round_trips():
   assert wide.head_dim == 32 and 2 * sum(wide.mrope_section) == wide.head_dim
 
 
+def test_tiny_deep_preset_is_tiny_with_four_layers_and_round_trips():
+  from vcoach_jax.model import build  # pylint: disable=g-import-not-at-top
+  tiny, deep = build.preset_config("tiny"), build.preset_config("tiny_deep")
+  assert deep.num_hidden_layers == 4 and deep.replace(num_hidden_layers=2) == tiny
+  assert vm.ModelConfig.from_hf(deep.to_hf()) == deep
+
+
 def test_attention_impls_agree():
   k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
   q = jax.random.normal(k1, (2, 5, 4, 8))

@@ -131,9 +131,15 @@ class ModelConfig:
     return cls(**base)
 
   @classmethod
+  def tiny_deep(cls, **kw) -> ModelConfig:
+    """`tiny` with 4 decoder layers: the CPU demo's model. Depth, not width, is what lets the
+    tiny decoder learn where the asked object is within a few thousand SFT examples
+    (docs/ablation.md, "Why the boxes stayed near chance")."""
+    return cls.tiny(**{"num_hidden_layers": 4, **kw})
+
+  @classmethod
   def tiny_wide(cls, **kw) -> ModelConfig:
-    """`tiny` twice as wide with a third decoder layer: the CPU demo's model, big enough to
-    learn the synthetic world's grounding in a few minutes of SFT."""
+    """`tiny` twice as wide (vision tower too) with a third decoder layer."""
     vision = VisionConfig(depth=2, hidden_size=64, intermediate_size=128, num_heads=2,
                           window_size=56, out_hidden_size=128, fullatt_block_indexes=(1,))
     base = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3,
@@ -225,6 +231,7 @@ class ModelConfig:
 # The model presets (`config.model.preset`): name -> its ModelConfig.
 PRESETS = {
     "tiny": ModelConfig.tiny,
+    "tiny_deep": ModelConfig.tiny_deep,
     "tiny_wide": ModelConfig.tiny_wide,
     "qwen2_5_vl_3b": ModelConfig.qwen2_5_vl_3b,
     "qwen2_5_vl_7b": ModelConfig.qwen2_5_vl_7b,
