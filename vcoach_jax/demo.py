@@ -55,9 +55,11 @@ def _select(config, workdir: storage.Path, tok, fast: bool) -> str:
 
 
 def cold_start(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
-               fast: bool = False, seconds: dict | None = None, select: bool = True):
+               fast: bool = False, seconds: dict | None = None, select: bool = True,
+               seed: int = 0):
   """Phases 1-2 of the method, shared by `run` and `vcoach ablate`: cold-start SFT on the
-  grounded traces, then (`select`) the VP-Selector (proxy-reasoner labels, training, cache).
+  grounded traces (`seed`: the random model's init and the SFT's rng), then (`select`) the
+  VP-Selector (proxy-reasoner labels, training, cache).
 
   Returns:
     (the RL config: `model.checkpoint` = the SFT policy, `selector.cache` set, tokenizer and data
@@ -74,7 +76,7 @@ def cold_start(config: ml_collections.ConfigDict, workdir: str, *, progress: boo
   config = config_lib.with_overrides(config, shared)
 
   print("== 1/3 cold-start SFT on the grounded traces")
-  sft, _ = sft_train.train(config, str(w / "sft"), progress=progress)
+  sft, _ = sft_train.train(config, str(w / "sft"), progress=progress, seed=seed)
   policy = sft.export(w / "sft" / "policy")
   seconds["sft"] = time.perf_counter() - t0
 
@@ -151,18 +153,21 @@ def key_frame_figure(batch, completions: dict, path) -> str | None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
-        fast: bool = False) -> DemoResult:
-  """SFT -> selector -> VisionCoach RL on `config`, probing before and after RL."""
+        fast: bool = False, seed: int = 0) -> DemoResult:
+  """SFT -> selector -> VisionCoach RL on `config`, probing before and after RL. `seed` seeds
+  the random model, both trainers' rngs and the data order (`data.seed`); the world
+  (`synthetic.seed`) and the held-out prompts stay the same."""
+  config = config_lib.with_overrides(config, [f"data.seed={seed}"])
   from vcoach_jax.rl import probe as probe_lib  # pylint: disable=g-import-not-at-top
   from vcoach_jax.rl import train as rl_train  # pylint: disable=g-import-not-at-top
   w = storage.path(workdir)
   seconds = {}
   rl_config, tok, sft = cold_start(config, workdir, progress=progress, fast=fast,
-                                   seconds=seconds)
+                                   seconds=seconds, seed=seed)
 
   print("== 3/3 VisionCoach RL")
   t0 = time.perf_counter()
-  rl = rl_train.setup(rl_config, str(w / "rl"), progress=progress)
+  rl = rl_train.setup(rl_config, str(w / "rl"), progress=progress, seed=seed)
   n = 1 if fast else PROBE_BATCHES
   before = probe_policy(rl, rl_config, tok, w / "rl", n)
   batch, sft_texts = greedy_completions(rl, rl_config, tok, w / "rl")

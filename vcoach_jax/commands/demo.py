@@ -18,6 +18,7 @@ examples:
   vcoach demo                               # ~10 minutes on 2 CPU cores
   vcoach demo --fast --workdir /tmp/demo    # a 1-2 minute smoke run
   vcoach demo --set sft.steps=500           # change any config field
+  vcoach demo --seed 1 --workdir vcoach_demo_1   # another seed (model init, data order, rng)
 
 The settings are configs/demo.py (--fast: its `fast` argument).
 """
@@ -29,13 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--fast", action="store_true", help="a 1-2 minute smoke version")
   parser.add_argument("--set", dest="overrides", action="append", default=[],
                       metavar="KEY=VALUE", help="override one config field (repeatable)")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="seed of the random model, the data order and both trainers' rngs "
+                           "(default 0; the synthetic world and the held-out prompts stay the "
+                           "same): runs with one seed print the same table")
   parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
   from vcoach_jax import demo  # pylint: disable=g-import-not-at-top
   config = demo.demo_config(args.fast, args.overrides)
-  result = demo.run(config, args.workdir, progress=not args.no_progress, fast=args.fast)
+  result = demo.run(config, args.workdir, progress=not args.no_progress, fast=args.fast,
+                    seed=args.seed)
   print()
   print(result.table)
   print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()))
