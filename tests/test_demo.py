@@ -32,6 +32,7 @@ from vcoach_jax import rewards as rewards_lib  # noqa: E402
 from vcoach_jax.rl import probe  # noqa: E402
 
 SFT_STEPS = 12
+SEED = 1  # `vcoach demo --seed`: the random model's init, the data order, the trainers' rngs
 RL_LR = 2e-4  # the demo's optim.lr: cosine to 0 over the 2 RL steps (2e-4, then 1e-4)
 SHRINK = (f"sft.steps={SFT_STEPS}", "data.batch_size=4", "sampling.num_samples=2",
           "synthetic.num_train=24", "synthetic.num_eval=8", "data.tiny_vocab_size=500",
@@ -61,7 +62,7 @@ def result(tmp_path_factory):
     figures.append(dict(frame=frame, boxes=boxes, path=str(path), **kwargs))
     return real_boxes(frame, boxes, path, **kwargs)
 
-  argv = ["demo", "--fast", "--workdir", str(workdir), "--no-progress"]
+  argv = ["demo", "--fast", "--workdir", str(workdir), "--no-progress", "--seed", str(SEED)]
   argv += [a for s in SHRINK for a in ("--set", s)]
   out = io.StringIO()
   with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
@@ -108,6 +109,23 @@ def test_printed_table_is_the_probe_of_each_policy(result):
   assert set(r.seconds) == {"sft", "selector", "rl"} and min(r.seconds.values()) > 0
   assert re.search(r"^time: sft \d+s, selector \d+s, rl \d+s$", stdout, re.M)
   assert f"plots: {', '.join(r.plots)}" in stdout
+
+
+def test_seed_makes_the_random_model(result):
+  """`--seed 1` reached the random model the SFT started from (WORKDIR/sft/init): it is the
+  preset built with seed 1, not with the default seed 0."""
+  from vcoach_jax import experiment  # pylint: disable=g-import-not-at-top
+  from vcoach_jax.model import build  # pylint: disable=g-import-not-at-top
+  workdir = result[0]
+  config = demo.demo_config(True, SHRINK)
+  tok = experiment.tokenizer(config.copy_and_resolve_references(), workdir)
+  saved, _ = build.from_config(
+      demo.demo_config(True, SHRINK + (f"model.checkpoint={workdir / 'sft' / 'init'}",)), 0,
+      tokenizer=tok)
+  weight = lambda m: np.asarray(m.model.embed_tokens[...])  # noqa: E731
+  np.testing.assert_array_equal(weight(saved), weight(build.from_config(config, SEED,
+                                                                        tokenizer=tok)[0]))
+  assert not np.array_equal(weight(saved), weight(build.from_config(config, 0, tokenizer=tok)[0]))
 
 
 def test_sft_lowered_its_loss(result):
