@@ -1,7 +1,7 @@
 """Where a demo SFT policy loses the asked object's place: linear probes of the object's grid cell
 (row, column), its colour, and object-cell vs another cell, read from the object's visual token
 (the decoder's input) and from the decoder's last hidden state just before the first box number.
-The table in docs/ablation.md ("Why the boxes stay near chance") is this script's output.
+The table in docs/ablation.md ("Why the boxes stayed near chance") is this script's output.
 
   PYTHONPATH=. python benchmarks/grounding_probe.py --workdir vcoach_demo [--policy DIR]
       [--train-batches 24] [--eval-batches 8]
