@@ -1,7 +1,7 @@
 """How fast the demo's cold-start SFT learns where the asked object is: a learning curve of the
 first box's x1 (the column) and y1 (the row) on the held-out clips, teacher-forced, with how much
 the box tokens depend on the pixels. The SFT settings tried in docs/ablation.md ("Why the boxes
-stay near chance") are this script's output.
+stayed near chance") are this script's output.
 
   PYTHONPATH=. python benchmarks/grounding_curve.py [--steps 2000] [--eval-every 250]
       [--set KEY=VALUE ...] [--config configs/demo.py]
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from grounding_probe import field_kinds  # benchmarks/ is the script's folder
 from vcoach_jax import config as config_lib
 from vcoach_jax import experiment
 from vcoach_jax.data import chat, synthetic, tfds_stgr
@@ -49,19 +50,12 @@ def encoded(config, tok, split: str) -> list[dict]:
 
 
 def box_fields(tok, target_ids: np.ndarray) -> list[tuple[int, int] | None]:
-  """Per row: target positions of the first box's x1 and y1 (their first tokens), found by
-  decoding (robust to how the tokenizer splits numbers); None without a box."""
+  """Per row: target positions of the first box's x1 and y1 (their first tokens,
+  `grounding_probe.field_kinds`); None without a box."""
   out = []
   for row in target_ids:
-    pieces = [tok.decode([int(i)]) for i in row]
-    try:
-      start = pieces.index("<box>")
-      x1 = start + 1 + next(j for j, p in enumerate(pieces[start + 1:]) if p.strip("[ "))
-      comma = x1 + next(j for j, p in enumerate(pieces[x1:]) if "," in p)
-      y1 = comma + 1 + next(j for j, p in enumerate(pieces[comma + 1:]) if p.strip(", "))
-      out.append((x1, y1))
-    except (ValueError, StopIteration):
-      out.append(None)
+    kinds = field_kinds(tok, row)
+    out.append((kinds.index("x1"), kinds.index("y1")) if "y1" in kinds else None)
   return out
 
 

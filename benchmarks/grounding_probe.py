@@ -64,11 +64,30 @@ def features(config, tok, model, workdir: str, split: str, batches: int):
 
 _FIELDS = {"<obj>": "name", "<t>": "time", "<box>": "box"}
 _CLOSE = ("</obj>", "</t>", "</box>")
+_NUMBERS = ("x1", "y1", "x2", "y2")
+
+
+def field_kinds(tok, ids) -> list[str]:
+  """Per target token, its field: `name` (the object's name), `time`, `x1`..`y2` (every token of
+  that box number, however the tokenizer splits numbers: the commas count them) or `other`."""
+  kinds, field, commas = [], None, 0
+  for i in ids:
+    piece = tok.decode([int(i)])
+    if piece in _FIELDS or piece in _CLOSE:
+      field, commas = _FIELDS.get(piece), 0
+      kinds.append("other")
+    elif field == "box":
+      commas += piece.count(",")
+      kinds.append(_NUMBERS[min(commas, 3)] if piece.strip("[], ") else "other")
+    elif field in ("name", "time") and not piece.startswith("<"):
+      kinds.append(field)
+    else:
+      kinds.append("other")
+  return kinds
 
 
 def token_losses(config, tok, model, workdir: str, split: str, batches: int) -> dict[str, float]:
-  """Mean NLL of the SFT target's tokens by field: the object's name, the times, each box number
-  (x1, y1, x2, y2), and the rest."""
+  """Mean NLL of the SFT target's tokens by field (`field_kinds`)."""
   fn = jax.jit(lambda p, t, m: completion_logprobs(model, p, t, m, 1))
   pipe = experiment.pipeline(config, tok, workdir, split=split, shuffle_buffer=1)
   pipe.texts = pipe.texts.for_sft()
@@ -77,21 +96,8 @@ def token_losses(config, tok, model, workdir: str, split: str, batches: int) -> 
     sb = sft_step.sft_batch(model.config, pipe.next_host_batch().arrays)
     lp = np.asarray(fn(sb.prompt, sb.target_ids, sb.target_mask))
     for r in range(lp.shape[0]):
-      field, number = None, 0
-      for j, i in enumerate(np.asarray(sb.target_ids[r])):
-        if not sb.target_mask[r, j]:
-          break
-        piece = tok.decode([int(i)])
-        if piece in _FIELDS:
-          field, number = _FIELDS[piece], 0
-        elif piece in _CLOSE:
-          field = None
-        if field == "box" and piece not in ("<box>", "[", ","):
-          kind, number = ("x1", "y1", "x2", "y2", "other")[min(number, 4)], number + 1
-        elif field in ("name", "time") and not piece.startswith("<"):
-          kind = field
-        else:
-          kind = "other"
+      n = int(np.asarray(sb.target_mask[r]).sum())
+      for j, kind in enumerate(field_kinds(tok, np.asarray(sb.target_ids[r])[:n])):
         nll[kind].append(-lp[r, j])
   return {k: float(np.mean(v)) for k, v in sorted(nll.items())}
 
