@@ -41,7 +41,8 @@ def get_config(arg=None):
   # built (the embedded default is `tiny`); with one, sizes come from its config.json.
   config.model = ml_collections.ConfigDict()
   config.model.checkpoint = ""  # HF Qwen2.5-VL folder (config.json + safetensors); "" = random
-  config.model.preset = "tiny"  # tiny | tiny_deep | tiny_wide | qwen2_5_vl_3b | qwen2_5_vl_7b (ModelConfig presets)
+  # ModelConfig presets: tiny | tiny_deep | tiny_wide | qwen2_5_vl_3b | qwen2_5_vl_7b
+  config.model.preset = "tiny"
   config.model.dtype = "float32"  # float32 | bfloat16: params and compute (softmax/norms fp32)
   # xla (CPU, tests) | chunked (xla in query blocks: O(block x keys) memory) |
   # dot_product_attention | cudnn

@@ -153,11 +153,13 @@ def key_frame_figure(batch, completions: dict, path) -> str | None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
-        fast: bool = False, seed: int = 0) -> DemoResult:
+        fast: bool = False, seed: int | None = None) -> DemoResult:
   """SFT -> selector -> VisionCoach RL on `config`, probing before and after RL. `seed` seeds
-  the random model, both trainers' rngs and the data order (`data.seed`); the world
-  (`synthetic.seed`) and the held-out prompts stay the same."""
-  config = config_lib.with_overrides(config, [f"data.seed={seed}"])
+  the random model, both trainers' rngs and the data order (it replaces `data.seed`); None: seed
+  0 and the config's `data.seed`. The world (`synthetic.seed`) and the held-out prompts stay."""
+  if seed is not None:
+    config = config_lib.with_overrides(config, [f"data.seed={seed}"])
+  seed = seed or 0
   from vcoach_jax.rl import probe as probe_lib  # pylint: disable=g-import-not-at-top
   from vcoach_jax.rl import train as rl_train  # pylint: disable=g-import-not-at-top
   w = storage.path(workdir)

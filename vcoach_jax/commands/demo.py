@@ -15,7 +15,7 @@ answer accuracy, temporal and spatial grounding, total, fraction of hard prompts
 TensorBoard logs and PNG curves into --workdir.
 
 examples:
-  vcoach demo                               # ~10 minutes on 2 CPU cores
+  vcoach demo                               # 12-15 minutes on 2 CPU cores
   vcoach demo --fast --workdir /tmp/demo    # a 1-2 minute smoke run
   vcoach demo --set sft.steps=500           # change any config field
   vcoach demo --seed 1 --workdir vcoach_demo_1   # another seed (model init, data order, rng)
@@ -30,10 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--fast", action="store_true", help="a 1-2 minute smoke version")
   parser.add_argument("--set", dest="overrides", action="append", default=[],
                       metavar="KEY=VALUE", help="override one config field (repeatable)")
-  parser.add_argument("--seed", type=int, default=0,
-                      help="seed of the random model, the data order and both trainers' rngs "
-                           "(default 0; the synthetic world and the held-out prompts stay the "
-                           "same): runs with one seed print the same table")
+  parser.add_argument("--seed", type=int, default=None,
+                      help="seed of the random model, the data order (it replaces data.seed) "
+                           "and both trainers' rngs (default: 0 and the config's data.seed); "
+                           "the synthetic world and the held-out prompts stay the same: runs "
+                           "with one seed print the same table")
   parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
